@@ -1,0 +1,120 @@
+"""`TransformerConfig`: every hyperparameter of the model, one typed object that round-trips JSON."""
+
+import dataclasses
+import json
+
+from tfx_transformer.layers.attention import SCORE_FUNCTIONS
+from tfx_transformer.layers.validation import check_choice, check_positive_int, check_rate
+
+POSITION_KINDS = ("sinusoidal", "learned")
+
+# The paper's Table 3 rows for base and big; tiny and small are sized for a CPU.
+PRESETS = {
+    "tiny": dict(
+        d_model=64, num_heads=4, d_ff=256, num_encoder_layers=2, num_decoder_layers=2,
+        dropout=0.1, max_length=64,
+    ),
+    "small": dict(
+        d_model=256, num_heads=4, d_ff=1024, num_encoder_layers=3, num_decoder_layers=3,
+        dropout=0.1, max_length=128,
+    ),
+    "base": dict(
+        d_model=512, num_heads=8, d_ff=2048, num_encoder_layers=6, num_decoder_layers=6,
+        dropout=0.1, max_length=256,
+    ),
+    "big": dict(
+        d_model=1024, num_heads=16, d_ff=4096, num_encoder_layers=6, num_decoder_layers=6,
+        dropout=0.3, max_length=256,
+    ),
+}
+
+
+@dataclasses.dataclass
+class TransformerConfig:
+    """Hyperparameters of `tfx_transformer.Transformer`; the defaults are the paper's base model.
+
+    Token ids: `pad_id` (0, masked everywhere), `start_id` (fed first to the decoder) and
+    `end_id` (ends a decoded sequence).
+    """
+
+    vocab_size: int = 37000
+    d_model: int = 512
+    num_heads: int = 8
+    d_ff: int = 2048
+    num_encoder_layers: int = 6
+    num_decoder_layers: int = 6
+    dropout: float = 0.1
+    attention_dropout: float | None = None  # None: same as dropout
+    max_length: int = 256
+    share_embeddings: bool = True
+    position: str = "sinusoidal"
+    norm_first: bool = False
+    activation: str = "relu"
+    score: str = "scaled_dot"
+    layer_norm_epsilon: float = 1e-6
+    pad_id: int = 0
+    start_id: int = 2
+    end_id: int = 3
+
+    def __post_init__(self):
+        for name in ("vocab_size", "d_model", "num_heads", "d_ff", "num_encoder_layers",
+                     "num_decoder_layers", "max_length"):
+            check_positive_int(name, getattr(self, name))
+        if self.d_model % self.num_heads:
+            raise ValueError(
+                "`d_model` must be divisible by `num_heads`. Received: "
+                f"d_model={self.d_model}, num_heads={self.num_heads}"
+            )
+        check_rate("dropout", self.dropout)
+        if self.attention_dropout is not None:
+            check_rate("attention_dropout", self.attention_dropout)
+        check_choice("position", self.position, POSITION_KINDS)
+        check_choice("score", self.score, SCORE_FUNCTIONS)
+        for name in ("pad_id", "start_id", "end_id"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 0 <= value < self.vocab_size:
+                raise ValueError(
+                    f"`{name}` must be a token id in [0, vocab_size={self.vocab_size}). "
+                    f"Received: {name}={value!r}"
+                )
+        if self.pad_id != 0:
+            raise ValueError(f"Token id 0 is padding everywhere. Received: pad_id={self.pad_id}")
+
+    @classmethod
+    def preset(cls, name, **overrides):
+        """A named preset (tiny, small, base, big) with any field overridden."""
+        if name not in PRESETS:
+            raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
+        return cls.from_dict({**PRESETS[name], **overrides})
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown TransformerConfig fields: {unknown}")
+        return cls(**values)
+
+    def to_json(self, **kwargs):
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_json(cls, text):
+        return cls.from_dict(json.loads(text))
+
+    def block_kwargs(self):
+        """The arguments that every encoder and decoder block takes."""
+        return dict(
+            d_model=self.d_model,
+            num_heads=self.num_heads,
+            d_ff=self.d_ff,
+            dropout=self.dropout,
+            attention_dropout=self.attention_dropout,
+            norm_first=self.norm_first,
+            activation=self.activation,
+            score=self.score,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+        )

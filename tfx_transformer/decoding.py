@@ -1,0 +1,215 @@
+"""Batched greedy and beam-search decoding with a key/value cache, in `keras.ops` loops.
+
+Shapes stay static inside the loops (the cache is preallocated to `max_length`, beams live in the
+batch axis), so the same code traces once under `tf.function` or `jax.jit` and runs inside a
+SavedModel. `use_cache=False` recomputes the whole decoder each step; it exists as the reference
+that the cached path must reproduce.
+
+Both return (tokens, scores): tokens [B, max_length] int32, the generated ids after the start
+token, including the end token where one was produced and 0 (padding) after it; scores [B]
+float32, the sum of the tokens' log-probabilities (beam search: divided by the GNMT length
+penalty).
+"""
+
+from keras import ops
+
+# Log-probability of a continuation that must never be chosen. Scores are float32 throughout, so
+# a large finite value is safe here and, unlike -inf, never produces NaN in the arithmetic below.
+_IMPOSSIBLE = -1e9
+
+
+def gnmt_length_penalty(length, alpha):
+    """((5 + length) / 6) ** alpha (Wu et al. 2016); alpha = 0 disables length normalization."""
+    return ops.power((5.0 + ops.cast(length, "float32")) / 6.0, alpha)
+
+
+def _resolve(model, max_length, start_id, end_id):
+    config = model.model_config
+    max_length = config.max_length if max_length is None else int(max_length)
+    if not 0 < max_length <= config.max_length and config.position == "learned":
+        raise ValueError(
+            f"`max_length` must be in [1, {config.max_length}] for a model with learned "
+            f"positions. Received: max_length={max_length}"
+        )
+    if max_length <= 0:
+        raise ValueError(f"`max_length` must be positive. Received: max_length={max_length}")
+    start_id = config.start_id if start_id is None else start_id
+    end_id = config.end_id if end_id is None else end_id
+    return max_length, start_id, end_id
+
+
+class _Stepper:
+    """Next-token log-probabilities for rows of a token buffer, cached or recomputed in full."""
+
+    def __init__(self, model, source_ids, repeats, max_length, use_cache):
+        self.model = model
+        self.use_cache = use_cache
+        self.max_length = max_length
+        encoder_output, source_mask = model.encode(source_ids, training=False)
+        if repeats > 1:  # beams sit next to each other in the batch axis: row b * K + k
+            encoder_output = ops.repeat(encoder_output, repeats, axis=0)
+            source_mask = ops.repeat(source_mask, repeats, axis=0)
+        self.encoder_output = encoder_output
+        self.source_mask = source_mask
+        if use_cache:
+            self.self_cache, self.cross_cache = model.start_decoding(encoder_output, max_length)
+        else:
+            self.self_cache = ops.zeros((), dtype="float32")  # unused loop variable
+        vocab_size = model.model_config.vocab_size
+        pad_id = model.model_config.pad_id
+        # Padding (and the start token) are never generated.
+        banned = ops.logical_or(
+            ops.equal(ops.arange(vocab_size), pad_id),
+            ops.equal(ops.arange(vocab_size), model.model_config.start_id),
+        )
+        self.banned = banned  # (V,)
+
+    def log_probs(self, tokens, index, self_cache):
+        """tokens [N, L + 1] with positions 0..index filled -> ([N, V] log-probs, cache)."""
+        if self.use_cache:
+            current = ops.slice(tokens, [0, index], [ops.shape(tokens)[0], 1])  # (N, 1)
+            logits, self_cache = self.model.decode_step(
+                current, index, self_cache, self.cross_cache, self.source_mask
+            )
+        else:
+            all_logits = self.model.decode(
+                tokens[:, : self.max_length], self.encoder_output, self.source_mask, training=False
+            )  # (N, L, V)
+            logits = ops.take(all_logits, index, axis=1)  # (N, V)
+        log_probs = ops.log_softmax(logits, axis=-1)
+        log_probs = ops.where(self.banned, _IMPOSSIBLE, log_probs)
+        return log_probs, self_cache
+
+
+def _write_column(tokens, index, column):
+    """tokens[:, index] = column, with a dynamic index."""
+    return ops.slice_update(tokens, [0, index], ops.expand_dims(ops.cast(column, "int32"), 1))
+
+
+def _start_tokens(rows, max_length, start_id):
+    tokens = ops.zeros((rows, max_length + 1), dtype="int32")
+    return _write_column(tokens, 0, ops.full((rows,), start_id, dtype="int32"))
+
+
+def greedy_decode(
+    model, source_ids, max_length=None, start_id=None, end_id=None, use_cache=True
+):
+    """Most likely token at each step, for every source row at once."""
+    max_length, start_id, end_id = _resolve(model, max_length, start_id, end_id)
+    source_ids = ops.convert_to_tensor(source_ids, dtype="int32")
+    batch_size = ops.shape(source_ids)[0]
+    pad_id = model.model_config.pad_id
+    stepper = _Stepper(model, source_ids, 1, max_length, use_cache)
+
+    def condition(index, tokens, scores, finished, cache):
+        return ops.logical_and(index < max_length, ops.logical_not(ops.all(finished)))
+
+    def body(index, tokens, scores, finished, cache):
+        log_probs, cache = stepper.log_probs(tokens, index, cache)
+        next_token = ops.cast(ops.argmax(log_probs, axis=-1), "int32")  # (B,)
+        best = ops.max(log_probs, axis=-1)
+        next_token = ops.where(finished, pad_id, next_token)
+        scores = scores + ops.where(finished, 0.0, best)
+        finished = ops.logical_or(finished, ops.equal(next_token, end_id))
+        tokens = _write_column(tokens, index + 1, next_token)
+        return index + 1, tokens, scores, finished, cache
+
+    _, tokens, scores, _, _ = ops.while_loop(
+        condition,
+        body,
+        (
+            ops.convert_to_tensor(0, dtype="int32"),
+            _start_tokens(batch_size, max_length, start_id),
+            ops.zeros((batch_size,), dtype="float32"),
+            ops.zeros((batch_size,), dtype="bool"),
+            stepper.self_cache,
+        ),
+        maximum_iterations=max_length,
+    )
+    return tokens[:, 1:], scores
+
+
+def beam_search(
+    model,
+    source_ids,
+    beam_size=4,
+    length_penalty=0.6,
+    max_length=None,
+    start_id=None,
+    end_id=None,
+    use_cache=True,
+):
+    """Beam search with the GNMT length penalty; returns the best beam of each source row.
+
+    A beam that has produced `end_id` is kept with its score frozen (its only continuation is
+    padding at no cost) and competes with the open beams by its length-normalized score.
+    Candidates are ranked by log-probability / ((5 + length) / 6) ** length_penalty.
+    """
+    if not isinstance(beam_size, int) or beam_size < 1:
+        raise ValueError(f"`beam_size` must be a positive integer. Received: beam_size={beam_size!r}")
+    vocab_size = model.model_config.vocab_size
+    if beam_size > vocab_size - 2:
+        raise ValueError(f"`beam_size` must be below the vocabulary size. Received: {beam_size}")
+    max_length, start_id, end_id = _resolve(model, max_length, start_id, end_id)
+    source_ids = ops.convert_to_tensor(source_ids, dtype="int32")
+    batch_size = ops.shape(source_ids)[0]
+    pad_id = model.model_config.pad_id
+    rows = batch_size * beam_size
+    stepper = _Stepper(model, source_ids, beam_size, max_length, use_cache)
+    # A finished beam's only continuation: padding, at no cost.
+    finished_row = ops.where(ops.equal(ops.arange(vocab_size), pad_id), 0.0, _IMPOSSIBLE)  # (V,)
+    # Row offsets of each source's beams in the flattened [B * K] batch axis.
+    beam_offsets = ops.expand_dims(ops.arange(batch_size) * beam_size, 1)  # (B, 1)
+
+    def condition(index, tokens, log_probs, lengths, finished, cache):
+        return ops.logical_and(index < max_length, ops.logical_not(ops.all(finished)))
+
+    def body(index, tokens, log_probs, lengths, finished, cache):
+        step_log_probs, cache = stepper.log_probs(tokens, index, cache)  # (B*K, V)
+        step_log_probs = ops.reshape(step_log_probs, (batch_size, beam_size, vocab_size))
+        step_log_probs = ops.where(ops.expand_dims(finished, -1), finished_row, step_log_probs)
+        candidates = ops.expand_dims(log_probs, -1) + step_log_probs  # (B, K, V)
+        candidate_lengths = ops.where(finished, lengths, index + 1)  # (B, K)
+        normalized = candidates / ops.expand_dims(
+            gnmt_length_penalty(candidate_lengths, length_penalty), -1
+        )
+        flat = ops.reshape(normalized, (batch_size, beam_size * vocab_size))
+        _, chosen = ops.top_k(flat, k=beam_size)  # (B, K), best first
+        parent = chosen // vocab_size  # (B, K)
+        next_token = ops.cast(chosen % vocab_size, "int32")
+        log_probs = ops.take_along_axis(
+            ops.reshape(candidates, (batch_size, beam_size * vocab_size)), chosen, axis=1
+        )
+        lengths = ops.take_along_axis(candidate_lengths, parent, axis=1)
+        was_finished = ops.take_along_axis(finished, parent, axis=1)
+        finished = ops.logical_or(was_finished, ops.equal(next_token, end_id))
+        source_rows = ops.reshape(beam_offsets + parent, (rows,))  # (B*K,)
+        tokens = ops.take(tokens, source_rows, axis=0)
+        tokens = _write_column(tokens, index + 1, ops.reshape(next_token, (rows,)))
+        if use_cache:
+            cache = ops.take(cache, source_rows, axis=0)
+        return index + 1, tokens, log_probs, lengths, finished, cache
+
+    # Only the first beam is open at the start, so the K beams do not begin as K copies.
+    initial_log_probs = ops.where(
+        ops.equal(ops.arange(beam_size), 0), 0.0, _IMPOSSIBLE
+    ) * ops.ones((batch_size, 1), dtype="float32")  # (B, K)
+    _, tokens, log_probs, lengths, _, _ = ops.while_loop(
+        condition,
+        body,
+        (
+            ops.convert_to_tensor(0, dtype="int32"),
+            _start_tokens(rows, max_length, start_id),
+            initial_log_probs,
+            ops.zeros((batch_size, beam_size), dtype="int32"),
+            ops.zeros((batch_size, beam_size), dtype="bool"),
+            stepper.self_cache,
+        ),
+        maximum_iterations=max_length,
+    )
+    scores = log_probs / gnmt_length_penalty(lengths, length_penalty)  # (B, K)
+    best = ops.argmax(scores, axis=1)  # (B,)
+    tokens = ops.reshape(tokens, (batch_size, beam_size, max_length + 1))
+    best_tokens = ops.take_along_axis(tokens, ops.reshape(best, (batch_size, 1, 1)), axis=1)
+    best_scores = ops.take_along_axis(scores, ops.expand_dims(best, 1), axis=1)
+    return best_tokens[:, 0, 1:], best_scores[:, 0]

@@ -1,0 +1,21 @@
+"""The Transformer's building blocks as Keras 3 layers (backend-agnostic: `keras.ops` only)."""
+
+from tfx_transformer.layers.attention import SCORE_FUNCTIONS, Attention, MultiHeadAttention, masked_softmax
+from tfx_transformer.layers.decoder import Decoder, DecoderBlock
+from tfx_transformer.layers.encoder import Encoder, EncoderBlock
+from tfx_transformer.layers.feed_forward import PositionwiseFeedForward
+from tfx_transformer.layers.masks import (
+    PAD_ID,
+    causal_mask,
+    combine_masks,
+    decoder_self_attention_mask,
+    key_padding_mask,
+    masked_fill_value,
+    padding_mask,
+)
+from tfx_transformer.layers.position import (
+    LearnedPositionEmbedding,
+    SinusoidalPositionEncoding,
+    TokenEmbedding,
+    sinusoidal_encoding,
+)

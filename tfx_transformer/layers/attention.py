@@ -1,0 +1,305 @@
+"""Attention with a selectable score function, and multi-head attention with a key/value cache.
+
+Masks follow `tfx_transformer.layers.masks`: boolean, True = may attend, shaped [B, T, S] or
+broadcastable to it. Scores are masked and normalized in float32 so that mixed precision neither
+overflows the fill value nor loses the softmax's small weights.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from tfx_transformer.layers.masks import masked_fill_value
+from tfx_transformer.layers.validation import check_choice, check_positive_int, check_rate
+
+SCORE_FUNCTIONS = ("scaled_dot", "dot", "cosine", "additive")
+
+
+@keras.saving.register_keras_serializable(package="tfx_transformer")
+class Attention(keras.layers.Layer):
+    """Attention over the last two axes: softmax(score(q, k)) v.
+
+    Scores:
+      - "scaled_dot" (default): q.k / sqrt(d_k), the Transformer's.
+      - "dot": q.k, Luong's multiplicative score without a scale.
+      - "cosine": cos(q, k), optionally multiplied by `cosine_scale`.
+      - "additive": v^T tanh(W_q q + W_k k), Bahdanau's MLP score with `additive_units` hidden units.
+
+    Call arguments:
+      query: [..., T, d_k]; key: [..., S, d_k]; value: [..., S, d_v] (defaults to key).
+      attention_mask: bool, broadcastable to [..., T, S], True = may attend.
+      return_attention_scores: also return the attention weights [..., T, S] (float32).
+
+    Returns [..., T, d_v] in the layer's compute dtype, and the weights when asked.
+    """
+
+    def __init__(
+        self,
+        score="scaled_dot",
+        dropout=0.0,
+        additive_units=None,
+        cosine_scale=1.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_choice("score", score, SCORE_FUNCTIONS)
+        check_rate("dropout", dropout)
+        if additive_units is not None:
+            check_positive_int("additive_units", additive_units)
+        self.score = score
+        self.dropout = dropout
+        self.additive_units = additive_units
+        self.cosine_scale = cosine_scale
+        self.weights_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+
+    def build(self, query_shape, key_shape=None, value_shape=None):
+        if self.score == "additive":
+            key_shape = query_shape if key_shape is None else key_shape
+            units = self.additive_units or query_shape[-1]
+            self.query_kernel = self.add_weight(
+                name="query_kernel", shape=(query_shape[-1], units), initializer="glorot_uniform"
+            )
+            self.key_kernel = self.add_weight(
+                name="key_kernel", shape=(key_shape[-1], units), initializer="glorot_uniform"
+            )
+            self.score_vector = self.add_weight(
+                name="score_vector", shape=(units,), initializer="glorot_uniform"
+            )
+        self.built = True
+
+    def compute_scores(self, query, key):
+        """Unnormalized float32 scores [..., T, S]."""
+        if self.score == "scaled_dot":
+            # Scaling q before the product keeps the products small under half precision.
+            query = query * ops.cast(1.0 / math.sqrt(query.shape[-1]), query.dtype)
+            scores = ops.matmul(query, ops.swapaxes(key, -1, -2))
+        elif self.score == "dot":
+            scores = ops.matmul(query, ops.swapaxes(key, -1, -2))
+        elif self.score == "cosine":
+            query = _l2_normalize(ops.cast(query, "float32"))
+            key = _l2_normalize(ops.cast(key, "float32"))
+            scores = ops.matmul(query, ops.swapaxes(key, -1, -2)) * self.cosine_scale
+        else:  # additive
+            projected_query = ops.matmul(query, ops.cast(self.query_kernel, query.dtype))
+            projected_key = ops.matmul(key, ops.cast(self.key_kernel, key.dtype))
+            # (..., T, 1, U) + (..., 1, S, U) -> (..., T, S, U)
+            hidden = ops.tanh(
+                ops.expand_dims(projected_query, -2) + ops.expand_dims(projected_key, -3)
+            )
+            scores = ops.matmul(hidden, ops.cast(self.score_vector, hidden.dtype))  # (..., T, S)
+        return ops.cast(scores, "float32")
+
+    def call(
+        self,
+        query,
+        key,
+        value=None,
+        attention_mask=None,
+        return_attention_scores=False,
+        training=None,
+    ):
+        value = key if value is None else value
+        scores = self.compute_scores(query, key)  # (..., T, S) float32
+        weights = masked_softmax(scores, attention_mask)
+        dropped = self.weights_dropout(weights, training=training)
+        output = ops.matmul(ops.cast(dropped, value.dtype), value)  # (..., T, d_v)
+        if return_attention_scores:
+            return output, weights
+        return output
+
+    def compute_output_shape(self, query_shape, key_shape=None, value_shape=None):
+        value_shape = key_shape if value_shape is None else value_shape
+        return tuple(query_shape[:-1]) + (value_shape[-1],)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "score": self.score,
+                "dropout": self.dropout,
+                "additive_units": self.additive_units,
+                "cosine_scale": self.cosine_scale,
+            }
+        )
+        return config
+
+
+def _l2_normalize(x, epsilon=1e-12):
+    return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), epsilon))
+
+
+def masked_softmax(scores, attention_mask=None):
+    """Softmax over the last axis of float32 `scores`, with masked positions filled first.
+
+    A row with every key masked gets uniform weights over its (masked) keys rather than NaN; the
+    models never read such rows, they only must not poison the batch.
+    """
+    scores = ops.cast(scores, "float32")
+    if attention_mask is not None:
+        fill = ops.cast(masked_fill_value("float32"), "float32")
+        scores = ops.where(ops.cast(attention_mask, "bool"), scores, fill)
+    return ops.softmax(scores, axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="tfx_transformer")
+class MultiHeadAttention(keras.layers.Layer):
+    """Multi-head attention: h heads of size d_model / h, concatenated, projected by W_o.
+
+    Weight layout matches `keras.layers.MultiHeadAttention(num_heads, key_dim=d_model // h)`:
+    query/key/value kernels [d_model, h, d_head], output kernel [h, d_head, d_model].
+
+    Call arguments:
+      query: [B, T, d_model]. value: [B, S, d_model] (defaults to query: self-attention).
+      key: [B, S, d_model] (defaults to value).
+      attention_mask: bool broadcastable to [B, T, S], True = may attend.
+      cache: projected keys and values [B, 2, h, L, d_head] from an earlier step.
+        - With `cache_update_index` (self-attention while decoding): the new keys and values of
+          `query`'s positions are written into the cache at that index, attention runs over the
+          whole cache (mask the positions not yet written), and the updated cache is returned.
+        - Without it (cross-attention while decoding): the cached keys and values (see
+          `project_key_value`) are used as they are and `key`/`value` are ignored.
+      return_attention_scores: also return the weights [B, h, T, S] (float32).
+
+    Returns the output [B, T, d_model], then the weights when asked, then the cache when one was
+    passed: `output`, `(output, weights)`, `(output, cache)` or `(output, weights, cache)`.
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        d_model=None,
+        score="scaled_dot",
+        dropout=0.0,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_positive_int("num_heads", num_heads)
+        if d_model is not None:
+            check_positive_int("d_model", d_model)
+            _check_divisible(d_model, num_heads)
+        self.num_heads = num_heads
+        self.d_model = d_model
+        self.score = score
+        self.dropout = dropout
+        self.use_bias = use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.attention = Attention(score=score, dropout=dropout, dtype=self.dtype_policy, name="attention")
+
+    def build(self, query_shape, value_shape=None, key_shape=None):
+        value_shape = query_shape if value_shape is None else value_shape
+        key_shape = value_shape if key_shape is None else key_shape
+        d_model = self.d_model or query_shape[-1]
+        _check_divisible(d_model, self.num_heads)
+        self._d_model = d_model
+        self.head_size = d_model // self.num_heads
+
+        def head_projection(name, input_shape):
+            layer = keras.layers.EinsumDense(
+                "btd,dhk->bthk",
+                output_shape=(None, self.num_heads, self.head_size),
+                bias_axes="hk" if self.use_bias else None,
+                kernel_initializer=self.kernel_initializer,
+                dtype=self.dtype_policy,
+                name=name,
+            )
+            layer.build(input_shape)
+            return layer
+
+        self.query_dense = head_projection("query", query_shape)
+        self.key_dense = head_projection("key", key_shape)
+        self.value_dense = head_projection("value", value_shape)
+        self.output_dense = keras.layers.EinsumDense(
+            "bthk,hkd->btd",
+            output_shape=(None, d_model),
+            bias_axes="d" if self.use_bias else None,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name="attention_output",
+        )
+        self.output_dense.build((None, None, self.num_heads, self.head_size))
+        head_shape = (None, self.num_heads, None, self.head_size)
+        self.attention.build(head_shape, head_shape, head_shape)
+        self.built = True
+
+    def _split_heads(self, dense, x):
+        return ops.transpose(dense(x), (0, 2, 1, 3))  # (B, h, T, d_head)
+
+    def project_key_value(self, key, value=None):
+        """Projected keys and values [B, 2, h, S, d_head], the cross-attention cache."""
+        value = key if value is None else value
+        return ops.stack(
+            [self._split_heads(self.key_dense, key), self._split_heads(self.value_dense, value)],
+            axis=1,
+        )
+
+    def call(
+        self,
+        query,
+        value=None,
+        key=None,
+        attention_mask=None,
+        cache=None,
+        cache_update_index=None,
+        return_attention_scores=False,
+        training=None,
+    ):
+        value = query if value is None else value
+        key = value if key is None else key
+        queries = self._split_heads(self.query_dense, query)  # (B, h, T, d_head)
+        if cache is None:
+            keys = self._split_heads(self.key_dense, key)  # (B, h, S, d_head)
+            values = self._split_heads(self.value_dense, value)  # (B, h, S, d_head)
+        elif cache_update_index is None:
+            keys, values = cache[:, 0], cache[:, 1]  # (B, h, S, d_head) each
+        else:
+            new_keys = self._split_heads(self.key_dense, key)  # (B, h, T, d_head)
+            new_values = self._split_heads(self.value_dense, value)
+            start = [0, 0, cache_update_index, 0]
+            keys = ops.slice_update(cache[:, 0], start, ops.cast(new_keys, cache.dtype))
+            values = ops.slice_update(cache[:, 1], start, ops.cast(new_values, cache.dtype))
+            cache = ops.stack([keys, values], axis=1)  # (B, 2, h, L, d_head)
+        if attention_mask is not None:
+            attention_mask = ops.expand_dims(attention_mask, axis=1)  # (B, 1, T, S): every head
+        context, weights = self.attention(
+            queries,
+            keys,
+            values,
+            attention_mask=attention_mask,
+            return_attention_scores=True,
+            training=training,
+        )  # (B, h, T, d_head), (B, h, T, S)
+        output = self.output_dense(ops.transpose(context, (0, 2, 1, 3)))  # (B, T, d_model)
+        outputs = (output,)
+        if return_attention_scores:
+            outputs += (weights,)
+        if cache is not None:
+            outputs += (cache,)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def compute_output_shape(self, query_shape, value_shape=None, key_shape=None):
+        return tuple(query_shape[:-1]) + (self.d_model or query_shape[-1],)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "d_model": self.d_model,
+                "score": self.score,
+                "dropout": self.dropout,
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            }
+        )
+        return config
+
+
+def _check_divisible(d_model, num_heads):
+    if d_model % num_heads:
+        raise ValueError(
+            "`d_model` must be divisible by `num_heads` (each head has d_model / num_heads "
+            f"dimensions). Received: d_model={d_model}, num_heads={num_heads}"
+        )

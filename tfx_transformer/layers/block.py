@@ -1,0 +1,134 @@
+"""What encoder and decoder blocks share: hyperparameters, residual + LayerNorm, the stacks' base."""
+
+import keras
+
+from tfx_transformer.layers.attention import SCORE_FUNCTIONS, MultiHeadAttention
+from tfx_transformer.layers.feed_forward import PositionwiseFeedForward
+from tfx_transformer.layers.validation import check_choice, check_positive_int, check_rate
+
+
+class TransformerBlockBase(keras.layers.Layer):
+    """Sublayers wrapped in residual connections, post-LN (the paper) or pre-LN.
+
+    post-LN: x = LayerNorm(x + Dropout(sublayer(x)))
+    pre-LN:  x = x + Dropout(sublayer(LayerNorm(x)))
+    """
+
+    def __init__(
+        self,
+        d_model,
+        num_heads,
+        d_ff,
+        dropout=0.1,
+        attention_dropout=None,
+        norm_first=False,
+        activation="relu",
+        score="scaled_dot",
+        layer_norm_epsilon=1e-6,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_positive_int("d_model", d_model)
+        check_positive_int("num_heads", num_heads)
+        check_positive_int("d_ff", d_ff)
+        check_rate("dropout", dropout)
+        if attention_dropout is not None:
+            check_rate("attention_dropout", attention_dropout)
+        check_choice("score", score, SCORE_FUNCTIONS)
+        self.d_model = d_model
+        self.num_heads = num_heads
+        self.d_ff = d_ff
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.norm_first = norm_first
+        self.activation = activation
+        self.score = score
+        self.layer_norm_epsilon = layer_norm_epsilon
+
+    def _attention_layer(self, name):
+        return MultiHeadAttention(
+            self.num_heads,
+            d_model=self.d_model,
+            score=self.score,
+            dropout=self.dropout if self.attention_dropout is None else self.attention_dropout,
+            dtype=self.dtype_policy,
+            name=name,
+        )
+
+    def _feed_forward_layer(self):
+        return PositionwiseFeedForward(
+            self.d_ff,
+            activation=self.activation,
+            dropout=self.dropout,
+            dtype=self.dtype_policy,
+            name="feed_forward",
+        )
+
+    def _norm_layer(self, name):
+        return keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name=name
+        )
+
+    def _dropout_layer(self, name):
+        return keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name=name)
+
+    def _residual(self, x, norm, dropout, sublayer, training):
+        """Applies `sublayer` (returning (y, extras)) with its residual and LayerNorm."""
+        if self.norm_first:
+            y, extras = sublayer(norm(x))
+            return x + dropout(y, training=training), extras
+        y, extras = sublayer(x)
+        return norm(x + dropout(y, training=training)), extras
+
+    def compute_output_shape(self, x_shape, *args, **kwargs):
+        return x_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "d_model": self.d_model,
+                "num_heads": self.num_heads,
+                "d_ff": self.d_ff,
+                "dropout": self.dropout,
+                "attention_dropout": self.attention_dropout,
+                "norm_first": self.norm_first,
+                "activation": self.activation,
+                "score": self.score,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+            }
+        )
+        return config
+
+
+class TransformerStackBase(keras.layers.Layer):
+    """N identical blocks; with pre-LN a final LayerNorm (the blocks leave their output unnormalized)."""
+
+    block_class = None
+
+    def __init__(self, num_layers, **block_kwargs):
+        layer_kwargs = {
+            key: block_kwargs.pop(key)
+            for key in ("name", "dtype", "trainable", "autocast")
+            if key in block_kwargs
+        }
+        super().__init__(**layer_kwargs)
+        check_positive_int("num_layers", num_layers)
+        self.num_layers = num_layers
+        self.block_kwargs = block_kwargs
+        self.blocks = [
+            self.block_class(**block_kwargs, dtype=self.dtype_policy, name=f"block_{i}")
+            for i in range(num_layers)
+        ]
+        self.norm_first = block_kwargs.get("norm_first", False)
+        self.final_norm = None
+        if self.norm_first:
+            self.final_norm = self.blocks[0]._norm_layer("final_norm")
+
+    def compute_output_shape(self, x_shape, *args, **kwargs):
+        return x_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_layers": self.num_layers, **self.block_kwargs})
+        return config
