@@ -148,8 +148,6 @@ def beam_search(
     if not isinstance(beam_size, int) or beam_size < 1:
         raise ValueError(f"`beam_size` must be a positive integer. Received: beam_size={beam_size!r}")
     vocab_size = model.model_config.vocab_size
-    if beam_size > vocab_size - 2:
-        raise ValueError(f"`beam_size` must be below the vocabulary size. Received: {beam_size}")
     max_length, start_id, end_id = _resolve(model, max_length, start_id, end_id)
     source_ids = ops.convert_to_tensor(source_ids, dtype="int32")
     batch_size = ops.shape(source_ids)[0]

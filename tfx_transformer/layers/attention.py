@@ -139,7 +139,10 @@ def masked_softmax(scores, attention_mask=None):
     if attention_mask is not None:
         fill = ops.cast(masked_fill_value("float32"), "float32")
         scores = ops.where(ops.cast(attention_mask, "bool"), scores, fill)
-    return ops.softmax(scores, axis=-1)
+    # Written out rather than ops.softmax, which warns on the one-key rows that the first
+    # decoder position legitimately has.
+    exponentials = ops.exp(scores - ops.max(scores, axis=-1, keepdims=True))
+    return exponentials / ops.sum(exponentials, axis=-1, keepdims=True)
 
 
 @keras.saving.register_keras_serializable(package="tfx_transformer")

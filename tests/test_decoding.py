@@ -1,0 +1,153 @@
+import itertools
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import ops
+
+from tfx_transformer import Transformer, TransformerConfig, beam_search, greedy_decode
+from tfx_transformer.decoding import gnmt_length_penalty
+
+START, END = 2, 3
+
+
+def make_model(vocab=30, **overrides):
+    config = TransformerConfig.preset("tiny", vocab_size=vocab, dropout=0.0, **overrides)
+    return Transformer(config)
+
+
+def sources(rng, vocab=30, b=4, s=6):
+    ids = rng.integers(4, vocab, size=(b, s))
+    for row in range(b):
+        ids[row, s - row :] = 0  # mixed lengths
+    return ids
+
+
+def reference_log_probs(model, source_row, prefix):
+    """Next-token log-probabilities by a full forward pass on the prefix (no cache)."""
+    logits = ops.convert_to_numpy(
+        model({"source_ids": source_row[None], "target_ids": np.array([prefix])})
+    )[0, -1].astype("float64")
+    log_probs = logits - np.log(np.exp(logits - logits.max()).sum()) - logits.max()
+    log_probs[[0, START]] = -np.inf  # padding and the start token are never generated
+    return log_probs
+
+
+def test_greedy_equals_a_plain_python_loop_over_full_passes(rng):
+    model = make_model()
+    src = sources(rng)
+    tokens, scores = greedy_decode(model, src, max_length=8)
+    tokens = ops.convert_to_numpy(tokens)
+    for row in range(len(src)):
+        prefix, total = [START], 0.0
+        for _ in range(8):
+            log_probs = reference_log_probs(model, src[row], prefix)
+            prefix.append(int(np.argmax(log_probs)))
+            total += log_probs.max()
+            if prefix[-1] == END:
+                break
+        expected = prefix[1:] + [0] * (9 - len(prefix))
+        np.testing.assert_array_equal(tokens[row], expected)
+        assert float(scores[row]) == pytest.approx(total, abs=1e-3)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"position": "learned"}, {"norm_first": True}])
+def test_cached_decoding_equals_recomputing_the_decoder(overrides, rng):
+    model = make_model(**overrides)
+    src = sources(rng)
+    for decode in (greedy_decode, lambda m, s, **k: beam_search(m, s, beam_size=3, **k)):
+        cached = decode(model, src, max_length=10)
+        full = decode(model, src, max_length=10, use_cache=False)
+        np.testing.assert_array_equal(ops.convert_to_numpy(cached[0]), ops.convert_to_numpy(full[0]))
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(cached[1]), ops.convert_to_numpy(full[1]), atol=1e-4
+        )
+
+
+def test_beam_size_one_equals_greedy(rng):
+    model = make_model()
+    src = sources(rng)
+    greedy_tokens, greedy_scores = greedy_decode(model, src, max_length=9)
+    beam_tokens, beam_scores = beam_search(model, src, beam_size=1, length_penalty=0.0, max_length=9)
+    np.testing.assert_array_equal(ops.convert_to_numpy(beam_tokens), ops.convert_to_numpy(greedy_tokens))
+    np.testing.assert_allclose(ops.convert_to_numpy(beam_scores), ops.convert_to_numpy(greedy_scores), atol=1e-4)
+
+
+def test_wide_beam_finds_the_exhaustive_optimum(rng):
+    vocab, max_length = 7, 3  # generable: 1, 3 (end), 4, 5, 6
+    model = make_model(vocab=vocab)
+    src = sources(rng, vocab=vocab, b=2, s=4)
+    generable = [1, 3, 4, 5, 6]
+    # Every complete hypothesis: ends with the end token, or runs to max_length without one.
+    hypotheses = [
+        sequence
+        for length in range(1, max_length + 1)
+        for sequence in itertools.product(generable, repeat=length)
+        if END not in sequence[:-1] and (length == max_length or sequence[-1] == END)
+    ]
+    totals = []  # [row][hypothesis] summed log-probability
+    for row in range(len(src)):
+        prefix_log_probs = {}
+        row_totals = []
+        for sequence in hypotheses:
+            total = 0.0
+            for i, token in enumerate(sequence):
+                prefix = (START,) + sequence[:i]
+                if prefix not in prefix_log_probs:
+                    prefix_log_probs[prefix] = reference_log_probs(model, src[row], list(prefix))
+                total += prefix_log_probs[prefix][token]
+            row_totals.append(total)
+        totals.append(row_totals)
+    for alpha in (0.0, 0.6, 1.5):
+        tokens, scores = beam_search(
+            model, src, beam_size=25, length_penalty=alpha, max_length=max_length
+        )
+        tokens, scores = ops.convert_to_numpy(tokens), ops.convert_to_numpy(scores)
+        for row in range(len(src)):
+            normalized = [
+                total / ((5 + len(sequence)) / 6) ** alpha
+                for total, sequence in zip(totals[row], hypotheses)
+            ]
+            best = int(np.argmax(normalized))
+            expected = list(hypotheses[best]) + [0] * (max_length - len(hypotheses[best]))
+            np.testing.assert_array_equal(tokens[row], expected, err_msg=f"alpha={alpha}")
+            assert scores[row] == pytest.approx(normalized[best], abs=1e-3)
+
+
+def test_beam_search_is_batch_independent(rng):
+    model = make_model()
+    src = sources(rng)
+    tokens, scores = beam_search(model, src, beam_size=4, max_length=8)
+    for row in range(len(src)):
+        alone_tokens, alone_scores = beam_search(model, src[row : row + 1], beam_size=4, max_length=8)
+        np.testing.assert_array_equal(ops.convert_to_numpy(alone_tokens)[0], ops.convert_to_numpy(tokens)[row])
+        assert float(alone_scores[0]) == pytest.approx(float(scores[row]), abs=1e-4)
+
+
+def test_decoding_traces_once_in_a_tf_function(rng):
+    model = make_model()
+    traces = []
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)])
+    def translate(ids):
+        traces.append(1)
+        return beam_search(model, ids, beam_size=3, max_length=7)
+
+    src = sources(rng)
+    eager = ops.convert_to_numpy(beam_search(model, src, beam_size=3, max_length=7)[0])
+    np.testing.assert_array_equal(translate(tf.constant(src, tf.int32))[0].numpy(), eager)
+    translate(tf.constant(src[:2, :3], tf.int32))
+    assert len(traces) == 1
+
+
+def test_length_penalty_formula():
+    np.testing.assert_allclose(ops.convert_to_numpy(gnmt_length_penalty(7, 0.6)), 2.0**0.6, rtol=1e-6)
+    assert float(gnmt_length_penalty(40, 0.0)) == 1.0
+
+
+def test_decoding_argument_errors(rng):
+    model = make_model(position="learned")
+    with pytest.raises(ValueError, match="max_length"):
+        greedy_decode(model, sources(rng), max_length=1000)
+    with pytest.raises(ValueError, match="beam_size"):
+        beam_search(model, sources(rng), beam_size=0)
