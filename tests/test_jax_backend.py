@@ -1,0 +1,102 @@
+"""The layers, the model and decoding run on the JAX backend (the GPU benchmarks use it).
+
+Keras fixes its backend at import, so the JAX side runs in a subprocess. It also loads a `.keras`
+file written here by the TensorFlow backend and must reproduce its logits.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import tfx_transformer as tt
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("jax") is None, reason="jax is not installed"
+)
+
+JAX_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import numpy as np, keras, jax
+    from keras import ops
+    assert keras.backend.backend() == "jax"
+    import tfx_transformer as tt
+    from tfx_transformer import layers as L
+
+    folder = sys.argv[1]
+    data = np.load(f"{folder}/inputs.npz")
+    inputs = {"source_ids": data["source_ids"], "target_ids": data["target_ids"]}
+
+    # A model written by the TensorFlow backend gives the same logits here.
+    model = keras.models.load_model(f"{folder}/model.keras")
+    logits = np.asarray(model(inputs))
+    np.testing.assert_allclose(logits, data["logits"], rtol=1e-4, atol=1e-4)
+
+    # Masks: later target tokens do not change earlier logits.
+    changed = dict(inputs, target_ids=inputs["target_ids"].copy())
+    changed["target_ids"][:, 3:] = 7
+    np.testing.assert_allclose(np.asarray(model(changed))[:, :3], logits[:, :3], atol=1e-5)
+
+    # Cached decoding equals recomputation, beam 1 equals greedy, also under jax.jit.
+    src = inputs["source_ids"]
+    greedy = np.asarray(tt.greedy_decode(model, src, max_length=8)[0])
+    full = np.asarray(tt.greedy_decode(model, src, max_length=8, use_cache=False)[0])
+    np.testing.assert_array_equal(greedy, full)
+    beam1 = np.asarray(tt.beam_search(model, src, beam_size=1, length_penalty=0.0, max_length=8)[0])
+    np.testing.assert_array_equal(beam1, greedy)
+    beam = tt.beam_search(model, src, beam_size=3, max_length=8)
+    beam_full = tt.beam_search(model, src, beam_size=3, max_length=8, use_cache=False)
+    np.testing.assert_array_equal(np.asarray(beam[0]), np.asarray(beam_full[0]))
+    jitted = jax.jit(lambda ids: tt.beam_search(model, ids, beam_size=3, max_length=8))
+    np.testing.assert_array_equal(np.asarray(jitted(src)[0]), np.asarray(beam[0]))
+    np.testing.assert_array_equal(np.asarray(data["tf_beam"]), np.asarray(beam[0]))
+
+    # Every layer runs, and a training step lowers the loss.
+    x = np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")
+    for score in L.SCORE_FUNCTIONS:
+        L.MultiHeadAttention(2, score=score)(x)
+    L.Encoder(2, d_model=8, num_heads=2, d_ff=16, norm_first=True)(x)
+    L.Decoder(2, d_model=8, num_heads=2, d_ff=16)(x, x)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    mixed = tt.Transformer(tt.TransformerConfig.preset("tiny", vocab_size=50))
+    assert str(mixed(inputs).dtype) == "float32"
+    keras.config.set_dtype_policy("float32")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0))
+    history = model.fit(inputs, inputs["target_ids"], epochs=8, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < losses[0], losses
+    print("jax backend ok")
+    """
+)
+
+
+@pytest.mark.slow
+def test_model_runs_and_decodes_on_jax(tmp_path, rng):
+    config = tt.TransformerConfig.preset("tiny", vocab_size=50, num_encoder_layers=1)
+    model = tt.Transformer(config)
+    source = rng.integers(4, 50, size=(3, 6))
+    source[1, 4:] = 0
+    target = rng.integers(4, 50, size=(3, 5))
+    logits = keras.ops.convert_to_numpy(model({"source_ids": source, "target_ids": target}))
+    tf_beam = keras.ops.convert_to_numpy(tt.beam_search(model, source, beam_size=3, max_length=8)[0])
+    model.save(tmp_path / "model.keras")
+    np.savez(
+        tmp_path / "inputs.npz", source_ids=source, target_ids=target, logits=logits, tf_beam=tf_beam
+    )
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(
+        [sys.executable, "-c", JAX_SCRIPT, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert "jax backend ok" in result.stdout
