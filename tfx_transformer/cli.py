@@ -1,0 +1,120 @@
+"""Command line of `python train.py`: flags -> TrainOptions -> training.run."""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+from tfx_transformer.config import PRESETS
+
+
+def build_parser():
+    from tfx_transformer.training import TrainOptions
+
+    defaults = TrainOptions()
+    parser = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train an encoder-decoder Transformer and leave config.json, tokenizer/, "
+        "logs/, model.keras, export/<version>/ and metrics.json in --output.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    # Defaults are None here so that --config values apply unless a flag is given.
+    add("--output", help=f"run folder (default {defaults.output})")
+    add("--task", choices=["translation"], help="what to train")
+    add("--preset", choices=sorted(PRESETS), help=f"model size (default {defaults.preset})")
+    add("--data", help="builtin:numbers[:en-fr], tsv:PATH, parallel:SRC,TGT or tfds:NAME "
+        f"(default {defaults.data})")
+    add("--valid-data", help="validation data spec (default: the spec's own validation split, "
+        "or pairs held out of --data)")
+    add("--test-data", help="test data spec, scored at the end (builtin:numbers has its own)")
+    add("--epochs", type=int, help=f"passes over the training data (default {defaults.epochs})")
+    add("--steps", type=int, help="cap on the total number of training steps")
+    add("--batch-tokens", type=int, help=f"padded tokens per batch (default {defaults.batch_tokens})")
+    add("--max-length", type=int, help="longest sequence in tokens (default: the preset's)")
+    add("--long-pairs", choices=["drop", "truncate"], help="what to do with longer pairs (default drop)")
+    add("--vocab-size", type=int, help=f"tokenizer vocabulary bound (default {defaults.vocab_size})")
+    add("--set", action="append", metavar="FIELD=VALUE", default=[],
+        help="override a TransformerConfig field, e.g. --set d_model=128 (repeatable)")
+    add("--warmup-steps", type=int, help=f"learning-rate warm-up (default {defaults.warmup_steps})")
+    add("--learning-rate-scale", type=float,
+        help=f"multiplies the paper's schedule (default {defaults.learning_rate_scale})")
+    add("--label-smoothing", type=float, help=f"(default {defaults.label_smoothing})")
+    add("--clipnorm", type=float, help="clip each gradient to this norm")
+    add("--strategy", choices=["auto", "default", "mirrored", "multiworker"],
+        help="tf.distribute strategy (default auto: multiworker with TF_CONFIG, mirrored on "
+        "several GPUs, else default)")
+    add("--cpu-devices", type=int, help="split the CPU into N logical devices (to try mirrored)")
+    add("--mixed-precision", choices=["none", "bf16", "fp16"], help="(default none)")
+    add("--jit-compile", action="store_const", const=True, help="XLA-compile the training step")
+    add("--seed", type=int, help=f"(default {defaults.seed})")
+    add("--eval-every", type=int, help="steps between evaluations (default: every epoch)")
+    add("--eval-examples", type=int, help=f"validation pairs decoded (default {defaults.eval_examples})")
+    add("--beam-size", type=int, help=f"beam size for evaluation (default {defaults.beam_size})")
+    add("--length-penalty", type=float, help=f"GNMT alpha (default {defaults.length_penalty})")
+    add("--checkpoint-every", type=int, help=f"steps between checkpoints (default {defaults.checkpoint_every})")
+    add("--log-every", type=int, help=f"steps between TensorBoard points (default {defaults.log_every})")
+    add("--no-export", dest="export", action="store_const", const=False, help="skip the SavedModel")
+    add("--resume", action="store_const", const=True, help="continue the run in --output")
+    add("--config", help="JSON file of options (a run's config.json works); flags override it")
+    parser.set_defaults(**{name: None for name in ("export",)})
+    return parser
+
+
+def _parse_value(text):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def options_from_args(argv=None):
+    from tfx_transformer.training import TrainOptions
+
+    args = build_parser().parse_args(argv)
+    values = {}
+    if args.config:
+        if not os.path.exists(args.config):
+            raise ValueError(f"--config {args.config}: no such file.")
+        with open(args.config, encoding="utf-8") as f:
+            try:
+                loaded = json.load(f)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"--config {args.config}: not valid JSON ({error}).") from None
+        values.update(loaded.get("options", loaded))  # a run's config.json nests them
+        if "options" in loaded and "model" in loaded:
+            values.setdefault("model", {})
+    flags = {
+        key: value
+        for key, value in vars(args).items()
+        if value is not None and key not in ("config", "set")
+    }
+    values.update(flags)
+    model = dict(values.get("model", {}))
+    for item in args.set:
+        field, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects FIELD=VALUE. Received: {item!r}")
+        model[field.strip()] = _parse_value(raw.strip())
+    values["model"] = model
+    known = {f.name for f in dataclasses.fields(TrainOptions)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"Unknown options: {unknown}")
+    return TrainOptions(**values)
+
+
+def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from tfx_transformer.data import DataError
+    from tfx_transformer.training import run
+
+    try:
+        options = options_from_args(argv)
+        run(options)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        kind = "data error" if isinstance(error, DataError) else "error"
+        print(f"{kind}: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,307 @@
+"""Parallel text: the data specs, their readers (with errors that name file and line), the
+built-in number-words task, and the tf.data pipeline (bucketed, batched by a token budget).
+
+Specs: `builtin:numbers` (optionally `builtin:numbers:en-fr`), `tsv:PATH`,
+`parallel:SRC_PATH,TGT_PATH`, `tfds:NAME` (needs tensorflow-datasets and its data).
+"""
+
+import dataclasses
+import os
+import random
+
+import numpy as np
+
+from tfx_transformer.text import END_ID, START_ID
+
+
+class DataError(ValueError):
+    """Input data that cannot be used, with the file and line that says why."""
+
+
+@dataclasses.dataclass
+class ParallelText:
+    sources: list
+    targets: list
+    skipped_empty: int = 0
+    origin: str = ""
+
+    def __len__(self):
+        return len(self.sources)
+
+
+# Readers ---------------------------------------------------------------------------------------
+
+
+def _read_lines(path):
+    """Decoded lines of a UTF-8 text file, without their line endings."""
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no such file.")
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a folder, not a text file.")
+    with open(path, "rb") as f:
+        raw_lines = f.read().splitlines()
+    if not raw_lines:
+        raise DataError(f"{path}: the file is empty.")
+    lines = []
+    for number, raw in enumerate(raw_lines, start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            raise DataError(
+                f"{path}:{number}: invalid UTF-8 at byte {error.start} of the line."
+            ) from None
+    if number == 1 and lines[0].startswith("\ufeff"):
+        lines[0] = lines[0][1:]
+    return lines
+
+
+def _keep_pairs(pairs, origin):
+    sources, targets, skipped = [], [], 0
+    for source, target in pairs:
+        source, target = source.strip(), target.strip()
+        if not source or not target:
+            skipped += 1
+            continue
+        sources.append(source)
+        targets.append(target)
+    if not sources:
+        raise DataError(f"{origin}: no usable pairs (every pair had an empty side).")
+    return ParallelText(sources, targets, skipped, origin)
+
+
+def read_tsv(path):
+    """source<TAB>target per line; blank lines and pairs with an empty side are skipped."""
+    pairs = []
+    for number, line in enumerate(_read_lines(path), start=1):
+        if not line.strip():
+            pairs.append(("", ""))
+            continue
+        if "\t" not in line:
+            raise DataError(f"{path}:{number}: no tab between source and target: {line[:80]!r}")
+        source, target = line.split("\t", 1)
+        if "\t" in target:
+            raise DataError(f"{path}:{number}: more than one tab; expected source<TAB>target.")
+        pairs.append((source, target))
+    return _keep_pairs(pairs, f"tsv:{path}")
+
+
+def read_parallel(source_path, target_path):
+    """Two aligned files, line i of one translating line i of the other."""
+    sources = _read_lines(source_path)
+    targets = _read_lines(target_path)
+    if len(sources) != len(targets):
+        raise DataError(
+            f"{source_path} has {len(sources)} lines but {target_path} has {len(targets)}: "
+            "parallel files must be aligned line by line."
+        )
+    return _keep_pairs(zip(sources, targets), f"parallel:{source_path},{target_path}")
+
+
+def read_tfds(name, split):
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise DataError(
+            f"tfds:{name} needs tensorflow-datasets: pip install 'tfx_transformer[tfds]'."
+        ) from None
+    dataset, info = tfds.load(name, split=split, as_supervised=True, with_info=True)
+    pairs = [
+        (source.decode("utf-8"), target.decode("utf-8"))
+        for source, target in tfds.as_numpy(dataset)
+    ]
+    return _keep_pairs(pairs, f"tfds:{name}[{split}]")
+
+
+# The built-in task -----------------------------------------------------------------------------
+
+NUMBERS_LIMIT = 1_000_000
+NUMBERS_SPLITS = {"train": 40_000, "validation": 500, "test": 1_000}
+
+
+def numbers_split(split, language_pair="en-fr", seed=0, sizes=None):
+    """English number words -> French (or another num2words pair), disjoint splits by number.
+
+    Validation and test numbers are drawn uniformly from [0, 1,000,000) first. Training takes
+    every other number below 1,000 (the words everything else is built from), then half of its
+    rest uniformly and half with each digit zero at even odds, so that round parts ("seventy
+    thousand and six") are as common in training as their rules are distinct.
+    """
+    sizes = {**NUMBERS_SPLITS, **(sizes or {})}
+    if split not in sizes:
+        raise DataError(f"builtin:numbers has the splits {sorted(sizes)}; received {split!r}.")
+    _language_pair(language_pair)
+    rng = np.random.default_rng(seed)
+    held_out = rng.choice(NUMBERS_LIMIT, size=sizes["test"] + sizes["validation"], replace=False)
+    if split == "test":
+        numbers = held_out[: sizes["test"]]
+    elif split == "validation":
+        numbers = held_out[sizes["test"] :]
+    else:
+        numbers = _training_numbers(rng, set(held_out.tolist()), sizes["train"])
+    pairs = [number_words(n, language_pair) for n in numbers]
+    return ParallelText(
+        [p[0] for p in pairs], [p[1] for p in pairs], 0, f"builtin:numbers:{language_pair}[{split}]"
+    )
+
+
+def number_words(number, language_pair="en-fr"):
+    """(source words, target words) of one number."""
+    from num2words import num2words
+
+    source_lang, target_lang = _language_pair(language_pair)
+    return num2words(int(number), lang=source_lang), num2words(int(number), lang=target_lang)
+
+
+def _training_numbers(rng, held_out, count):
+    chosen = [n for n in range(1000) if n not in held_out][:count]
+    taken = set(chosen) | held_out
+    digits = 6  # numbers below NUMBERS_LIMIT
+    while len(chosen) < count:
+        batch = rng.integers(1000, NUMBERS_LIMIT, size=count)
+        sparse_digits = rng.integers(1, 10, size=(count, digits)) * (rng.random((count, digits)) < 0.5)
+        sparse = sparse_digits @ (10 ** np.arange(digits))
+        candidates = np.where(np.arange(count) % 2 == 0, batch, sparse)
+        for n in candidates.tolist():
+            if n >= 1000 and n not in taken and len(chosen) < count:
+                taken.add(n)
+                chosen.append(n)
+    return chosen
+
+
+def _language_pair(pair):
+    from num2words import CONVERTER_CLASSES
+
+    parts = pair.split("-")
+    if len(parts) != 2 or not all(p in CONVERTER_CLASSES for p in parts):
+        raise DataError(
+            f"builtin:numbers takes a language pair like en-fr of num2words languages; "
+            f"received {pair!r}."
+        )
+    return parts
+
+
+def load_spec(spec, split="train", seed=0):
+    """Reads a data spec. `split` matters for builtin and tfds, where one spec names several."""
+    kind, _, rest = spec.partition(":")
+    if kind == "builtin":
+        name, _, pair = rest.partition(":")
+        if name != "numbers":
+            raise DataError(f"Unknown built-in dataset {name!r}; the built-in one is 'numbers'.")
+        return numbers_split(split, pair or "en-fr", seed)
+    if kind == "tsv" and rest:
+        return read_tsv(rest)
+    if kind == "parallel" and rest.count(",") == 1:
+        source_path, target_path = rest.split(",")
+        return read_parallel(source_path, target_path)
+    if kind == "tfds" and rest:
+        return read_tfds(rest, split)
+    raise DataError(
+        f"Unknown data spec {spec!r}: use builtin:numbers, tsv:PATH, parallel:SRC,TGT or tfds:NAME."
+    )
+
+
+def split_off(data, count, seed=0):
+    """Splits `count` random pairs off `data` (validation when a spec gives no such split)."""
+    if len(data) < 2:
+        raise DataError(f"{data.origin}: {len(data)} pair(s) cannot make training and validation.")
+    count = max(1, min(count, len(data) // 10 or 1))
+    order = list(range(len(data)))
+    random.Random(seed).shuffle(order)
+    held, kept = sorted(order[:count]), sorted(order[count:])
+    pick = lambda idx: ParallelText(  # noqa: E731
+        [data.sources[i] for i in idx], [data.targets[i] for i in idx], 0, data.origin
+    )
+    return pick(kept), pick(held)
+
+
+# Tokenized examples and batching ----------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Encoded:
+    """Token ids ready for the model: source [.. + end], decoder input [start + ..], labels [.. + end]."""
+
+    sources: list
+    targets: list
+    dropped: int = 0
+    truncated: int = 0
+
+
+def encode_pairs(tokenizer, data, max_length, long_pairs="drop"):
+    """Tokenizes; pairs longer than `max_length` tokens (with the end token) are dropped or
+    truncated, and counted."""
+    if long_pairs not in ("drop", "truncate"):
+        raise ValueError(f"`long_pairs` must be 'drop' or 'truncate'. Received: {long_pairs!r}")
+    sources, targets, dropped, truncated = [], [], 0, 0
+    for source, target in zip(tokenizer.encode(data.sources), tokenizer.encode(data.targets)):
+        source, target = source + [END_ID], target + [END_ID]
+        if len(source) > max_length or len(target) > max_length:
+            if long_pairs == "drop":
+                dropped += 1
+                continue
+            truncated += 1
+            source = source[: max_length - 1] + [END_ID]
+            target = target[: max_length - 1] + [END_ID]
+        sources.append(source)
+        targets.append(target)
+    return Encoded(sources, targets, dropped, truncated)
+
+
+def bucket_boundaries(max_length, smallest=8, growth=1.25):
+    """Bucket upper bounds from `smallest` to `max_length`, growing ~25% each."""
+    bounds, bound = [], smallest
+    while bound < max_length:
+        bounds.append(bound)
+        bound = max(bound + 1, int(bound * growth + 0.5))
+    return bounds + [max_length]
+
+
+def make_batches(encoded, batch_tokens, max_length, shuffle_seed=None, pad_to_multiple=1):
+    """Groups examples into batches of similar length, each within `batch_tokens` padded tokens.
+
+    Done in NumPy ahead of the epoch, so the number of batches and the padding are known before
+    training starts (progress bar, resume, distribution all want them). Returns a list of
+    (source [B, S], decoder input [B, T], labels [B, T]) int32 arrays, shuffled by batch when
+    `shuffle_seed` is given, and the fraction of padding in them.
+    """
+    lengths = np.array([max(len(s), len(t)) for s, t in zip(encoded.sources, encoded.targets)])
+    order = np.arange(len(lengths))
+    rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
+    if rng is not None:
+        order = rng.permutation(order)
+    bounds = bucket_boundaries(max_length)
+    buckets = {}
+    for index in order:
+        bound = bounds[int(np.searchsorted(bounds, lengths[index]))]
+        buckets.setdefault(bound, []).append(index)
+    batches, real, padded = [], 0, 0
+    for bound in sorted(buckets):
+        members = buckets[bound]
+        size = max(1, batch_tokens // bound)
+        for start in range(0, len(members), size):
+            chunk = members[start : start + size]
+            batch = _pad_batch(encoded, chunk, pad_to_multiple)
+            batches.append(batch)
+            real += int((batch[0] != 0).sum() + (batch[2] != 0).sum())
+            padded += batch[0].size + batch[2].size
+    if rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    padding_fraction = 1.0 - real / padded if padded else 0.0
+    return batches, padding_fraction
+
+
+def _pad_batch(encoded, indices, multiple):
+    def width(rows):
+        longest = max(len(r) for r in rows)
+        return -(-longest // multiple) * multiple
+
+    sources = [encoded.sources[i] for i in indices]
+    targets = [encoded.targets[i] for i in indices]
+    source = np.zeros((len(indices), width(sources)), "int32")
+    decoder_in = np.zeros((len(indices), width(targets)), "int32")
+    labels = np.zeros_like(decoder_in)
+    for row, (s, t) in enumerate(zip(sources, targets)):
+        source[row, : len(s)] = s
+        decoder_in[row, : len(t)] = [START_ID] + t[:-1]
+        labels[row, : len(t)] = t
+    return source, decoder_in, labels

@@ -1,0 +1,54 @@
+"""Writing files so that a crash never leaves half of one: write beside it, then rename."""
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path in the same folder; on success it replaces `path` in one rename."""
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(folder, exist_ok=True)
+    suffix = os.path.splitext(path)[1]  # keras insists on the ".keras" extension
+    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+    os.close(handle)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_text_atomic(path, text):
+    with atomic_path(path) as temporary:
+        with open(temporary, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_json_atomic(path, value):
+    write_text_atomic(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_directory(path):
+    """Yields a temporary folder beside `path`; on success it is renamed to `path`.
+
+    Refuses to replace an existing `path`, so a version once written is never overwritten.
+    """
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    if os.path.exists(path):
+        raise FileExistsError(f"{path} exists already; refusing to overwrite it.")
+    temporary = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+    try:
+        yield temporary
+        os.rename(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            shutil.rmtree(temporary, ignore_errors=True)

@@ -1,0 +1,572 @@
+"""The training job behind `python train.py`: data, tokenizer, distributed steps, TensorBoard,
+evaluation, checkpoints and resume, and the files of the output folder.
+
+Output layout (under `--output DIR`): config.json, tokenizer/, logs/{train,validation}/,
+checkpoints/ (for --resume), model.keras, export/<version>/, metrics.json.
+"""
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfx_transformer import data as data_lib
+from tfx_transformer import distribute
+from tfx_transformer.config import PRESETS, TransformerConfig
+from tfx_transformer.evaluation import make_translate_ids, score_translations, translate_texts
+from tfx_transformer.files import atomic_path, write_json_atomic
+from tfx_transformer.losses import smoothed_token_losses, token_accuracy_counts
+from tfx_transformer.model import Transformer
+from tfx_transformer.optimization import make_optimizer
+from tfx_transformer.text import Tokenizer
+
+MIXED_PRECISION = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+# Options that may change when a run is resumed; every other one must match the saved run.
+RESUMABLE_CHANGES = ("epochs", "steps", "resume", "strategy", "cpu_devices", "export")
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    """Every option of a training run; saved in DIR/config.json and accepted by --config."""
+
+    output: str = "runs/default"
+    task: str = "translation"
+    preset: str = "tiny"
+    data: str = "builtin:numbers"
+    valid_data: str | None = None
+    test_data: str | None = None
+    epochs: int = 6
+    steps: int | None = None
+    batch_tokens: int = 3072
+    max_length: int | None = None
+    long_pairs: str = "drop"
+    vocab_size: int = 8000
+    model: dict = dataclasses.field(default_factory=dict)  # TransformerConfig overrides
+    warmup_steps: int = 400
+    learning_rate_scale: float = 1.0
+    label_smoothing: float = 0.1
+    clipnorm: float | None = None
+    strategy: str = "auto"
+    cpu_devices: int = 0
+    mixed_precision: str = "none"
+    jit_compile: bool = False
+    seed: int = 0
+    eval_every: int = 0  # steps between evaluations; 0: at the end of every epoch
+    eval_examples: int = 500
+    beam_size: int = 4
+    length_penalty: float = 0.6
+    checkpoint_every: int = 200
+    log_every: int = 25
+    samples: int = 5
+    export: bool = True
+    resume: bool = False
+
+    def __post_init__(self):
+        if self.task != "translation":
+            raise ValueError(f"--task {self.task!r} is not available yet; use translation.")
+        if self.preset not in PRESETS:
+            raise ValueError(f"--preset must be one of {sorted(PRESETS)}. Received: {self.preset!r}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(
+                f"--mixed-precision must be one of {sorted(MIXED_PRECISION)}. "
+                f"Received: {self.mixed_precision!r}"
+            )
+        for name in ("epochs", "batch_tokens", "vocab_size", "warmup_steps", "beam_size",
+                     "checkpoint_every", "log_every", "eval_examples"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer. Received: {value!r}")
+        if self.steps is not None and (not isinstance(self.steps, int) or self.steps <= 0):
+            raise ValueError(f"--steps must be a positive integer. Received: {self.steps!r}")
+        if self.long_pairs not in ("drop", "truncate"):
+            raise ValueError(f"--long-pairs must be drop or truncate. Received: {self.long_pairs!r}")
+        if self.strategy not in distribute.STRATEGIES:
+            raise ValueError(
+                f"--strategy must be one of {distribute.STRATEGIES}. Received: {self.strategy!r}"
+            )
+        TransformerConfig.preset(self.preset, **self.model_overrides())  # fails early on bad fields
+
+    def model_overrides(self):
+        overrides = dict(self.model)
+        if self.max_length is not None:
+            overrides["max_length"] = self.max_length
+        return overrides
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown training options: {unknown}")
+        return cls(**values)
+
+
+class RunPaths:
+    def __init__(self, output):
+        self.output = output
+        self.config = os.path.join(output, "config.json")
+        self.tokenizer = os.path.join(output, "tokenizer")
+        self.logs = os.path.join(output, "logs")
+        self.checkpoints = os.path.join(output, "checkpoints")
+        self.model = os.path.join(output, "model.keras")
+        self.export = os.path.join(output, "export")
+        self.metrics = os.path.join(output, "metrics.json")
+
+
+_STARTED = time.time()
+
+
+def log(message):
+    """Prints with the seconds since the job started, so the log shows where time goes."""
+    lead = "\n" if message.startswith("\n") else ""
+    print(f"{lead}[{time.time() - _STARTED:6.1f}s] {message.lstrip()}", flush=True)
+
+
+# Preparing a run -------------------------------------------------------------------------------
+
+
+def check_output_folder(options, paths):
+    """A new run never writes over an old one; --resume needs the old one's config."""
+    if options.resume:
+        if not os.path.exists(paths.config):
+            raise ValueError(f"--resume: {paths.config} does not exist; there is no run to resume.")
+        with open(paths.config, encoding="utf-8") as f:
+            saved = json.load(f)["options"]
+        mismatched = {
+            key: (saved.get(key), value)
+            for key, value in options.to_dict().items()
+            if key not in RESUMABLE_CHANGES and key != "output" and saved.get(key) != value
+        }
+        if mismatched:
+            details = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in mismatched.items())
+            raise ValueError(f"--resume with options that differ from the saved run: {details}")
+        return
+    leftovers = [p for p in (paths.config, paths.checkpoints, paths.model) if os.path.exists(p)]
+    if leftovers:
+        raise ValueError(
+            f"{options.output} already holds a run ({', '.join(os.path.basename(p) for p in leftovers)}). "
+            "Pass --resume to continue it, or choose another --output."
+        )
+
+
+def load_datasets(options):
+    """(train, validation, test or None) ParallelText, read and checked before any training."""
+    train = data_lib.load_spec(options.data, "train", options.seed)
+    builtin_or_tfds = options.data.split(":")[0] in ("builtin", "tfds")
+    if options.valid_data:
+        valid = data_lib.load_spec(options.valid_data, "validation", options.seed)
+    elif builtin_or_tfds:
+        valid = data_lib.load_spec(options.data, "validation", options.seed)
+    else:
+        train, valid = data_lib.split_off(train, options.eval_examples, options.seed)
+    test = None
+    if options.test_data:
+        test = data_lib.load_spec(options.test_data, "test", options.seed)
+    elif options.data.startswith("builtin:"):
+        test = data_lib.load_spec(options.data, "test", options.seed)
+    return train, valid, test
+
+
+def describe_data(name, data, encoded=None):
+    parts = [f"{name}: {len(data)} pairs from {data.origin}"]
+    if data.skipped_empty:
+        parts.append(f"{data.skipped_empty} empty pairs skipped")
+    if encoded is not None and encoded.dropped:
+        parts.append(f"{encoded.dropped} over-long pairs dropped")
+    if encoded is not None and encoded.truncated:
+        parts.append(f"{encoded.truncated} over-long pairs truncated")
+    return "; ".join(parts)
+
+
+# The training loop -----------------------------------------------------------------------------
+
+
+class Trainer:
+    """Owns the model, optimizer, checkpoint and the compiled steps of one run."""
+
+    def __init__(self, options, model_config, strategy, paths, chief):
+        self.options = options
+        self.strategy = strategy
+        self.paths = paths
+        self.chief = chief
+        with strategy.scope():
+            self.model = Transformer(model_config)
+            self.optimizer = make_optimizer(
+                model_config.d_model, options.warmup_steps, options.learning_rate_scale, options.clipnorm
+            )
+            if options.mixed_precision == "fp16":
+                self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
+            self.optimizer.build(self.model.trainable_variables)
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint,
+            distribute.writable_folder(strategy, paths.checkpoints),
+            max_to_keep=2,
+        )
+        self._compute = tf.function(self._compute_gradients, jit_compile=options.jit_compile)
+
+    @property
+    def step(self):
+        return int(self.optimizer.iterations.numpy())
+
+    def restore(self):
+        latest = self.manager.latest_checkpoint
+        if latest is None:
+            return 0
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        return self.step
+
+    def save_checkpoint(self):
+        self.manager.save(checkpoint_number=self.step)
+
+    def _compute_gradients(self, source, decoder_in, labels):
+        with tf.GradientTape() as tape:
+            logits = self.model({"source_ids": source, "target_ids": decoder_in}, training=True)
+            losses, _ = smoothed_token_losses(labels, logits, self.options.label_smoothing)
+            loss_sum = tf.reduce_sum(losses)
+            scaled = loss_sum
+            if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+                scaled = self.optimizer.scale_loss(loss_sum)
+        gradients = tape.gradient(scaled, self.model.trainable_variables)
+        correct, _ = token_accuracy_counts(labels, logits)
+        return loss_sum, correct, gradients
+
+    def _replica_step(self, source, decoder_in, labels):
+        tokens = tf.reduce_sum(tf.cast(labels != 0, tf.float32))
+        context = tf.distribute.get_replica_context()
+        global_tokens = context.all_reduce(tf.distribute.ReduceOp.SUM, tokens)
+        loss_sum, correct, gradients = self._compute(source, decoder_in, labels)
+        # Every replica divides by the tokens of the whole global batch, so the summed gradients
+        # are those of the mean over all real tokens, however the batch was split.
+        gradients = [g / tf.maximum(global_tokens, 1.0) for g in gradients]
+        self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
+        return loss_sum, correct, tokens
+
+    def make_train_step(self):
+        strategy = self.strategy
+
+        @tf.function
+        def train_step(iterator):
+            source, decoder_in, labels = next(iterator)
+            per_replica = strategy.run(self._replica_step, args=(source, decoder_in, labels))
+            return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in per_replica]
+
+        return train_step
+
+    def make_eval_step(self):
+        @tf.function(
+            input_signature=[tf.TensorSpec([None, None], tf.int32)] * 3,
+        )
+        def eval_step(source, decoder_in, labels):
+            logits = self.model({"source_ids": source, "target_ids": decoder_in}, training=False)
+            losses, tokens = smoothed_token_losses(labels, logits, self.options.label_smoothing)
+            correct, _ = token_accuracy_counts(labels, logits)
+            return tf.reduce_sum(losses), correct, tokens
+
+        return eval_step
+
+
+def distributed_batches(strategy, batches, steps_per_epoch, skip_steps):
+    """Each replica gets its own batches: replica r of step s takes batch s * R + r."""
+    replicas = strategy.num_replicas_in_sync
+
+    def dataset_fn(context):
+        per_pipeline = replicas // context.num_input_pipelines
+        start = context.input_pipeline_id * per_pipeline
+
+        def generate():
+            for step in range(skip_steps, steps_per_epoch):
+                for replica in range(start, start + per_pipeline):
+                    yield batches[step * replicas + replica]
+
+        spec = tf.TensorSpec([None, None], tf.int32)
+        return tf.data.Dataset.from_generator(generate, output_signature=(spec, spec, spec)).prefetch(
+            tf.data.AUTOTUNE
+        )
+
+    return strategy.distribute_datasets_from_function(
+        dataset_fn, tf.distribute.InputOptions(experimental_fetch_to_device=False)
+    )
+
+
+# Logging helpers -------------------------------------------------------------------------------
+
+
+class Progress:
+    """A progress bar on a terminal; in a log file, a plain line every ~5% of the steps."""
+
+    def __init__(self, total_steps, enabled):
+        self.total_steps = total_steps
+        self.enabled = enabled
+        self.interactive = sys.stdout.isatty()
+        self.every = max(1, total_steps // 20)
+        if enabled and self.interactive:
+            self.bar = keras.utils.Progbar(
+                total_steps, stateful_metrics=["loss", "accuracy", "tok/s"], interval=0.5
+            )
+
+    def update(self, step, loss, accuracy, tokens_per_sec):
+        if not self.enabled:
+            return
+        if self.interactive:
+            values = [("loss", loss), ("accuracy", accuracy)]
+            if tokens_per_sec:
+                values.append(("tok/s", round(tokens_per_sec)))
+            self.bar.update(step, values)
+        elif step % self.every == 0 or step == self.total_steps:
+            log(
+                f"step {step}/{self.total_steps}: loss {loss:.4f}, accuracy {accuracy:.4f}, "
+                f"{tokens_per_sec:.0f} tokens/s"
+            )
+
+
+def attention_image(weights, cell=12):
+    """[T, S] weights in [0, 1] -> [1, T * cell, S * cell, 3] uint8 heat map (dark = low)."""
+    weights = np.asarray(weights, dtype="float32")
+    weights = weights / max(float(weights.max()), 1e-9)
+    big = np.kron(weights, np.ones((cell, cell), "float32"))
+    # A blue-to-yellow ramp, readable without a plotting library.
+    rgb = np.stack([big, big ** 0.5 * 0.9, 1.0 - big * 0.8], axis=-1)
+    return (rgb[None] * 255).astype("uint8")
+
+
+def samples_markdown(sources, references, translations):
+    rows = ["| source | reference | translation |", "|---|---|---|"]
+    for s, r, t in zip(sources, references, translations):
+        rows.append(f"| {s} | {r} | {t} |".replace("\n", " "))
+    return "\n".join(rows)
+
+
+def write_hparams(writer, options, model_config):
+    from tensorboard.plugins.hparams import api as hparams_api
+
+    flat = {}
+    for key, value in {**options.to_dict(), **model_config.to_dict()}.items():
+        if isinstance(value, (bool, int, float, str)):
+            flat[key] = value
+    with writer.as_default():
+        hparams_api.hparams(flat)
+
+
+# The job ---------------------------------------------------------------------------------------
+
+
+def run(options, strategy=None):
+    """Trains as `options` say and returns the final metrics (also written to metrics.json)."""
+    global _STARTED
+    started = _STARTED = time.time()
+    paths = RunPaths(options.output)
+    if strategy is None:
+        distribute.split_cpu(options.cpu_devices)
+        strategy = distribute.make_strategy(options.strategy)
+    chief = distribute.is_chief(strategy)
+    check_output_folder(options, paths)
+    keras.config.set_dtype_policy(MIXED_PRECISION[options.mixed_precision])
+    keras.utils.set_random_seed(options.seed)
+
+    train_text, valid_text, test_text = load_datasets(options)
+    if options.resume:
+        tokenizer = Tokenizer.load(paths.tokenizer)
+    else:
+        tokenizer = Tokenizer.train(
+            train_text.sources + train_text.targets, options.vocab_size, seed=options.seed
+        )
+    model_config = TransformerConfig.preset(
+        options.preset, vocab_size=tokenizer.vocab_size, **options.model_overrides()
+    )
+    max_length = model_config.max_length
+    train_encoded = data_lib.encode_pairs(tokenizer, train_text, max_length, options.long_pairs)
+    valid_encoded = data_lib.encode_pairs(tokenizer, valid_text, max_length, "truncate")
+    if not train_encoded.sources:
+        raise data_lib.DataError(f"{train_text.origin}: every pair is longer than {max_length} tokens.")
+    log(describe_data("train", train_text, train_encoded))
+    log(describe_data("validation", valid_text))
+    if test_text is not None:
+        log(describe_data("test", test_text))
+
+    replicas = strategy.num_replicas_in_sync
+    pad_multiple = 8 if options.jit_compile else 1
+    first_batches, padding = data_lib.make_batches(
+        train_encoded, options.batch_tokens, max_length, options.seed, pad_multiple
+    )
+    steps_per_epoch = len(first_batches) // replicas
+    if steps_per_epoch == 0:
+        raise data_lib.DataError(
+            f"{len(first_batches)} batch(es) cannot feed {replicas} replicas; use more data or a "
+            "smaller --batch-tokens."
+        )
+    total_steps = options.epochs * steps_per_epoch
+    if options.steps:
+        total_steps = min(total_steps, options.steps)
+    log(
+        f"tokenizer: {tokenizer.vocab_size} pieces; batches: {len(first_batches)} per epoch "
+        f"({steps_per_epoch} steps x {replicas} replica(s)), padding {padding:.1%}; "
+        f"{total_steps} steps; strategy {type(strategy).__name__}"
+    )
+
+    if chief:
+        os.makedirs(options.output, exist_ok=True)
+        if not options.resume:
+            tokenizer.save(paths.tokenizer)
+        write_json_atomic(
+            paths.config, {"options": options.to_dict(), "model": model_config.to_dict()}
+        )
+
+    trainer = Trainer(options, model_config, strategy, paths, chief)
+    start_step = trainer.restore() if options.resume else 0
+    if options.resume:
+        log(f"resuming from step {start_step}")
+    train_step = trainer.make_train_step()
+    eval_step = trainer.make_eval_step()
+    translate_ids = make_translate_ids(
+        trainer.model, options.beam_size, options.length_penalty, max_length
+    )
+    valid_batches, _ = data_lib.make_batches(valid_encoded, options.batch_tokens, max_length)
+    eval_texts = (valid_text.sources[: options.eval_examples], valid_text.targets[: options.eval_examples])
+
+    writers = {}
+    if chief:
+        writers = {
+            "train": tf.summary.create_file_writer(os.path.join(paths.logs, "train")),
+            "validation": tf.summary.create_file_writer(os.path.join(paths.logs, "validation")),
+        }
+        write_hparams(writers["train"], options, model_config)
+
+    def evaluate(step):
+        loss_sum = correct = tokens = 0.0
+        for source, decoder_in, labels in valid_batches:
+            batch_loss, batch_correct, batch_tokens = eval_step(source, decoder_in, labels)
+            loss_sum += float(batch_loss)
+            correct += float(batch_correct)
+            tokens += float(batch_tokens)
+        translations = translate_texts(translate_ids, tokenizer, eval_texts[0], max_length)
+        metrics = {
+            "loss": loss_sum / max(tokens, 1.0),
+            "accuracy": correct / max(tokens, 1.0),
+            **score_translations(translations, eval_texts[1]),
+        }
+        with writers["validation"].as_default(step=step):
+            for name, value in metrics.items():
+                tf.summary.scalar(name, value)
+            count = options.samples
+            tf.summary.text(
+                "samples",
+                samples_markdown(eval_texts[0][:count], eval_texts[1][:count], translations[:count]),
+            )
+            source, decoder_in, _ = valid_batches[0]
+            maps = trainer.model.attention_maps(
+                {"source_ids": source[:1], "target_ids": decoder_in[:1]}
+            )
+            cross = np.asarray(maps["decoder_cross"][-1])[0].mean(axis=0)  # (T, S), heads averaged
+            tf.summary.image("cross_attention", attention_image(cross))
+        writers["validation"].flush()
+        return metrics, translations
+
+    progress = Progress(total_steps, chief)
+    step = start_step
+    interval_tokens, interval_start = 0.0, time.time()
+    tokens_per_sec = 0.0
+    trained_tokens, trained_seconds = 0.0, 0.0
+    metrics = {}
+    while step < total_steps:
+        epoch, offset = divmod(step, steps_per_epoch)
+        batches, _ = data_lib.make_batches(
+            train_encoded, options.batch_tokens, max_length, options.seed + epoch, pad_multiple
+        )
+        iterator = iter(distributed_batches(strategy, batches, steps_per_epoch, offset))
+        for _ in range(offset, steps_per_epoch):
+            if step >= total_steps:
+                break
+            loss_sum, correct, tokens = train_step(iterator)
+            step += 1
+            tokens = float(tokens)
+            interval_tokens += tokens
+            loss = float(loss_sum) / max(tokens, 1.0)
+            accuracy = float(correct) / max(tokens, 1.0)
+            if step % options.log_every == 0 or step == total_steps:
+                elapsed = time.time() - interval_start
+                tokens_per_sec = interval_tokens / max(elapsed, 1e-9)
+                trained_tokens += interval_tokens
+                trained_seconds += elapsed
+                learning_rate = float(trainer.optimizer.learning_rate)
+                if chief:
+                    with writers["train"].as_default(step=step):
+                        tf.summary.scalar("loss", loss)
+                        tf.summary.scalar("accuracy", accuracy)
+                        tf.summary.scalar("learning_rate", learning_rate)
+                        tf.summary.scalar("tokens_per_sec", tokens_per_sec)
+                interval_tokens, interval_start = 0.0, time.time()
+            progress.update(step, loss, accuracy, tokens_per_sec)
+            if step % options.checkpoint_every == 0:
+                trainer.save_checkpoint()
+            end_of_epoch = step % steps_per_epoch == 0
+            due = (options.eval_every and step % options.eval_every == 0) or (
+                not options.eval_every and end_of_epoch
+            )
+            if chief and (due or step == total_steps):
+                pause = time.time()
+                metrics, translations = evaluate(step)
+                interval_start += time.time() - pause  # evaluation is not training time
+                log(
+                    f"\nstep {step}: validation loss {metrics['loss']:.4f}, accuracy "
+                    f"{metrics['accuracy']:.4f}, BLEU {metrics['bleu']:.2f}, chrF {metrics['chrf']:.2f}, "
+                    f"exact match {metrics['exact_match']:.2%}"
+                )
+    if step != trainer.step:
+        raise RuntimeError(f"step bookkeeping is off: {step} vs optimizer {trainer.step}")
+    trainer.save_checkpoint()
+    if not chief:
+        return {}
+    if not metrics:  # resumed at the end: nothing was evaluated in this process
+        metrics, translations = evaluate(step)
+
+    results = {
+        **metrics,
+        "steps": step,
+        "tokens_per_sec": trained_tokens / trained_seconds if trained_seconds else 0.0,
+        "padding_fraction": padding,
+        "train_pairs": len(train_encoded.sources),
+    }
+    if test_text is not None:
+        test_translations = translate_texts(translate_ids, tokenizer, test_text.sources, max_length)
+        test_scores = score_translations(test_translations, test_text.targets)
+        results.update({f"test_{k}": v for k, v in test_scores.items()})
+        results["test_pairs"] = len(test_text)
+    with atomic_path(paths.model) as temporary:
+        trainer.model.save(temporary)
+    if options.export:
+        try:
+            from tfx_transformer import export as export_lib
+        except ImportError:
+            export_lib = None
+        if export_lib is not None:
+            version_dir = export_lib.export_run(options.output, model=trainer.model, tokenizer=tokenizer)
+            results["export"] = version_dir
+    results["seconds"] = time.time() - started
+    write_json_atomic(paths.metrics, results)
+    for writer in writers.values():
+        writer.close()
+
+    log("\nsample translations:")
+    for source, reference, translation in list(zip(*eval_texts, translations))[: options.samples]:
+        mark = "ok" if translation.strip() == reference.strip() else "xx"
+        log(f"  [{mark}] {source}\n       -> {translation}\n       (reference: {reference})")
+    summary = (
+        f"\ndone: {step} steps in {results['seconds']:.0f} s, {results['tokens_per_sec']:.0f} target "
+        f"tokens/s; validation BLEU {results['bleu']:.2f}, chrF {results['chrf']:.2f}, exact match "
+        f"{results['exact_match']:.2%}"
+    )
+    if "test_exact_match" in results:
+        summary += f"; test exact match {results['test_exact_match']:.2%} ({results['test_pairs']} pairs)"
+    log(summary + f"\noutputs in {options.output}")
+    return results
+
+
