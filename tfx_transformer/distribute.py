@@ -70,3 +70,14 @@ def writable_folder(strategy, folder):
     if is_chief(strategy):
         return folder
     return tempfile.mkdtemp(prefix="tfx-transformer-worker-")
+
+
+def strategy_name(strategy):
+    names = {
+        tf.distribute.MultiWorkerMirroredStrategy: "MultiWorkerMirroredStrategy",
+        tf.distribute.MirroredStrategy: "MirroredStrategy",
+    }
+    for cls, name in names.items():
+        if isinstance(strategy, cls):
+            return name
+    return type(strategy).__name__.lstrip("_")

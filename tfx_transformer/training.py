@@ -409,7 +409,7 @@ def run(options, strategy=None):
     log(
         f"tokenizer: {tokenizer.vocab_size} pieces; batches: {len(first_batches)} per epoch "
         f"({steps_per_epoch} steps x {replicas} replica(s)), padding {padding:.1%}; "
-        f"{total_steps} steps; strategy {type(strategy).__name__}"
+        f"{total_steps} steps; strategy {distribute.strategy_name(strategy)}"
     )
 
     if chief:
@@ -504,7 +504,8 @@ def run(options, strategy=None):
                         tf.summary.scalar("learning_rate", learning_rate)
                         tf.summary.scalar("tokens_per_sec", tokens_per_sec)
                 interval_tokens, interval_start = 0.0, time.time()
-            progress.update(step, loss, accuracy, tokens_per_sec)
+            running_rate = interval_tokens / max(time.time() - interval_start, 1e-9)
+            progress.update(step, loss, accuracy, running_rate if interval_tokens else tokens_per_sec)
             if step % options.checkpoint_every == 0:
                 trainer.save_checkpoint()
             end_of_epoch = step % steps_per_epoch == 0
