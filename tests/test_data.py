@@ -129,3 +129,38 @@ def test_split_off_holds_out_pairs():
     train, valid = data_lib.split_off(data, 10)
     assert len(train) == 90 and len(valid) == 10
     assert not set(train.sources) & set(valid.sources)
+
+
+def test_tfds_spec_reads_a_local_dataset(tmp_path, monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from num2words import num2words
+
+    class TinyNumberWords(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            text = tfds.features.Text()
+            return tfds.core.DatasetInfo(
+                builder=self,
+                features=tfds.features.FeaturesDict({"en": text, "fr": text}),
+                supervised_keys=("en", "fr"),
+            )
+
+        def _split_generators(self, dl_manager):
+            return {
+                "train": self._generate_examples(0, 60),
+                "validation": self._generate_examples(60, 70),
+            }
+
+        def _generate_examples(self, low, high):
+            for n in range(low, high):
+                yield n, {"en": num2words(n), "fr": num2words(n, lang="fr") if n != 5 else ""}
+
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    train = data_lib.load_spec("tfds:tiny_number_words", "train")
+    assert len(train) == 59 and train.skipped_empty == 1
+    assert ("twenty-one", "vingt et un") in set(zip(train.sources, train.targets))
+    valid = data_lib.load_spec("tfds:tiny_number_words", "validation")
+    assert valid.sources[0] in {num2words(n) for n in range(60, 70)}
+    with pytest.raises(DataError, match="tfds:no_such_dataset_here"):
+        data_lib.load_spec("tfds:no_such_dataset_here")

@@ -104,7 +104,12 @@ def read_tfds(name, split):
         raise DataError(
             f"tfds:{name} needs tensorflow-datasets: pip install 'tfx_transformer[tfds]'."
         ) from None
-    dataset, info = tfds.load(name, split=split, as_supervised=True, with_info=True)
+    try:
+        dataset = tfds.load(
+            name, split=split, as_supervised=True, data_dir=os.environ.get("TFDS_DATA_DIR")
+        )
+    except Exception as error:  # tfds raises many kinds: unknown name, no network, no split
+        raise DataError(f"tfds:{name} [{split}] could not be loaded: {error}") from None
     pairs = [
         (source.decode("utf-8"), target.decode("utf-8"))
         for source, target in tfds.as_numpy(dataset)
