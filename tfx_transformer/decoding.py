@@ -13,6 +13,8 @@ penalty).
 
 from keras import ops
 
+from tfx_transformer.layers.attention import write_positions
+
 # Log-probability of a continuation that must never be chosen. Scores are float32 throughout, so
 # a large finite value is safe here and, unlike -inf, never produces NaN in the arithmetic below.
 _IMPOSSIBLE = -1e9
@@ -83,7 +85,7 @@ class _Stepper:
 
 def _write_column(tokens, index, column):
     """tokens[:, index] = column, with a dynamic index."""
-    return ops.slice_update(tokens, [0, index], ops.expand_dims(ops.cast(column, "int32"), 1))
+    return write_positions(tokens, ops.expand_dims(ops.cast(column, "int32"), 1), index, axis=1)
 
 
 def _start_tokens(rows, max_length, start_id):

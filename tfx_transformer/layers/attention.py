@@ -260,10 +260,9 @@ class MultiHeadAttention(keras.layers.Layer):
         else:
             new_keys = self._split_heads(self.key_dense, key)  # (B, h, T, d_head)
             new_values = self._split_heads(self.value_dense, value)
-            start = [0, 0, cache_update_index, 0]
-            keys = ops.slice_update(cache[:, 0], start, ops.cast(new_keys, cache.dtype))
-            values = ops.slice_update(cache[:, 1], start, ops.cast(new_values, cache.dtype))
-            cache = ops.stack([keys, values], axis=1)  # (B, 2, h, L, d_head)
+            new = ops.stack([new_keys, new_values], axis=1)  # (B, 2, h, T, d_head)
+            cache = write_positions(cache, ops.cast(new, cache.dtype), cache_update_index, axis=3)
+            keys, values = cache[:, 0], cache[:, 1]  # (B, h, L, d_head) each
         if attention_mask is not None:
             attention_mask = ops.expand_dims(attention_mask, axis=1)  # (B, 1, T, S): every head
         context, weights = self.attention(
@@ -298,6 +297,24 @@ class MultiHeadAttention(keras.layers.Layer):
             }
         )
         return config
+
+
+def write_positions(buffer, update, index, axis):
+    """buffer with `update` written at positions index.. of `axis` (a dynamic index).
+
+    TensorFlow's `slice_update` lowers to XlaDynamicUpdateSlice, which a SavedModel served by
+    TF Serving may not have a kernel for; a single position is written with a mask there
+    instead, using only core ops. Other backends keep the in-place update.
+    """
+    if keras.backend.backend() == "tensorflow" and update.shape[axis] == 1:
+        length = ops.shape(buffer)[axis]
+        shape = [1] * len(buffer.shape)
+        shape[axis] = length
+        at_index = ops.reshape(ops.equal(ops.arange(length), index), shape)
+        return ops.where(at_index, update, buffer)
+    start = [0] * len(buffer.shape)
+    start[axis] = index
+    return ops.slice_update(buffer, start, update)
 
 
 def _check_divisible(d_model, num_heads):
