@@ -73,6 +73,8 @@ def test_builtin_numbers_are_deterministic_and_disjoint():
     again = data_lib.numbers_split("test", sizes=sizes)
     assert again.sources == splits["test"].sources
     assert len(splits["train"]) == 3000 and len(splits["test"]) == 200
+    assert splits["train"].sources.count("one") == 3  # small numbers come several times
+    assert len(set(splits["train"].sources)) > 900
     assert not set(splits["train"].sources) & set(splits["test"].sources)
     assert not set(splits["train"].sources) & set(splits["validation"].sources)
     assert not set(splits["validation"].sources) & set(splits["test"].sources)

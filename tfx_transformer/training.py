@@ -544,13 +544,16 @@ def run(options, strategy=None):
     with atomic_path(paths.model) as temporary:
         trainer.model.save(temporary)
     if options.export:
-        try:
-            from tfx_transformer import export as export_lib
-        except ImportError:
-            export_lib = None
-        if export_lib is not None:
-            version_dir = export_lib.export_run(options.output, model=trainer.model, tokenizer=tokenizer)
-            results["export"] = version_dir
+        from tfx_transformer.export import export_run
+
+        results["export"] = export_run(
+            options.output,
+            model=trainer.model,
+            tokenizer=tokenizer,
+            beam_size=options.beam_size,
+            length_penalty=options.length_penalty,
+        )
+        log(f"exported {results['export']}")
     results["seconds"] = time.time() - started
     write_json_atomic(paths.metrics, results)
     for writer in writers.values():
