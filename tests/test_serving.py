@@ -258,7 +258,8 @@ def test_model_config_file_and_version_policy(exported_run, tmp_path):
                     pytest.fail("server did not start: " + process.stdout.read()[-3000:])
                 time.sleep(0.3)
         assert [s["version"] for s in status] == ["3", "2"]  # latest { num_versions: 2 }
-        assert RestClient(client.url, "translator", version=2).predict(["one"])[0]["translation"]
+        pinned = RestClient(client.url, "translator", version=2).predict(TEXTS)
+        assert pinned == client.predict(TEXTS)  # versions 2 and 3 hold the same model
         with pytest.raises(ServingClientError) as error:
             RestClient(client.url, "translator", version=1).predict(["one"])
         assert error.value.status == 404
