@@ -68,12 +68,13 @@ def test_unknown_specs_are_refused():
 
 
 def test_builtin_numbers_are_deterministic_and_disjoint():
-    sizes = {"train": 3000, "validation": 100, "test": 200}
+    sizes = {"train": 5000, "validation": 100, "test": 200}
     splits = {s: data_lib.numbers_split(s, sizes=sizes) for s in sizes}
     again = data_lib.numbers_split("test", sizes=sizes)
     assert again.sources == splits["test"].sources
-    assert len(splits["train"]) == 3000 and len(splits["test"]) == 200
-    assert splits["train"].sources.count("one") == 3  # small numbers come several times
+    assert len(splits["train"]) == 5000 and len(splits["test"]) == 200
+    assert splits["train"].sources.count("one") == 10  # small numbers come several times
+    assert splits["train"].sources.count("one hundred and one") == 3
     assert len(set(splits["train"].sources)) > 900
     assert not set(splits["train"].sources) & set(splits["test"].sources)
     assert not set(splits["train"].sources) & set(splits["validation"].sources)

@@ -1,7 +1,6 @@
 """Command line of `python train.py`: flags -> TrainOptions -> training.run."""
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -98,11 +97,7 @@ def options_from_args(argv=None):
             raise ValueError(f"--set expects FIELD=VALUE. Received: {item!r}")
         model[field.strip()] = _parse_value(raw.strip())
     values["model"] = model
-    known = {f.name for f in dataclasses.fields(TrainOptions)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"Unknown options: {unknown}")
-    return TrainOptions(**values)
+    return TrainOptions.from_dict(values)
 
 
 def main(argv=None):

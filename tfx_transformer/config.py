@@ -29,8 +29,30 @@ PRESETS = {
 }
 
 
+class JsonDataclass:
+    """to_dict/from_dict and JSON for a dataclass; unknown fields are refused by name."""
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown {cls.__name__} fields: {unknown}")
+        return cls(**values)
+
+    def to_json(self, **kwargs):
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_json(cls, text):
+        return cls.from_dict(json.loads(text))
+
+
 @dataclasses.dataclass
-class TransformerConfig:
+class TransformerConfig(JsonDataclass):
     """Hyperparameters of `tfx_transformer.Transformer`; the defaults are the paper's base model.
 
     Token ids: `pad_id` (0, masked everywhere), `start_id` (fed first to the decoder) and
@@ -86,24 +108,6 @@ class TransformerConfig:
         if name not in PRESETS:
             raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
         return cls.from_dict({**PRESETS[name], **overrides})
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values):
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"Unknown TransformerConfig fields: {unknown}")
-        return cls(**values)
-
-    def to_json(self, **kwargs):
-        return json.dumps(self.to_dict(), **kwargs)
-
-    @classmethod
-    def from_json(cls, text):
-        return cls.from_dict(json.loads(text))
 
     def block_kwargs(self):
         """The arguments that every encoder and decoder block takes."""

@@ -127,7 +127,8 @@ def numbers_split(split, language_pair="en-fr", seed=0, sizes=None):
     """English number words -> French (or another num2words pair), disjoint splits by number.
 
     Validation and test numbers are drawn uniformly from [0, 1,000,000) first. Training takes
-    every other number below 1,000 (the words everything else is built from) three times, then
+    every other number below 1,000 (the words everything else is built from) three times (below
+    100: ten times), then
     half of its rest uniformly and half with each digit zero at even odds, so that round parts ("seventy
     thousand and six") are as common in training as their rules are distinct.
     """
@@ -157,11 +158,12 @@ def number_words(number, language_pair="en-fr"):
     return num2words(int(number), lang=source_lang), num2words(int(number), lang=target_lang)
 
 
-def _training_numbers(rng, held_out, count, small_repeats=3):
-    # The numbers below 1,000 come several times: alone ("one" -> "un") they are otherwise a
-    # rare case beside the same words inside larger numbers ("one thousand" -> "mille").
+def _training_numbers(rng, held_out, count):
+    # The numbers below 1,000 come three times and those below 100 ten times: alone
+    # ("one" -> "un") they are otherwise rare beside the same words inside larger numbers
+    # ("one thousand" -> "mille"), and a model learns to copy the larger numbers' habits.
     small = [n for n in range(1000) if n not in held_out]
-    chosen = (small * small_repeats)[:count]
+    chosen = (small * 3 + [n for n in small if n < 100] * 7)[:count]
     taken = set(chosen) | held_out
     digits = 6  # numbers below NUMBERS_LIMIT
     while len(chosen) < count:

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from tfx_transformer import data as data_lib
 from tfx_transformer import distribute
-from tfx_transformer.config import PRESETS, TransformerConfig
+from tfx_transformer.config import PRESETS, JsonDataclass, TransformerConfig
 from tfx_transformer.evaluation import make_translate_ids, score_translations, translate_texts
 from tfx_transformer.files import atomic_path, write_json_atomic
 from tfx_transformer.losses import smoothed_token_losses, token_accuracy_counts
@@ -31,7 +31,7 @@ RESUMABLE_CHANGES = ("epochs", "steps", "resume", "strategy", "cpu_devices", "ex
 
 
 @dataclasses.dataclass
-class TrainOptions:
+class TrainOptions(JsonDataclass):
     """Every option of a training run; saved in DIR/config.json and accepted by --config."""
 
     output: str = "runs/default"
@@ -97,16 +97,6 @@ class TrainOptions:
             overrides["max_length"] = self.max_length
         return overrides
 
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"Unknown training options: {unknown}")
-        return cls(**values)
 
 
 class RunPaths:

@@ -72,6 +72,15 @@ class TransformerBlockBase(keras.layers.Layer):
     def _dropout_layer(self, name):
         return keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name=name)
 
+    def _build_sublayer(self, name, sublayer, x_shape, *shapes):
+        """Builds `sublayer` and its LayerNorm and dropout as `name`, `name_norm`, `name_dropout`."""
+        sublayer.build(x_shape, *shapes)
+        norm = self._norm_layer(f"{name}_norm")
+        norm.build(x_shape)
+        setattr(self, name, sublayer)
+        setattr(self, f"{name}_norm", norm)
+        setattr(self, f"{name}_dropout", self._dropout_layer(f"{name}_dropout"))
+
     def _residual(self, x, norm, dropout, sublayer, training):
         """Applies `sublayer` (returning (y, extras)) with its residual and LayerNorm."""
         if self.norm_first:

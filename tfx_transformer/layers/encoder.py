@@ -16,16 +16,8 @@ class EncoderBlock(TransformerBlockBase):
     """
 
     def build(self, x_shape):
-        self.self_attention = self._attention_layer("self_attention")
-        self.self_attention.build(x_shape, x_shape)
-        self.self_attention_norm = self._norm_layer("self_attention_norm")
-        self.self_attention_norm.build(x_shape)
-        self.self_attention_dropout = self._dropout_layer("self_attention_dropout")
-        self.feed_forward = self._feed_forward_layer()
-        self.feed_forward.build(x_shape)
-        self.feed_forward_norm = self._norm_layer("feed_forward_norm")
-        self.feed_forward_norm.build(x_shape)
-        self.feed_forward_dropout = self._dropout_layer("feed_forward_dropout")
+        self._build_sublayer("self_attention", self._attention_layer("self_attention"), x_shape, x_shape)
+        self._build_sublayer("feed_forward", self._feed_forward_layer(), x_shape)
         self.built = True
 
     def call(self, x, attention_mask=None, return_attention_scores=False, training=None):
