@@ -1,0 +1,185 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # The Transformer, part 4: distance, parallelism, positions, and its problems
+#
+# Questions 8, 9, 11 and 15, measured on this machine's CPU.
+
+# %%
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import matplotlib.pyplot as plt
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+import tfx_transformer as tt
+from tfx_transformer import layers as L
+
+keras.utils.set_random_seed(0)
+rng = np.random.default_rng(0)
+
+
+def best_time(function, repeats=5):
+    function()  # warm-up (tracing)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+# %% [markdown]
+# ## 8. Long-range dependencies
+# 长距离依赖
+#
+# The longest path a signal travels between two of n positions: 1 in self-attention (every
+# position attends to every other in one layer), n in an RNN (one step per position), and n/k
+# layers of width-k convolutions (log_k n with dilations).
+
+# %%
+lengths = np.array([8, 16, 32, 64, 128, 256, 512])
+k = 3
+plt.figure(figsize=(5, 3))
+plt.loglog(lengths, np.ones_like(lengths), "o-", label="self-attention: 1")
+plt.loglog(lengths, lengths, "o-", label="RNN: n")
+plt.loglog(lengths, np.ceil(lengths / k), "o-", label=f"CNN, kernel {k}: n/k")
+plt.loglog(lengths, np.ceil(np.log(lengths) / np.log(k)), "o-", label=f"dilated CNN: log_k n")
+plt.xlabel("sequence length n")
+plt.ylabel("longest path (layers or steps)")
+plt.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+# The package's attention shows it: in one layer, the last position weighs the first directly.
+weights = L.MultiHeadAttention(2, 8)(
+    rng.normal(size=(1, 512, 8)).astype("float32"), return_attention_scores=True
+)[1]
+print("weight of position 0 in position 511's output, one layer:", float(ops.convert_to_numpy(weights)[0, 0, 511, 0]))
+
+# %% [markdown]
+# ## 9. Parallelism
+# 如何并行化
+#
+# An RNN must run its n steps one after another: step t needs step t-1's state. Self-attention
+# computes all n positions at once with a few matrix products, so its number of sequential
+# steps is 1, whatever n; that is what lets a GPU or TPU fill its thousands of lanes. Timed here on
+# this 2-core CPU for one layer of width 128, batch 32: the package's `MultiHeadAttention`
+# against a Keras `LSTM` (the RNN of the pre-Transformer translation models), both compiled
+# with tf.function.
+
+# %%
+width = 128
+attention = L.MultiHeadAttention(4, width)
+rnn = keras.layers.LSTM(width, return_sequences=True)
+attend = tf.function(lambda x: attention(x), reduce_retracing=True)
+recur = tf.function(lambda x: rnn(x), reduce_retracing=True)
+sizes = [32, 64, 128, 256, 512]
+attention_ms, rnn_ms = [], []
+for n in sizes:
+    x = tf.constant(rng.normal(size=(32, n, width)).astype("float32"))
+    attention_ms.append(best_time(lambda: attend(x)) * 1000)
+    rnn_ms.append(best_time(lambda: recur(x)) * 1000)
+for n, a, r in zip(sizes, attention_ms, rnn_ms):
+    print(f"n={n:4d}: sequential steps attention 1, LSTM {n:4d} | time attention {a:7.2f} ms, "
+          f"LSTM {r:7.2f} ms, LSTM/attention {r / a:4.1f}x")
+faster = [n for n, a, r in zip(sizes, attention_ms, rnn_ms) if a < r]
+print("attention is faster here for n in", faster or "none of the lengths tried")
+plt.figure(figsize=(5, 3))
+plt.loglog(sizes, attention_ms, "o-", label="self-attention (1 sequential step)")
+plt.loglog(sizes, rnn_ms, "o-", label="LSTM (n sequential steps)")
+plt.xlabel("sequence length n")
+plt.ylabel("ms per layer (batch 32)")
+plt.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# A 2-core CPU has little parallel hardware to fill, so here the total arithmetic decides:
+# attention's grows as n^2 d, the LSTM's as n d^2 (with four gates). Read the printed ratios:
+# on short sequences the parallel matrix products win; as n grows past d, the n^2 term catches
+# up (question 15). On an accelerator, the sequential steps are what cannot be shortened.
+
+# %% [markdown]
+# ## 11. Position embedding
+# position embedding
+#
+# Self-attention by itself ignores order: permute the input rows, and the outputs are permuted the
+# same way (permutation equivariance). The paper adds a fixed sinusoidal encoding,
+# PE(p, 2i) = sin(p / 10000^(2i/d)) and PE(p, 2i+1) = cos(p / 10000^(2i/d)), so each position gets
+# a distinct signature; `LearnedPositionEmbedding` learns one vector per position instead.
+
+# %%
+encoding = ops.convert_to_numpy(L.sinusoidal_encoding(64, 128))
+plt.figure(figsize=(6, 3))
+plt.imshow(encoding, aspect="auto", cmap="RdBu")
+plt.xlabel("feature (even: sin, odd: cos)")
+plt.ylabel("position")
+plt.colorbar()
+plt.tight_layout()
+plt.show()
+
+encoder = L.Encoder(2, d_model=16, num_heads=2, d_ff=32, dropout=0.0)
+positions = L.SinusoidalPositionEncoding()
+x = rng.normal(size=(1, 6, 16)).astype("float32")
+permutation = np.array([3, 0, 5, 1, 4, 2])
+without = ops.convert_to_numpy(encoder(x))
+without_permuted = ops.convert_to_numpy(encoder(x[:, permutation]))
+with_positions = ops.convert_to_numpy(encoder(x + positions(x)))
+shuffled = x[:, permutation]
+with_permuted = ops.convert_to_numpy(encoder(shuffled + positions(shuffled)))
+equivariant = np.allclose(without_permuted, without[:, permutation], atol=1e-5)
+still = np.allclose(with_permuted, with_positions[:, permutation], atol=1e-3)
+print("without positions, shuffled input -> outputs shuffled the same way:", equivariant)
+print("with positions, the same holds:", still)
+assert equivariant and not still
+
+# %% [markdown]
+# ## 15. The Transformer's problems
+# 存在问题
+#
+# - **A fixed maximum length**: learned positions exist only up to `max_length`, and inputs are
+#   cut there (the export truncates to the model's `max_length` tokens). Planned answers: fixed
+#   segments and Transformer-XL's segment-level memory.
+# - **No direction or relative position**: the sinusoidal signal is absolute; relative position
+#   attention (Shaw et al.) and TENER's direction-aware attention are planned.
+# - **O(n^2) time and memory**: every position attends to every other, so the attention weights
+#   alone take h x n^2 numbers. Measured below; Linformer (linear in n) is planned.
+# - **No recurrence, no conditional computation**: every token gets the same fixed depth; the
+#   Universal Transformer with adaptive computation time answers that (planned).
+
+# %%
+layer = L.MultiHeadAttention(4, 64)
+run = tf.function(lambda x: layer(x), reduce_retracing=True)
+sizes = [128, 256, 512, 1024, 2048]
+milliseconds, megabytes = [], []
+for n in sizes:
+    x = tf.constant(rng.normal(size=(1, n, 64)).astype("float32"))
+    milliseconds.append(best_time(lambda: run(x), repeats=3) * 1000)
+    megabytes.append(4 * n * n * 4 / 2**20)  # float32 weights, 4 heads: the [1, h, n, n] tensor
+for i, n in enumerate(sizes):
+    growth = "" if i == 0 else f", x{milliseconds[i] / milliseconds[i - 1]:.1f} time per doubling"
+    print(f"n={n:5d}: {milliseconds[i]:8.2f} ms, attention weights {megabytes[i]:7.1f} MiB{growth}")
+fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+axes[0].loglog(sizes, milliseconds, "o-")
+axes[0].loglog(sizes, milliseconds[-1] * (np.array(sizes) / sizes[-1]) ** 2, ":", label="n^2")
+axes[0].set_xlabel("n")
+axes[0].set_ylabel("ms, one self-attention layer")
+axes[0].legend()
+axes[1].loglog(sizes, megabytes, "o-")
+axes[1].set_xlabel("n")
+axes[1].set_ylabel("MiB of attention weights")
+plt.tight_layout()
+plt.show()
+assert milliseconds[-1] / milliseconds[-2] > 2.0  # quadratic growth dominates at 2048
