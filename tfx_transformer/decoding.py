@@ -11,6 +11,7 @@ float32, the sum of the tokens' log-probabilities (beam search: divided by the G
 penalty).
 """
 
+import keras
 from keras import ops
 
 from tfx_transformer.layers.attention import write_positions
@@ -187,7 +188,7 @@ def beam_search(
         tokens = ops.take(tokens, source_rows, axis=0)
         tokens = _write_column(tokens, index + 1, ops.reshape(next_token, (rows,)))
         if use_cache:
-            cache = ops.take(cache, source_rows, axis=0)
+            cache = keras.tree.map_structure(lambda c: ops.take(c, source_rows, axis=0), cache)
         return index + 1, tokens, log_probs, lengths, finished, cache
 
     # Only the first beam is open at the start, so the K beams do not begin as K copies.

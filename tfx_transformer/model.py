@@ -182,7 +182,7 @@ class Transformer(keras.Model):
         Returns (float32 logits [B, V], updated self-attention cache).
         """
         x = self._embed(self.target_embedding, self.target_positions, token_ids, index, False)
-        cache_length = ops.shape(self_attention_cache)[4]
+        cache_length = ops.shape(self_attention_cache[0][0])[2]  # (B, h, L, d_head)
         decoded, self_attention_cache = self.decoder(
             x,
             None,

@@ -156,7 +156,8 @@ class MultiHeadAttention(keras.layers.Layer):
       query: [B, T, d_model]. value: [B, S, d_model] (defaults to query: self-attention).
       key: [B, S, d_model] (defaults to value).
       attention_mask: bool broadcastable to [B, T, S], True = may attend.
-      cache: projected keys and values [B, 2, h, L, d_head] from an earlier step.
+      cache: a (keys, values) pair of projected tensors [B, h, L, d_head] from earlier steps (a
+        pair rather than one stacked tensor, so that decoding never copies it to split it).
         - With `cache_update_index` (self-attention while decoding): the new keys and values of
           `query`'s positions are written into the cache at that index, attention runs over the
           whole cache (mask the positions not yet written), and the updated cache is returned.
@@ -231,12 +232,9 @@ class MultiHeadAttention(keras.layers.Layer):
         return ops.transpose(dense(x), (0, 2, 1, 3))  # (B, h, T, d_head)
 
     def project_key_value(self, key, value=None):
-        """Projected keys and values [B, 2, h, S, d_head], the cross-attention cache."""
+        """(keys, values), each [B, h, S, d_head]: the cross-attention cache."""
         value = key if value is None else value
-        return ops.stack(
-            [self._split_heads(self.key_dense, key), self._split_heads(self.value_dense, value)],
-            axis=1,
-        )
+        return self._split_heads(self.key_dense, key), self._split_heads(self.value_dense, value)
 
     def call(
         self,
@@ -256,13 +254,18 @@ class MultiHeadAttention(keras.layers.Layer):
             keys = self._split_heads(self.key_dense, key)  # (B, h, S, d_head)
             values = self._split_heads(self.value_dense, value)  # (B, h, S, d_head)
         elif cache_update_index is None:
-            keys, values = cache[:, 0], cache[:, 1]  # (B, h, S, d_head) each
+            keys, values = cache  # (B, h, S, d_head) each
         else:
+            cached_keys, cached_values = cache  # (B, h, L, d_head) each
             new_keys = self._split_heads(self.key_dense, key)  # (B, h, T, d_head)
             new_values = self._split_heads(self.value_dense, value)
-            new = ops.stack([new_keys, new_values], axis=1)  # (B, 2, h, T, d_head)
-            cache = write_positions(cache, ops.cast(new, cache.dtype), cache_update_index, axis=3)
-            keys, values = cache[:, 0], cache[:, 1]  # (B, h, L, d_head) each
+            keys = write_positions(
+                cached_keys, ops.cast(new_keys, cached_keys.dtype), cache_update_index, axis=2
+            )
+            values = write_positions(
+                cached_values, ops.cast(new_values, cached_values.dtype), cache_update_index, axis=2
+            )
+            cache = (keys, values)
         if attention_mask is not None:
             attention_mask = ops.expand_dims(attention_mask, axis=1)  # (B, 1, T, S): every head
         context, weights = self.attention(
@@ -278,7 +281,7 @@ class MultiHeadAttention(keras.layers.Layer):
         if return_attention_scores:
             outputs += (weights,)
         if cache is not None:
-            outputs += (cache,)
+            outputs += (tuple(cache),)
         return outputs[0] if len(outputs) == 1 else outputs
 
     def compute_output_shape(self, query_shape, value_shape=None, key_shape=None):

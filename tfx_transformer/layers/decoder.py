@@ -16,9 +16,10 @@ class DecoderBlock(TransformerBlockBase):
       self_attention_mask: bool broadcastable to [B, T, T] (causal and padding), or to
         [B, T, L] against a cache of length L.
       cross_attention_mask: bool broadcastable to [B, T, S] (source padding).
-      self_attention_cache: [B, 2, h, L, d_head] keys and values of earlier positions; the
+      self_attention_cache: (keys, values), each [B, h, L, d_head], of earlier positions; the
         positions of `x` are written at `cache_update_index`.
-      cross_attention_cache: [B, 2, h, S, d_head], see `MultiHeadAttention.project_key_value`.
+      cross_attention_cache: (keys, values), each [B, h, S, d_head], see
+        `MultiHeadAttention.project_key_value`.
       return_attention_scores: also return (self weights [B, h, T, T|L], cross weights [B, h, T, S]).
 
     Returns x, then the two weight tensors when asked, then the updated self-attention cache
@@ -105,8 +106,10 @@ class DecoderBlock(TransformerBlockBase):
 class Decoder(TransformerStackBase):
     """`num_layers` DecoderBlocks over already embedded targets [B, T, d_model].
 
-    Caches stack the blocks' caches on axis 1: self-attention [B, N, 2, h, L, d_head],
-    cross-attention [B, N, 2, h, S, d_head] (from `project_cross_attention_cache`).
+    Caches are tuples with one (keys, values) pair per block: self-attention pairs of
+    [B, h, L, d_head], cross-attention pairs of [B, h, S, d_head] (from
+    `project_cross_attention_cache`). Tuples, not one stacked tensor: a decoding step then reads
+    and writes each block's cache without copying the others.
 
     Returns x [B, T, d_model]; with `return_attention_scores` also the lists of self and cross
     weights per block; with a self-attention cache also the updated cache.
@@ -122,24 +125,19 @@ class Decoder(TransformerStackBase):
         self.built = True
 
     def project_cross_attention_cache(self, encoder_output):
-        """[B, S, d_model] -> [B, N, 2, h, S, d_head], computed once per source while decoding."""
-        return ops.stack(
-            [block.cross_attention.project_key_value(encoder_output) for block in self.blocks],
-            axis=1,
+        """[B, S, d_model] -> one (keys, values) pair per block, computed once per source."""
+        return tuple(
+            block.cross_attention.project_key_value(encoder_output) for block in self.blocks
         )
 
     def empty_self_attention_cache(self, batch_size, max_length):
-        """Zeros [B, N, 2, h, L, d_head] to be filled one position at a time."""
-        head_size = self.block_kwargs["d_model"] // self.block_kwargs["num_heads"]
-        shape = (
-            batch_size,
-            self.num_layers,
-            2,
-            self.block_kwargs["num_heads"],
-            max_length,
-            head_size,
+        """One (keys, values) pair of zeros [B, h, L, d_head] per block, filled while decoding."""
+        heads = self.block_kwargs["num_heads"]
+        shape = (batch_size, heads, max_length, self.block_kwargs["d_model"] // heads)
+        return tuple(
+            (ops.zeros(shape, dtype=self.compute_dtype), ops.zeros(shape, dtype=self.compute_dtype))
+            for _ in self.blocks
         )
-        return ops.zeros(shape, dtype=self.compute_dtype)
 
     def call(
         self,
@@ -161,11 +159,11 @@ class Decoder(TransformerStackBase):
                 self_attention_mask=self_attention_mask,
                 cross_attention_mask=cross_attention_mask,
                 self_attention_cache=(
-                    None if self_attention_cache is None else self_attention_cache[:, i]
+                    None if self_attention_cache is None else self_attention_cache[i]
                 ),
                 cache_update_index=cache_update_index,
                 cross_attention_cache=(
-                    None if cross_attention_cache is None else cross_attention_cache[:, i]
+                    None if cross_attention_cache is None else cross_attention_cache[i]
                 ),
                 return_attention_scores=True,
                 training=training,
@@ -181,5 +179,5 @@ class Decoder(TransformerStackBase):
         if return_attention_scores:
             outputs += (self_weights, cross_weights)
         if self_attention_cache is not None:
-            outputs += (ops.stack(new_caches, axis=1),)
+            outputs += (tuple(new_caches),)
         return outputs[0] if len(outputs) == 1 else outputs
