@@ -93,7 +93,7 @@ def main(argv=None):
     )
     strategy = tf.distribute.get_strategy()
     scratch = tempfile.mkdtemp()
-    trainer = Trainer(TrainOptions(output=scratch), config, strategy, RunPaths(scratch), True)
+    trainer = Trainer(TrainOptions(output=scratch), config, strategy, RunPaths(scratch))
     train_step = trainer.make_train_step()
     iterator = iter(distributed_batches(strategy, ours_batches * 50, len(ours_batches) * 50, 0))
     theirs_step = make_step(keras_hub_seq2seq(tokenizer.vocab_size, FIXED_LENGTH, **DIMS), False)

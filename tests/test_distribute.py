@@ -34,7 +34,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     decoder_in[labels == 0] = 0
 
     def one_step(strategy, batches, weights):
-        trainer = Trainer(options, config, strategy, RunPaths("{output}/" + str(len(batches))), True)
+        trainer = Trainer(options, config, strategy, RunPaths("{output}/" + str(len(batches))))
         if weights is not None:
             trainer.model.set_weights(weights)
         # Plain SGD: the weight change is the gradient itself, so the comparison is well
@@ -51,7 +51,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     mirrored = distribute.make_strategy("mirrored")
     assert mirrored.num_replicas_in_sync == 2, mirrored.num_replicas_in_sync
     keras.utils.set_random_seed(0)
-    initial = Trainer(options, config, default, RunPaths("{output}/init"), True).model.get_weights()
+    initial = Trainer(options, config, default, RunPaths("{output}/init")).model.get_weights()
     whole = [(source, decoder_in, labels)]
     halves = [(source[:4], decoder_in[:4], labels[:4]), (source[4:], decoder_in[4:], labels[4:])]
     single_weights, single_loss = one_step(default, whole, initial)

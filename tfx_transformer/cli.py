@@ -57,7 +57,6 @@ def build_parser():
     add("--no-export", dest="export", action="store_const", const=False, help="skip the SavedModel")
     add("--resume", action="store_const", const=True, help="continue the run in --output")
     add("--config", help="JSON file of options (a run's config.json works); flags override it")
-    parser.set_defaults(**{name: None for name in ("export",)})
     return parser
 
 

@@ -107,7 +107,6 @@ class RunPaths:
         self.logs = os.path.join(output, "logs")
         self.checkpoints = os.path.join(output, "checkpoints")
         self.model = os.path.join(output, "model.keras")
-        self.export = os.path.join(output, "export")
         self.metrics = os.path.join(output, "metrics.json")
 
 
@@ -182,11 +181,10 @@ def describe_data(name, data, encoded=None):
 class Trainer:
     """Owns the model, optimizer, checkpoint and the compiled steps of one run."""
 
-    def __init__(self, options, model_config, strategy, paths, chief):
+    def __init__(self, options, model_config, strategy, paths):
         self.options = options
         self.strategy = strategy
         self.paths = paths
-        self.chief = chief
         with strategy.scope():
             self.model = Transformer(model_config)
             self.optimizer = make_optimizer(
@@ -410,7 +408,7 @@ def run(options, strategy=None):
             paths.config, {"options": options.to_dict(), "model": model_config.to_dict()}
         )
 
-    trainer = Trainer(options, model_config, strategy, paths, chief)
+    trainer = Trainer(options, model_config, strategy, paths)
     start_step = trainer.restore() if options.resume else 0
     if options.resume:
         log(f"resuming from step {start_step}")
