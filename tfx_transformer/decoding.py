@@ -214,3 +214,12 @@ def beam_search(
     best_tokens = ops.take_along_axis(tokens, ops.reshape(best, (batch_size, 1, 1)), axis=1)
     best_scores = ops.take_along_axis(scores, ops.expand_dims(best, 1), axis=1)
     return best_tokens[:, 0, 1:], best_scores[:, 0]
+
+
+def translate_ids(model, source_ids, beam_size=4, length_penalty=0.6, max_length=None):
+    """Greedy decoding for beam size 1 (the same result, less work), beam search above it."""
+    if beam_size == 1:
+        return greedy_decode(model, source_ids, max_length=max_length)
+    return beam_search(
+        model, source_ids, beam_size=beam_size, length_penalty=length_penalty, max_length=max_length
+    )

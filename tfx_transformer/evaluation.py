@@ -4,7 +4,7 @@ import numpy as np
 import sacrebleu
 import tensorflow as tf
 
-from tfx_transformer.decoding import beam_search, greedy_decode
+from tfx_transformer import decoding
 from tfx_transformer.text import END_ID
 
 
@@ -14,11 +14,7 @@ def make_translate_ids(model, beam_size=4, length_penalty=0.6, max_length=None):
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)])
     def translate_ids(source_ids):
-        if beam_size == 1:
-            return greedy_decode(model, source_ids, max_length=max_length)
-        return beam_search(
-            model, source_ids, beam_size=beam_size, length_penalty=length_penalty, max_length=max_length
-        )
+        return decoding.translate_ids(model, source_ids, beam_size, length_penalty, max_length)
 
     return translate_ids
 

@@ -20,7 +20,7 @@ import sys
 
 import tensorflow as tf
 
-from tfx_transformer.decoding import beam_search, greedy_decode
+from tfx_transformer.decoding import translate_ids
 from tfx_transformer.files import atomic_directory
 from tfx_transformer.text import END_ID, PAD_ID, START_ID
 
@@ -67,14 +67,8 @@ class Translator(tf.Module):
         )
 
     def _decode(self, source_ids):
-        if self.beam_size == 1:
-            return greedy_decode(self.model, source_ids, max_length=self.max_output_length)
-        return beam_search(
-            self.model,
-            source_ids,
-            beam_size=self.beam_size,
-            length_penalty=self.length_penalty,
-            max_length=self.max_output_length,
+        return translate_ids(
+            self.model, source_ids, self.beam_size, self.length_penalty, self.max_output_length
         )
 
     def _serve(self, text):
