@@ -51,7 +51,10 @@ def test_greedy_equals_a_plain_python_loop_over_full_passes(rng):
         assert float(scores[row]) == pytest.approx(total, abs=1e-3)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"position": "learned"}, {"norm_first": True}])
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"position": "learned"}, {"norm_first": True}, {"position": "shaw"}, {"position": "tener"}],
+)
 def test_cached_decoding_equals_recomputing_the_decoder(overrides, rng):
     model = make_model(**overrides)
     src = sources(rng)

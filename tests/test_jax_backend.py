@@ -63,6 +63,13 @@ JAX_SCRIPT = textwrap.dedent(
         L.MultiHeadAttention(2, score=score)(x)
     L.Encoder(2, d_model=8, num_heads=2, d_ff=16, norm_first=True)(x)
     L.Decoder(2, d_model=8, num_heads=2, d_ff=16)(x, x)
+    for kind in ("shaw", "tener"):  # relative attention, cached and jitted too
+        relative = tt.Transformer(
+            tt.TransformerConfig.preset("tiny", vocab_size=50, num_encoder_layers=1, position=kind)
+        )
+        cached = jax.jit(lambda ids: tt.greedy_decode(relative, ids, max_length=8))(src)[0]
+        full = tt.greedy_decode(relative, src, max_length=8, use_cache=False)[0]
+        np.testing.assert_array_equal(np.asarray(cached), np.asarray(full))
     keras.config.set_dtype_policy("mixed_bfloat16")
     mixed = tt.Transformer(tt.TransformerConfig.preset("tiny", vocab_size=50))
     assert str(mixed(inputs).dtype) == "float32"

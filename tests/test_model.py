@@ -28,6 +28,8 @@ VARIANTS = [
     {"position": "learned"},
     {"norm_first": True},
     {"score": "cosine"},
+    {"position": "shaw", "max_relative_distance": 3},
+    {"position": "tener"},
 ]
 
 

@@ -57,6 +57,14 @@ def _case_mha():
     return model, [q, v, m]
 
 
+def _case_self_attention(layer):
+    x, m = _floats(2, 5, 8), _mask(2, 5, 5)
+    model = _functional(
+        layer, [(x.shape, "float32"), (m.shape, "bool")], lambda lyr, a, b: lyr(a, attention_mask=b)
+    )
+    return model, [x, m]
+
+
 def _case_single(layer, x, dtype="float32"):
     return _functional(layer, [(x.shape, dtype)], lambda lyr, a: lyr(a)), [x]
 
@@ -94,6 +102,8 @@ BLOCK = dict(d_model=8, num_heads=2, d_ff=16)
 CASES = {
     **{f"attention_{s}": lambda s=s: _case_attention(s) for s in L.SCORE_FUNCTIONS},
     "multi_head_attention": _case_mha,
+    "shaw_attention": lambda: _case_self_attention(L.ShawRelativeAttention(2, max_distance=2)),
+    "tener_attention": lambda: _case_self_attention(L.TenerAttention(2, scale=True)),
     "token_embedding": lambda: _case_single(
         L.TokenEmbedding(20, 8), RNG.integers(0, 20, size=(2, 5)), "int32"
     ),
@@ -108,6 +118,8 @@ CASES = {
     "transformer_unshared_learned": lambda: _case_transformer(
         share_embeddings=False, position="learned"
     ),
+    "transformer_shaw": lambda: _case_transformer(position="shaw", relative_values=False),
+    "transformer_tener": lambda: _case_transformer(position="tener", norm_first=True),
 }
 
 LOADER = textwrap.dedent(

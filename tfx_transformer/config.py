@@ -4,9 +4,11 @@ import dataclasses
 import json
 
 from tfx_transformer.layers.attention import SCORE_FUNCTIONS
+from tfx_transformer.layers.relative import RELATIVE_ATTENTION
 from tfx_transformer.layers.validation import check_choice, check_positive_int, check_rate
 
-POSITION_KINDS = ("sinusoidal", "learned")
+# Absolute positions are added to the embeddings; relative ones live in the self-attention.
+POSITION_KINDS = ("sinusoidal", "learned") + RELATIVE_ATTENTION
 
 # The paper's Table 3 rows for base and big; tiny and small are sized for a CPU.
 PRESETS = {
@@ -55,6 +57,11 @@ class JsonDataclass:
 class TransformerConfig(JsonDataclass):
     """Hyperparameters of `tfx_transformer.Transformer`; the defaults are the paper's base model.
 
+    `position`: "sinusoidal" or "learned" absolute positions added to the embeddings, or
+    relative positions inside every self-attention: "shaw" (learned embeddings of the distance
+    clipped to `max_relative_distance`, in the keys and, with `relative_values`, the values) or
+    "tener" (TENER's direction-aware sinusoidal encoding, un-scaled scores).
+
     Token ids: `pad_id` (0, masked everywhere), `start_id` (fed first to the decoder) and
     `end_id` (ends a decoded sequence).
     """
@@ -74,13 +81,15 @@ class TransformerConfig(JsonDataclass):
     activation: str = "relu"
     score: str = "scaled_dot"
     layer_norm_epsilon: float = 1e-6
+    max_relative_distance: int = 16
+    relative_values: bool = True
     pad_id: int = 0
     start_id: int = 2
     end_id: int = 3
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "num_heads", "d_ff", "num_encoder_layers",
-                     "num_decoder_layers", "max_length"):
+                     "num_decoder_layers", "max_length", "max_relative_distance"):
             check_positive_int(name, getattr(self, name))
         if self.d_model % self.num_heads:
             raise ValueError(
@@ -121,4 +130,12 @@ class TransformerConfig(JsonDataclass):
             activation=self.activation,
             score=self.score,
             layer_norm_epsilon=self.layer_norm_epsilon,
+            relative_attention=self.position if self.is_relative else None,
+            max_relative_distance=self.max_relative_distance,
+            relative_values=self.relative_values,
         )
+
+    @property
+    def is_relative(self):
+        """True when positions live in the self-attention rather than in the embeddings."""
+        return self.position in RELATIVE_ATTENTION

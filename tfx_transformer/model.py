@@ -61,11 +61,13 @@ class Transformer(keras.Model):
             self.target_positions = LearnedPositionEmbedding(
                 config.max_length, dtype=self.dtype_policy, name="target_positions"
             )
-        else:
+        elif config.position == "sinusoidal":
             self.source_positions = SinusoidalPositionEncoding(
                 dtype=self.dtype_policy, name="positions"
             )
             self.target_positions = self.source_positions
+        else:  # relative positions: the self-attention layers see them
+            self.source_positions = self.target_positions = None
         self.embedding_dropout = keras.layers.Dropout(
             config.dropout, dtype=self.dtype_policy, name="embedding_dropout"
         )
@@ -200,7 +202,8 @@ class Transformer(keras.Model):
 
     def _embed(self, embedding, positions, token_ids, start_index, training):
         x = embedding(token_ids)  # (B, T, d_model)
-        x = x + positions(x, start_index=start_index)
+        if positions is not None:
+            x = x + positions(x, start_index=start_index)
         return self.embedding_dropout(x, training=training)
 
     def _logits(self, hidden):

@@ -17,5 +17,12 @@ from tfx_transformer.layers.position import (
     LearnedPositionEmbedding,
     SinusoidalPositionEncoding,
     TokenEmbedding,
+    sinusoid,
     sinusoidal_encoding,
+)
+from tfx_transformer.layers.relative import (
+    RELATIVE_ATTENTION,
+    ShawRelativeAttention,
+    TenerAttention,
+    relative_distances,
 )

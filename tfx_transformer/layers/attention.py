@@ -268,13 +268,9 @@ class MultiHeadAttention(keras.layers.Layer):
             cache = (keys, values)
         if attention_mask is not None:
             attention_mask = ops.expand_dims(attention_mask, axis=1)  # (B, 1, T, S): every head
-        context, weights = self.attention(
-            queries,
-            keys,
-            values,
-            attention_mask=attention_mask,
-            return_attention_scores=True,
-            training=training,
+        query_offset = 0 if cache_update_index is None else cache_update_index
+        context, weights = self._attend(
+            queries, keys, values, attention_mask, query_offset, training
         )  # (B, h, T, d_head), (B, h, T, S)
         output = self.output_dense(ops.transpose(context, (0, 2, 1, 3)))  # (B, T, d_model)
         outputs = (output,)
@@ -283,6 +279,22 @@ class MultiHeadAttention(keras.layers.Layer):
         if cache is not None:
             outputs += (tuple(cache),)
         return outputs[0] if len(outputs) == 1 else outputs
+
+    def _attend(self, queries, keys, values, attention_mask, query_offset, training):
+        """Per-head attention [B, h, T, d_head] x [B, h, S, d_head] -> (context, weights).
+
+        `query_offset` is the position of the first query when keys start at position 0 (the
+        cache index while decoding); content-only attention ignores it, relative attention
+        (`tfx_transformer.layers.relative`) overrides this method and needs it.
+        """
+        return self.attention(
+            queries,
+            keys,
+            values,
+            attention_mask=attention_mask,
+            return_attention_scores=True,
+            training=training,
+        )
 
     def compute_output_shape(self, query_shape, value_shape=None, key_shape=None):
         return tuple(query_shape[:-1]) + (self.d_model or query_shape[-1],)

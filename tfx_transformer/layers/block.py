@@ -4,6 +4,7 @@ import keras
 
 from tfx_transformer.layers.attention import SCORE_FUNCTIONS, MultiHeadAttention
 from tfx_transformer.layers.feed_forward import PositionwiseFeedForward
+from tfx_transformer.layers.relative import RELATIVE_ATTENTION, relative_attention_layer
 from tfx_transformer.layers.validation import check_choice, check_positive_int, check_rate
 
 
@@ -12,6 +13,10 @@ class TransformerBlockBase(keras.layers.Layer):
 
     post-LN: x = LayerNorm(x + Dropout(sublayer(x)))
     pre-LN:  x = x + Dropout(sublayer(LayerNorm(x)))
+
+    `relative_attention` ("shaw" or "tener", see `tfx_transformer.layers.relative`) makes the
+    self-attention position-aware; cross-attention stays content-only (a distance between a
+    source and a target position means nothing).
     """
 
     def __init__(
@@ -25,6 +30,9 @@ class TransformerBlockBase(keras.layers.Layer):
         activation="relu",
         score="scaled_dot",
         layer_norm_epsilon=1e-6,
+        relative_attention=None,
+        max_relative_distance=16,
+        relative_values=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -35,6 +43,9 @@ class TransformerBlockBase(keras.layers.Layer):
         if attention_dropout is not None:
             check_rate("attention_dropout", attention_dropout)
         check_choice("score", score, SCORE_FUNCTIONS)
+        if relative_attention is not None:
+            check_choice("relative_attention", relative_attention, RELATIVE_ATTENTION)
+        check_positive_int("max_relative_distance", max_relative_distance)
         self.d_model = d_model
         self.num_heads = num_heads
         self.d_ff = d_ff
@@ -44,16 +55,27 @@ class TransformerBlockBase(keras.layers.Layer):
         self.activation = activation
         self.score = score
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.relative_attention = relative_attention
+        self.max_relative_distance = max_relative_distance
+        self.relative_values = relative_values
 
-    def _attention_layer(self, name):
-        return MultiHeadAttention(
-            self.num_heads,
+    def _attention_layer(self, name, self_attention=False):
+        kwargs = dict(
             d_model=self.d_model,
             score=self.score,
             dropout=self.dropout if self.attention_dropout is None else self.attention_dropout,
             dtype=self.dtype_policy,
             name=name,
         )
+        if self_attention and self.relative_attention is not None:
+            return relative_attention_layer(
+                self.relative_attention,
+                self.num_heads,
+                max_distance=self.max_relative_distance,
+                use_values=self.relative_values,
+                **kwargs,
+            )
+        return MultiHeadAttention(self.num_heads, **kwargs)
 
     def _feed_forward_layer(self):
         return PositionwiseFeedForward(
@@ -105,6 +127,9 @@ class TransformerBlockBase(keras.layers.Layer):
                 "activation": self.activation,
                 "score": self.score,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
+                "relative_attention": self.relative_attention,
+                "max_relative_distance": self.max_relative_distance,
+                "relative_values": self.relative_values,
             }
         )
         return config

@@ -28,7 +28,12 @@ class DecoderBlock(TransformerBlockBase):
 
     def build(self, x_shape, encoder_output_shape=None):
         encoder_output_shape = encoder_output_shape or (None, None, self.d_model)
-        self._build_sublayer("self_attention", self._attention_layer("self_attention"), x_shape, x_shape)
+        self._build_sublayer(
+            "self_attention",
+            self._attention_layer("self_attention", self_attention=True),
+            x_shape,
+            x_shape,
+        )
         self._build_sublayer(
             "cross_attention",
             self._attention_layer("cross_attention"),

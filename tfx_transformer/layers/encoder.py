@@ -16,7 +16,12 @@ class EncoderBlock(TransformerBlockBase):
     """
 
     def build(self, x_shape):
-        self._build_sublayer("self_attention", self._attention_layer("self_attention"), x_shape, x_shape)
+        self._build_sublayer(
+            "self_attention",
+            self._attention_layer("self_attention", self_attention=True),
+            x_shape,
+            x_shape,
+        )
         self._build_sublayer("feed_forward", self._feed_forward_layer(), x_shape)
         self.built = True
 

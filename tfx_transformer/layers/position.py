@@ -74,13 +74,22 @@ class TokenEmbedding(keras.layers.Layer):
 
 def sinusoidal_encoding(length, depth, start_index=0, max_wavelength=10000.0, dtype="float32"):
     """The paper's encoding [length, depth]: PE(p, 2i) = sin(p / w^(2i/d)), PE(p, 2i+1) = cos(same)."""
-    positions = ops.cast(ops.arange(length) + start_index, "float32")  # (T,)
+    positions = ops.arange(length) + start_index  # (T,)
+    return sinusoid(positions, depth, max_wavelength, dtype)
+
+
+def sinusoid(positions, depth, max_wavelength=10000.0, dtype="float32"):
+    """The sinusoidal encoding of any (also negative) positions: [...] -> [..., depth].
+
+    Relative attention encodes signed distances with it: sin is odd, so +k and -k differ.
+    """
+    positions = ops.cast(positions, "float32")
     dims = ops.arange(depth)  # (d,)
     pair_index = ops.cast(dims // 2 * 2, "float32")  # 2i for both members of a pair
     inverse_frequency = ops.power(
         ops.cast(max_wavelength, "float32"), -pair_index / float(depth)
     )  # (d,)
-    angles = ops.expand_dims(positions, 1) * ops.expand_dims(inverse_frequency, 0)  # (T, d)
+    angles = ops.expand_dims(positions, -1) * inverse_frequency  # (..., d)
     encoding = ops.where(ops.equal(dims % 2, 0), ops.sin(angles), ops.cos(angles))
     return ops.cast(encoding, dtype)
 

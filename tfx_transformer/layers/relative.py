@@ -1,0 +1,170 @@
+"""Self-attention that sees relative positions: Shaw et al. (2018) and TENER (Yan et al., 2019).
+
+A model with these layers adds no absolute position to its embeddings: the attention scores
+themselves depend on the signed distance between query and key, so shifting every position by the
+same amount changes nothing, and left differs from right.
+
+Both are `MultiHeadAttention` with the same projections, masks and key/value cache; they only
+replace the per-head attention. Positions: queries start at `query_offset` (the cache index while
+decoding, else 0) and keys at 0, so cached incremental decoding sees the distances of the full pass.
+The relative terms are built as [T, S, d_head] tensors shared by the batch and the heads: simple,
+and small at the lengths these models take (128 x 128 x 64 floats is 4 MiB per layer).
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from tfx_transformer.layers.attention import MultiHeadAttention, masked_softmax
+from tfx_transformer.layers.position import sinusoid
+from tfx_transformer.layers.validation import check_positive_int
+
+RELATIVE_ATTENTION = ("shaw", "tener")
+
+
+def relative_distances(query_length, key_length, query_offset=0):
+    """[T, S] int: key position minus query position (negative = the key is to the left)."""
+    query_positions = ops.arange(query_length) + query_offset
+    key_positions = ops.arange(key_length)
+    return ops.expand_dims(key_positions, 0) - ops.expand_dims(query_positions, 1)
+
+
+@keras.saving.register_keras_serializable(package="tfx_transformer")
+class ShawRelativeAttention(MultiHeadAttention):
+    """Multi-head self-attention with Shaw et al.'s relative position representations.
+
+    e_ij = q_i . (k_j + a^K_ij) / sqrt(d_head);  z_i = sum_j softmax(e)_ij (v_j + a^V_ij)
+
+    a^K_ij = w^K[clip(j - i, -max_distance, max_distance)], learned, shared by the heads (as in
+    the paper); a^V likewise when `use_values` (the paper's default; its ablation found the
+    key term does most of the work).
+    """
+
+    def __init__(self, num_heads, max_distance=16, use_values=True, **kwargs):
+        score = kwargs.pop("score", "scaled_dot")
+        if score != "scaled_dot":
+            raise ValueError(f"Shaw relative attention uses the scaled dot score. Received: score={score!r}")
+        super().__init__(num_heads, score=score, **kwargs)
+        check_positive_int("max_distance", max_distance)
+        self.max_distance = max_distance
+        self.use_values = use_values
+
+    def build(self, query_shape, value_shape=None, key_shape=None):
+        super().build(query_shape, value_shape, key_shape)
+        table_shape = (2 * self.max_distance + 1, self.head_size)
+        self.relative_keys = self.add_weight(
+            name="relative_keys", shape=table_shape, initializer="glorot_uniform"
+        )
+        self.relative_values = None
+        if self.use_values:
+            self.relative_values = self.add_weight(
+                name="relative_values", shape=table_shape, initializer="glorot_uniform"
+            )
+
+    def relative_embeddings(self, table, query_length, key_length, query_offset=0):
+        """[T, S, d_head]: the table's row for each clipped distance."""
+        distances = relative_distances(query_length, key_length, query_offset)
+        rows = ops.clip(distances, -self.max_distance, self.max_distance) + self.max_distance
+        return ops.take(ops.cast(table, self.compute_dtype), rows, axis=0)
+
+    def compute_scores(self, queries, keys, query_offset=0):
+        """float32 [B, h, T, S] logits before masking."""
+        query_length, key_length = ops.shape(queries)[2], ops.shape(keys)[2]
+        relative_keys = self.relative_embeddings(
+            self.relative_keys, query_length, key_length, query_offset
+        )
+        queries = queries * ops.cast(1.0 / math.sqrt(self.head_size), queries.dtype)
+        scores = ops.einsum("bhtd,bhsd->bhts", queries, keys) + ops.einsum(
+            "bhtd,tsd->bhts", queries, relative_keys
+        )
+        return ops.cast(scores, "float32")
+
+    def _attend(self, queries, keys, values, attention_mask, query_offset, training):
+        weights = masked_softmax(self.compute_scores(queries, keys, query_offset), attention_mask)
+        dropped = ops.cast(self.attention.weights_dropout(weights, training=training), values.dtype)
+        context = ops.matmul(dropped, values)
+        if self.relative_values is not None:
+            relative_values = self.relative_embeddings(
+                self.relative_values, ops.shape(queries)[2], ops.shape(keys)[2], query_offset
+            )
+            context = context + ops.einsum("bhts,tsd->bhtd", dropped, relative_values)
+        return context, weights
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"max_distance": self.max_distance, "use_values": self.use_values})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfx_transformer")
+class TenerAttention(MultiHeadAttention):
+    """Multi-head self-attention with TENER's direction- and distance-aware relative encoding.
+
+    A_tj = q_t . k_j + q_t . R_{t-j} + u . k_j + v . R_{t-j}  (TENER, eq. 14-17)
+
+    R_{t-j} is the sinusoidal encoding of the signed distance (d_head features, not projected):
+    its sine half changes sign with the direction, so the score tells left from right, which the
+    dot product of two absolute sinusoidal encodings cannot. u and v are learned per head. TENER
+    drops the 1/sqrt(d) scale ("un-scaled" attention sharpens the weights, which suits tagging);
+    `scale=True` puts it back. Unlike TENER's code, keys keep their projection W_k, so the weights
+    match every other attention layer here.
+    """
+
+    def __init__(self, num_heads, scale=False, max_wavelength=10000.0, **kwargs):
+        score = kwargs.pop("score", "dot")
+        if score not in ("dot", "scaled_dot"):
+            raise ValueError(f"TENER attention uses a dot score. Received: score={score!r}")
+        super().__init__(num_heads, score="dot", **kwargs)
+        self.scale = scale
+        self.max_wavelength = max_wavelength
+
+    def build(self, query_shape, value_shape=None, key_shape=None):
+        super().build(query_shape, value_shape, key_shape)
+        bias_shape = (self.num_heads, self.head_size)
+        self.content_bias = self.add_weight(
+            name="content_bias", shape=bias_shape, initializer="glorot_normal"
+        )  # u
+        self.position_bias = self.add_weight(
+            name="position_bias", shape=bias_shape, initializer="glorot_normal"
+        )  # v
+
+    def relative_encoding(self, query_length, key_length, query_offset=0):
+        """[T, S, d_head]: R_{t-j}, the sinusoid of query position minus key position."""
+        distances = -relative_distances(query_length, key_length, query_offset)
+        return sinusoid(distances, self.head_size, self.max_wavelength, self.compute_dtype)
+
+    def compute_scores(self, queries, keys, query_offset=0):
+        """float32 [B, h, T, S] logits before masking."""
+        encoding = self.relative_encoding(ops.shape(queries)[2], ops.shape(keys)[2], query_offset)
+        content_bias = ops.cast(self.content_bias, queries.dtype)[None, :, None, :]  # (1, h, 1, d)
+        position_bias = ops.cast(self.position_bias, queries.dtype)[None, :, None, :]
+        scores = ops.einsum("bhtd,bhsd->bhts", queries + content_bias, keys) + ops.einsum(
+            "bhtd,tsd->bhts", queries + position_bias, encoding
+        )
+        scores = ops.cast(scores, "float32")
+        if self.scale:
+            scores = scores / math.sqrt(self.head_size)
+        return scores
+
+    def _attend(self, queries, keys, values, attention_mask, query_offset, training):
+        weights = masked_softmax(self.compute_scores(queries, keys, query_offset), attention_mask)
+        dropped = ops.cast(self.attention.weights_dropout(weights, training=training), values.dtype)
+        return ops.matmul(dropped, values), weights
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"scale": self.scale, "max_wavelength": self.max_wavelength})
+        return config
+
+
+def relative_attention_layer(kind, num_heads, max_distance=16, use_values=True, **kwargs):
+    """The self-attention layer for `kind` ("shaw" or "tener"), with MultiHeadAttention's kwargs."""
+    kwargs.pop("score", None)
+    if kind == "shaw":
+        return ShawRelativeAttention(
+            num_heads, max_distance=max_distance, use_values=use_values, **kwargs
+        )
+    if kind == "tener":
+        return TenerAttention(num_heads, **kwargs)
+    raise ValueError(f"relative attention must be one of {RELATIVE_ATTENTION}. Received: {kind!r}")
