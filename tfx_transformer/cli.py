@@ -6,6 +6,7 @@ import os
 import sys
 
 from tfx_transformer.config import PRESETS
+from tfx_transformer.task import TASKS
 
 
 def build_parser():
@@ -14,26 +15,33 @@ def build_parser():
     defaults = TrainOptions()
     parser = argparse.ArgumentParser(
         prog="train.py",
-        description="Train an encoder-decoder Transformer and leave config.json, tokenizer/, "
-        "logs/, model.keras, export/<version>/ and metrics.json in --output.",
+        description="Train a Transformer (an encoder-decoder translator, or with --task tagging "
+        "an encoder tagger) and leave config.json, tokenizer/, logs/, model.keras, "
+        "export/<version>/ and metrics.json in --output.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
     # Defaults are None here so that --config values apply unless a flag is given.
     add("--output", help=f"run folder (default {defaults.output})")
-    add("--task", choices=["translation"], help="what to train")
+    add("--task", choices=list(TASKS), help="translation (default): the encoder-decoder "
+        "Transformer; tagging: the encoder with a tag per token (e.g. named entities)")
     add("--preset", choices=sorted(PRESETS), help=f"model size (default {defaults.preset})")
-    add("--data", help="builtin:numbers[:en-fr], tsv:PATH, parallel:SRC,TGT or tfds:NAME "
-        f"(default {defaults.data})")
+    add("--data", help="translation: builtin:numbers[:en-fr], tsv:PATH, parallel:SRC,TGT or "
+        "tfds:NAME (default builtin:numbers); tagging: builtin:entities or conll:PATH (token and "
+        "tag per line, blank line between sentences; default builtin:entities)")
     add("--valid-data", help="validation data spec (default: the spec's own validation split, "
         "or pairs held out of --data)")
-    add("--test-data", help="test data spec, scored at the end (builtin:numbers has its own)")
+    add("--test-data", help="test data spec, scored at the end (the built-in sets have their own)")
     add("--epochs", type=int, help=f"passes over the training data (default {defaults.epochs})")
     add("--steps", type=int, help="cap on the total number of training steps")
     add("--batch-tokens", type=int, help=f"padded tokens per batch (default {defaults.batch_tokens})")
     add("--max-length", type=int, help="longest sequence in tokens (default: the preset's)")
-    add("--long-pairs", choices=["drop", "truncate"], help="what to do with longer pairs (default drop)")
-    add("--vocab-size", type=int, help=f"tokenizer vocabulary bound (default {defaults.vocab_size})")
+    add("--long-pairs", choices=["drop", "truncate"],
+        help="what to do with longer training pairs or sentences (default drop)")
+    add("--vocab-size", type=int, help="tokenizer vocabulary bound; tagging: the most frequent words "
+        f"kept (default {defaults.vocab_size})")
+    add("--word-dropout", type=float, help="tagging: share of training words replaced by <unk>, "
+        f"so that unseen words are tagged from context (default {defaults.word_dropout})")
     add("--set", action="append", metavar="FIELD=VALUE", default=[],
         help="override a TransformerConfig field, e.g. --set d_model=128 (repeatable)")
     add("--warmup-steps", type=int, help=f"learning-rate warm-up (default {defaults.warmup_steps})")
@@ -49,9 +57,10 @@ def build_parser():
     add("--jit-compile", action="store_const", const=True, help="XLA-compile the training step")
     add("--seed", type=int, help=f"(default {defaults.seed})")
     add("--eval-every", type=int, help="steps between evaluations (default: every epoch)")
-    add("--eval-examples", type=int, help=f"validation pairs decoded (default {defaults.eval_examples})")
-    add("--beam-size", type=int, help=f"beam size for evaluation (default {defaults.beam_size})")
-    add("--length-penalty", type=float, help=f"GNMT alpha (default {defaults.length_penalty})")
+    add("--eval-examples", type=int, help="validation pairs decoded; validation sentences held "
+        f"out of --data when no other says (default {defaults.eval_examples})")
+    add("--beam-size", type=int, help=f"translation: beam size (default {defaults.beam_size})")
+    add("--length-penalty", type=float, help=f"translation: GNMT alpha (default {defaults.length_penalty})")
     add("--checkpoint-every", type=int, help=f"steps between checkpoints (default {defaults.checkpoint_every})")
     add("--log-every", type=int, help=f"steps between TensorBoard points (default {defaults.log_every})")
     add("--no-export", dest="export", action="store_const", const=False, help="skip the SavedModel")

@@ -32,7 +32,7 @@ class ParallelText:
 # Readers ---------------------------------------------------------------------------------------
 
 
-def _read_lines(path):
+def read_lines(path):
     """Decoded lines of a UTF-8 text file, without their line endings."""
     if not os.path.exists(path):
         raise DataError(f"{path}: no such file.")
@@ -72,7 +72,7 @@ def _keep_pairs(pairs, origin):
 def read_tsv(path):
     """source<TAB>target per line; blank lines and pairs with an empty side are skipped."""
     pairs = []
-    for number, line in enumerate(_read_lines(path), start=1):
+    for number, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             pairs.append(("", ""))
             continue
@@ -87,8 +87,8 @@ def read_tsv(path):
 
 def read_parallel(source_path, target_path):
     """Two aligned files, line i of one translating line i of the other."""
-    sources = _read_lines(source_path)
-    targets = _read_lines(target_path)
+    sources = read_lines(source_path)
+    targets = read_lines(target_path)
     if len(sources) != len(targets):
         raise DataError(
             f"{source_path} has {len(sources)} lines but {target_path} has {len(targets)}: "
@@ -266,15 +266,11 @@ def bucket_boundaries(max_length, smallest=8, growth=1.25):
     return bounds + [max_length]
 
 
-def make_batches(encoded, batch_tokens, max_length, shuffle_seed=None, pad_to_multiple=1):
-    """Groups examples into batches of similar length, each within `batch_tokens` padded tokens.
-
-    Done in NumPy ahead of the epoch, so the number of batches and the padding are known before
-    training starts (progress bar, resume, distribution all want them). Returns a list of
-    (source [B, S], decoder input [B, T], labels [B, T]) int32 arrays, shuffled by batch when
-    `shuffle_seed` is given, and the fraction of padding in them.
-    """
-    lengths = np.array([max(len(s), len(t)) for s, t in zip(encoded.sources, encoded.targets)])
+def batch_indices(lengths, batch_tokens, max_length, shuffle_seed=None):
+    """Groups example indices into batches of similar length, each within `batch_tokens`
+    padded tokens (length buckets from `bucket_boundaries`). Shuffled (examples before
+    bucketing, then the batches) when `shuffle_seed` is given; in bucket order otherwise."""
+    lengths = np.asarray(lengths)
     order = np.arange(len(lengths))
     rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
     if rng is not None:
@@ -284,31 +280,48 @@ def make_batches(encoded, batch_tokens, max_length, shuffle_seed=None, pad_to_mu
     for index in order:
         bound = bounds[int(np.searchsorted(bounds, lengths[index]))]
         buckets.setdefault(bound, []).append(index)
-    batches, real, padded = [], 0, 0
+    chunks = []
     for bound in sorted(buckets):
         members = buckets[bound]
         size = max(1, batch_tokens // bound)
-        for start in range(0, len(members), size):
-            chunk = members[start : start + size]
-            batch = _pad_batch(encoded, chunk, pad_to_multiple)
-            batches.append(batch)
-            real += int((batch[0] != 0).sum() + (batch[2] != 0).sum())
-            padded += batch[0].size + batch[2].size
+        chunks.extend(members[start : start + size] for start in range(0, len(members), size))
     if rng is not None:
-        batches = [batches[i] for i in rng.permutation(len(batches))]
-    padding_fraction = 1.0 - real / padded if padded else 0.0
-    return batches, padding_fraction
+        chunks = [chunks[i] for i in rng.permutation(len(chunks))]
+    return chunks
+
+
+def padding_fraction(arrays):
+    """The share of zeros (padding) in int arrays."""
+    real = sum(int((a != 0).sum()) for a in arrays)
+    total = sum(a.size for a in arrays)
+    return 1.0 - real / total if total else 0.0
+
+
+def make_batches(encoded, batch_tokens, max_length, shuffle_seed=None, pad_to_multiple=1):
+    """Batches of similar length within `batch_tokens` padded tokens (see `batch_indices`).
+
+    Done in NumPy ahead of the epoch, so the number of batches and the padding are known before
+    training starts (progress bar, resume, distribution all want them). Returns a list of
+    (source [B, S], decoder input [B, T], labels [B, T]) int32 arrays, shuffled by batch when
+    `shuffle_seed` is given, and the fraction of padding in sources and labels.
+    """
+    lengths = [max(len(s), len(t)) for s, t in zip(encoded.sources, encoded.targets)]
+    chunks = batch_indices(lengths, batch_tokens, max_length, shuffle_seed)
+    batches = [_pad_batch(encoded, chunk, pad_to_multiple) for chunk in chunks]
+    return batches, padding_fraction([a for b in batches for a in (b[0], b[2])])
+
+
+def padded_width(rows, multiple=1):
+    """The longest row's length, rounded up to `multiple`."""
+    longest = max(len(r) for r in rows)
+    return -(-longest // multiple) * multiple
 
 
 def _pad_batch(encoded, indices, multiple):
-    def width(rows):
-        longest = max(len(r) for r in rows)
-        return -(-longest // multiple) * multiple
-
     sources = [encoded.sources[i] for i in indices]
     targets = [encoded.targets[i] for i in indices]
-    source = np.zeros((len(indices), width(sources)), "int32")
-    decoder_in = np.zeros((len(indices), width(targets)), "int32")
+    source = np.zeros((len(indices), padded_width(sources, multiple)), "int32")
+    decoder_in = np.zeros((len(indices), padded_width(targets, multiple)), "int32")
     labels = np.zeros_like(decoder_in)
     for row, (s, t) in enumerate(zip(sources, targets)):
         source[row, : len(s)] = s

@@ -1,4 +1,4 @@
-"""SavedModel export for TF Serving: raw text in, translation out.
+"""SavedModel export for TF Serving: raw text in, translation (or tags) out.
 
 `serving_default` takes `text`: tf.string [None] and returns `translation`: tf.string [None] and
 `score`: float32 [None] (the beam's log-probability over the GNMT length penalty). Inside the
@@ -9,6 +9,11 @@ detokenized. An empty (or all-blank) input gives an empty translation with score
 The export loads in a process that imports only `tensorflow` and `tensorflow_text`, which is
 what TF Serving 2.20+ (linking the tf-text ops) does. Versions are written into a temporary
 folder and renamed into place; an existing version is never overwritten.
+
+A tagging run (`--task tagging`) exports a `Tagger` instead: `serving_default` takes `text`
+[None] and returns `tokens` [None, W] (the text split on whitespace), `tags` [None, W] (one per
+token; "" past each text's end, and past `max_length` tokens for a model with learned positions)
+and `length` int32 [None] (the tagged tokens per text).
 
     python -m tfx_transformer.export --run runs/default [--beam-size 4] [--length-penalty 0.6]
 """
@@ -27,10 +32,20 @@ from tfx_transformer.text import END_ID, PAD_ID, START_ID
 # Decode settings chosen at export time, beside the graph (TF Serving ignores assets.extra/
 # except for warm-up requests).
 INFO_PATH = os.path.join("assets.extra", "translation.json")
+TAGGING_INFO_PATH = os.path.join("assets.extra", "tagging.json")
+
+
+def repair_utf8(text):
+    """Invalid UTF-8 becomes U+FFFD instead of failing the whole batch."""
+    return tf.strings.unicode_transcode(
+        text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
+    )
 
 
 class Translator(tf.Module):
     """The serving graph: a tf.Module holding the model, the tokenizer and the decode settings."""
+
+    info_path = INFO_PATH
 
     def __init__(self, model, tokenizer, beam_size=4, length_penalty=0.6, max_length=None,
                  jit_compile=False):
@@ -39,7 +54,7 @@ class Translator(tf.Module):
             raise ValueError(f"`beam_size` must be a positive integer. Received: {beam_size!r}")
         config = model.model_config
         self.model = model
-        self.tokenizer = tokenizer.tf_tokenizer()
+        self.tokenizer = self.text_layer = tokenizer.tf_tokenizer()
         self.beam_size = beam_size
         self.length_penalty = float(length_penalty)
         self.max_input_length = config.max_length
@@ -72,9 +87,7 @@ class Translator(tf.Module):
         )
 
     def _serve(self, text):
-        text = tf.strings.unicode_transcode(
-            text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
-        )
+        text = repair_utf8(text)
         empty = tf.equal(tf.strings.length(tf.strings.strip(text)), 0)
         pieces = self.tokenizer.tokenize(text)  # ragged [B, (n)]
         pieces = tf.cast(pieces[:, : self.max_input_length - 1], tf.int32)
@@ -91,6 +104,61 @@ class Translator(tf.Module):
         }
 
 
+class Tagger(tf.Module):
+    """The serving graph of a `TransformerTagger`: whitespace tokens -> word ids -> tags."""
+
+    info_path = TAGGING_INFO_PATH
+
+    def __init__(self, model, vocabulary):
+        super().__init__(name="tagger")
+        import keras
+
+        if model.num_tags != vocabulary.num_tags:
+            raise ValueError(
+                f"The model predicts {model.num_tags} tags but the vocabulary has {vocabulary.num_tags}."
+            )
+        self.model = model
+        config = model.model_config
+        # Learned positions stop at max_length; sinusoidal and relative ones go on, so only a
+        # model with learned positions cuts long texts (the tokens past the cut get tag "").
+        self.max_length = config.max_length if config.position == "learned" else None
+        # Index 0 is padding, 1 unknown, then the words: the ids the model was trained on.
+        self.lookup = self.text_layer = keras.layers.StringLookup(
+            vocabulary=vocabulary.words[2:], mask_token=vocabulary.words[0],
+            oov_token=vocabulary.words[1], num_oov_indices=1, name="word_lookup",
+        )
+        self.lookup.build((None, None))
+        self.tag_names = tf.constant([""] + vocabulary.tags[1:])  # the padding tag reads ""
+        self.info = {
+            "max_tokens": self.max_length,
+            "tags": vocabulary.tags[1:],
+            "vocab_size": vocabulary.vocab_size,
+            "model": model.model_config.to_dict(),
+        }
+        self._tag_ids = tf.function(
+            self.model.predict_tags, input_signature=[tf.TensorSpec([None, None], tf.int32)]
+        )
+        self.serve = tf.function(
+            self._serve, input_signature=[tf.TensorSpec([None], tf.string, name="text")]
+        )
+
+    def _serve(self, text):
+        tokens = tf.strings.split(repair_utf8(text)).to_tensor("")  # (B, W)
+        width = tf.shape(tokens)[1]
+        kept = tokens if self.max_length is None else tokens[:, : self.max_length]
+        ids = tf.where(kept == "", 0, tf.cast(self.lookup(kept), tf.int32))
+        # A batch of empty texts still gets one (padding) position to run on.
+        ids = tf.pad(ids, [[0, 0], [0, tf.maximum(0, 1 - tf.shape(ids)[1])]])
+        tag_ids = self._tag_ids(ids)[:, : tf.shape(kept)[1]]
+        tags = tf.gather(self.tag_names, tag_ids)
+        tags = tf.pad(tags, [[0, 0], [0, width - tf.shape(tags)[1]]], constant_values="")
+        return {
+            "tokens": tokens,
+            "tags": tags,
+            "length": tf.reduce_sum(tf.cast(tag_ids != 0, tf.int32), axis=1),
+        }
+
+
 def next_version(export_root):
     """1 for a new folder, else one more than the highest numbered version in it."""
     versions = []
@@ -99,8 +167,8 @@ def next_version(export_root):
     return max(versions, default=0) + 1
 
 
-def export_translator(translator, export_root):
-    """Writes `translator` as `export_root/<next version>/` and returns that path.
+def export_module(module, export_root):
+    """Writes `module` (a Translator or Tagger) as `export_root/<next version>/`; returns it.
 
     Written with `keras.export.ExportArchive`, which records every variable in the SavedModel's
     object graph: TF Serving's loader (like `saved_model_cli run`) restores variables from there
@@ -111,22 +179,26 @@ def export_translator(translator, export_root):
     path = os.path.join(export_root, str(next_version(export_root)))
     with atomic_directory(path) as temporary:
         archive = keras.export.ExportArchive()
-        archive.track(translator.model)
-        archive.track(translator.tokenizer)
-        archive.add_endpoint("serving_default", translator.serve)
+        archive.track(module.model)
+        archive.track(module.text_layer)
+        archive.add_endpoint("serving_default", module.serve)
         archive.write_out(temporary, verbose=False)
         os.makedirs(os.path.join(temporary, "assets.extra"))
-        with open(os.path.join(temporary, INFO_PATH), "w", encoding="utf-8") as f:
-            json.dump(translator.info, f, indent=2, sort_keys=True)
+        with open(os.path.join(temporary, module.info_path), "w", encoding="utf-8") as f:
+            json.dump(module.info, f, indent=2, sort_keys=True)
     return path
 
 
 def export_run(run_dir, model=None, tokenizer=None, beam_size=4, length_penalty=0.6,
                max_length=None, jit_compile=False):
-    """Exports the model and tokenizer of a training run to `run_dir/export/<next version>/`."""
+    """Exports the model of a training run to `run_dir/export/<next version>/`: a Translator, or
+    a Tagger when the run trained a `TransformerTagger` (then `tokenizer` is its vocabulary and
+    the decode settings do not apply)."""
     import keras
 
     import tfx_transformer  # noqa: F401  (registers the classes model.keras needs)
+    from tfx_transformer.tagger import TransformerTagger
+    from tfx_transformer.tagging_data import TagVocabulary
     from tfx_transformer.text import Tokenizer
 
     if model is None:
@@ -134,15 +206,24 @@ def export_run(run_dir, model=None, tokenizer=None, beam_size=4, length_penalty=
         if not os.path.exists(model_path):
             raise FileNotFoundError(f"{model_path} does not exist: train first (python train.py).")
         model = keras.models.load_model(model_path)
+    export_root = os.path.join(run_dir, "export")
+    if isinstance(model, TransformerTagger):
+        vocabulary = tokenizer or TagVocabulary.load(os.path.join(run_dir, "tokenizer"))
+        return export_module(Tagger(model, vocabulary), export_root)
     if tokenizer is None:
         tokenizer = Tokenizer.load(os.path.join(run_dir, "tokenizer"))
     translator = Translator(model, tokenizer, beam_size, length_penalty, max_length, jit_compile)
-    return export_translator(translator, os.path.join(run_dir, "export"))
+    return export_module(translator, export_root)
 
 
 def read_export_info(version_dir):
-    with open(os.path.join(version_dir, INFO_PATH), encoding="utf-8") as f:
-        return json.load(f)
+    """The settings an export was written with (translation.json or tagging.json)."""
+    for info_path in (INFO_PATH, TAGGING_INFO_PATH):
+        path = os.path.join(version_dir, info_path)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+    raise FileNotFoundError(f"{version_dir} has no {INFO_PATH} or {TAGGING_INFO_PATH}.")
 
 
 def main(argv=None):

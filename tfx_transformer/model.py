@@ -16,17 +16,26 @@ from tfx_transformer.layers import (
 )
 
 
-@keras.saving.register_keras_serializable(package="tfx_transformer")
-class Transformer(keras.Model):
-    """Encoder-decoder Transformer.
+def position_layer(config, name, dtype=None):
+    """The layer that adds absolute positions to embeddings, or None when positions are relative
+    (the self-attention layers see them then)."""
+    if config.position == "learned":
+        return LearnedPositionEmbedding(config.max_length, dtype=dtype, name=name)
+    if config.position == "sinusoidal":
+        return SinusoidalPositionEncoding(dtype=dtype, name="positions")
+    return None
 
-    `model({"source_ids": [B, S] int, "target_ids": [B, T] int})` -> float32 logits [B, T, V]
-    for the token after each target position (feed the target shifted right: start token first).
-    Token id 0 is padding; the padding and causal masks are derived from the ids here, once.
 
-    Besides the full pass, the model exposes the pieces decoding needs: `encode`, `decode`,
-    `start_decoding` (the key/value caches) and `decode_step` (one position, cached).
-    """
+def embed_tokens(embedding, positions, dropout, token_ids, start_index=0, training=None):
+    """Token embedding, plus absolute positions when there are any, then dropout."""
+    x = embedding(token_ids)  # (B, T, d_model)
+    if positions is not None:
+        x = x + positions(x, start_index=start_index)
+    return dropout(x, training=training)
+
+
+class ConfiguredModel(keras.Model):
+    """A model built from a `TransformerConfig` (or its dict), which is its saved config."""
 
     def __init__(self, config=None, **kwargs):
         if config is None:
@@ -39,6 +48,44 @@ class Transformer(keras.Model):
             )
         super().__init__(**kwargs)
         self.model_config = config
+
+    def extra_config(self):
+        """Constructor arguments besides the TransformerConfig."""
+        return {}
+
+    def get_config(self):
+        return {
+            "config": self.model_config.to_dict(),
+            **self.extra_config(),
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        model_config = TransformerConfig.from_dict(config.pop("config"))
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+        return cls(model_config, **config)
+
+
+@keras.saving.register_keras_serializable(package="tfx_transformer")
+class Transformer(ConfiguredModel):
+    """Encoder-decoder Transformer.
+
+    `model({"source_ids": [B, S] int, "target_ids": [B, T] int})` -> float32 logits [B, T, V]
+    for the token after each target position (feed the target shifted right: start token first).
+    Token id 0 is padding; the padding and causal masks are derived from the ids here, once.
+
+    Besides the full pass, the model exposes the pieces decoding needs: `encode`, `decode`,
+    `start_decoding` (the key/value caches) and `decode_step` (one position, cached).
+    """
+
+    def __init__(self, config=None, **kwargs):
+        super().__init__(config, **kwargs)
+        config = self.model_config
         d_model = config.d_model
 
         self.source_embedding = TokenEmbedding(
@@ -54,20 +101,11 @@ class Transformer(keras.Model):
             self.output_projection = keras.layers.Dense(
                 config.vocab_size, dtype=self.dtype_policy, name="output_projection"
             )
+        self.source_positions = position_layer(config, "source_positions", self.dtype_policy)
         if config.position == "learned":
-            self.source_positions = LearnedPositionEmbedding(
-                config.max_length, dtype=self.dtype_policy, name="source_positions"
-            )
-            self.target_positions = LearnedPositionEmbedding(
-                config.max_length, dtype=self.dtype_policy, name="target_positions"
-            )
-        elif config.position == "sinusoidal":
-            self.source_positions = SinusoidalPositionEncoding(
-                dtype=self.dtype_policy, name="positions"
-            )
+            self.target_positions = position_layer(config, "target_positions", self.dtype_policy)
+        else:  # the fixed encoding (or none, with relative positions) serves both sides
             self.target_positions = self.source_positions
-        else:  # relative positions: the self-attention layers see them
-            self.source_positions = self.target_positions = None
         self.embedding_dropout = keras.layers.Dropout(
             config.dropout, dtype=self.dtype_policy, name="embedding_dropout"
         )
@@ -201,10 +239,9 @@ class Transformer(keras.Model):
     # Helpers ---------------------------------------------------------------------------------
 
     def _embed(self, embedding, positions, token_ids, start_index, training):
-        x = embedding(token_ids)  # (B, T, d_model)
-        if positions is not None:
-            x = x + positions(x, start_index=start_index)
-        return self.embedding_dropout(x, training=training)
+        return embed_tokens(
+            embedding, positions, self.embedding_dropout, token_ids, start_index, training
+        )
 
     def _logits(self, hidden):
         if self.output_projection is None:
@@ -213,18 +250,3 @@ class Transformer(keras.Model):
             logits = self.output_projection(hidden)
         return ops.cast(logits, "float32")  # (B, T, V): the loss wants float32 under mixed precision
 
-    def get_config(self):
-        return {
-            "config": self.model_config.to_dict(),
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        model_config = TransformerConfig.from_dict(config.pop("config"))
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
-        return cls(model_config, **config)

@@ -12,18 +12,16 @@ import sys
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tfx_transformer import data as data_lib
 from tfx_transformer import distribute
 from tfx_transformer.config import PRESETS, JsonDataclass, TransformerConfig
-from tfx_transformer.evaluation import make_translate_ids, score_translations, translate_texts
 from tfx_transformer.files import atomic_path, write_json_atomic
 from tfx_transformer.losses import smoothed_token_losses, token_accuracy_counts
-from tfx_transformer.model import Transformer
 from tfx_transformer.optimization import make_optimizer
-from tfx_transformer.text import Tokenizer
+from tfx_transformer.reporting import log, restart_clock
+from tfx_transformer.task import DEFAULT_DATA, TASKS, make_task
 
 MIXED_PRECISION = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 # Options that may change when a run is resumed; every other one must match the saved run.
@@ -37,7 +35,7 @@ class TrainOptions(JsonDataclass):
     output: str = "runs/default"
     task: str = "translation"
     preset: str = "tiny"
-    data: str = "builtin:numbers"
+    data: str | None = None  # None: the task's built-in set
     valid_data: str | None = None
     test_data: str | None = None
     epochs: int = 6
@@ -45,7 +43,7 @@ class TrainOptions(JsonDataclass):
     batch_tokens: int = 3072
     max_length: int | None = None
     long_pairs: str = "drop"
-    vocab_size: int = 8000
+    vocab_size: int = 8000  # translation: SentencePiece bound; tagging: most frequent words kept
     model: dict = dataclasses.field(default_factory=dict)  # TransformerConfig overrides
     warmup_steps: int = 400
     learning_rate_scale: float = 1.0
@@ -63,12 +61,17 @@ class TrainOptions(JsonDataclass):
     checkpoint_every: int = 200
     log_every: int = 25
     samples: int = 5
+    word_dropout: float = 0.1  # tagging: share of training words replaced by <unk>
     export: bool = True
     resume: bool = False
 
     def __post_init__(self):
-        if self.task != "translation":
-            raise ValueError(f"--task {self.task!r} is not available yet; use translation.")
+        if self.task not in TASKS:
+            raise ValueError(f"--task must be one of {TASKS}. Received: {self.task!r}")
+        if self.data is None:
+            self.data = DEFAULT_DATA[self.task]
+        if not 0.0 <= self.word_dropout < 1.0:
+            raise ValueError(f"--word-dropout must be in [0, 1). Received: {self.word_dropout!r}")
         if self.preset not in PRESETS:
             raise ValueError(f"--preset must be one of {sorted(PRESETS)}. Received: {self.preset!r}")
         if self.mixed_precision not in MIXED_PRECISION:
@@ -110,15 +113,6 @@ class RunPaths:
         self.metrics = os.path.join(output, "metrics.json")
 
 
-_STARTED = time.time()
-
-
-def log(message):
-    """Prints with the seconds since the job started, so the log shows where time goes."""
-    lead = "\n" if message.startswith("\n") else ""
-    print(f"{lead}[{time.time() - _STARTED:6.1f}s] {message.lstrip()}", flush=True)
-
-
 # Preparing a run -------------------------------------------------------------------------------
 
 
@@ -146,47 +140,23 @@ def check_output_folder(options, paths):
         )
 
 
-def load_datasets(options):
-    """(train, validation, test or None) ParallelText, read and checked before any training."""
-    train = data_lib.load_spec(options.data, "train", options.seed)
-    builtin_or_tfds = options.data.split(":")[0] in ("builtin", "tfds")
-    if options.valid_data:
-        valid = data_lib.load_spec(options.valid_data, "validation", options.seed)
-    elif builtin_or_tfds:
-        valid = data_lib.load_spec(options.data, "validation", options.seed)
-    else:
-        train, valid = data_lib.split_off(train, options.eval_examples, options.seed)
-    test = None
-    if options.test_data:
-        test = data_lib.load_spec(options.test_data, "test", options.seed)
-    elif options.data.startswith("builtin:"):
-        test = data_lib.load_spec(options.data, "test", options.seed)
-    return train, valid, test
-
-
-def describe_data(name, data, encoded=None):
-    parts = [f"{name}: {len(data)} pairs from {data.origin}"]
-    if data.skipped_empty:
-        parts.append(f"{data.skipped_empty} empty pairs skipped")
-    if encoded is not None and encoded.dropped:
-        parts.append(f"{encoded.dropped} over-long pairs dropped")
-    if encoded is not None and encoded.truncated:
-        parts.append(f"{encoded.truncated} over-long pairs truncated")
-    return "; ".join(parts)
-
-
 # The training loop -----------------------------------------------------------------------------
 
 
 class Trainer:
-    """Owns the model, optimizer, checkpoint and the compiled steps of one run."""
+    """Owns the model, optimizer, checkpoint and the compiled steps of one run.
 
-    def __init__(self, options, model_config, strategy, paths):
+    Batches are tuples of int32 arrays, labels last; `task.model_inputs` maps the others to the
+    model's inputs (the translation task when none is given).
+    """
+
+    def __init__(self, options, model_config, strategy, paths, task=None):
         self.options = options
         self.strategy = strategy
         self.paths = paths
+        self.task = task or make_task(options, paths)
         with strategy.scope():
-            self.model = Transformer(model_config)
+            self.model = self.task.build_model(model_config)
             self.optimizer = make_optimizer(
                 model_config.d_model, options.warmup_steps, options.learning_rate_scale, options.clipnorm
             )
@@ -215,9 +185,10 @@ class Trainer:
     def save_checkpoint(self):
         self.manager.save(checkpoint_number=self.step)
 
-    def _compute_gradients(self, source, decoder_in, labels):
+    def _compute_gradients(self, *batch):
+        features, labels = batch[:-1], batch[-1]
         with tf.GradientTape() as tape:
-            logits = self.model({"source_ids": source, "target_ids": decoder_in}, training=True)
+            logits = self.model(self.task.model_inputs(features), training=True)
             losses, _ = smoothed_token_losses(labels, logits, self.options.label_smoothing)
             loss_sum = tf.reduce_sum(losses)
             scaled = loss_sum
@@ -227,11 +198,11 @@ class Trainer:
         correct, _ = token_accuracy_counts(labels, logits)
         return loss_sum, correct, gradients
 
-    def _replica_step(self, source, decoder_in, labels):
-        tokens = tf.reduce_sum(tf.cast(labels != 0, tf.float32))
+    def _replica_step(self, *batch):
+        tokens = tf.reduce_sum(tf.cast(batch[-1] != 0, tf.float32))
         context = tf.distribute.get_replica_context()
         global_tokens = context.all_reduce(tf.distribute.ReduceOp.SUM, tokens)
-        loss_sum, correct, gradients = self._compute(source, decoder_in, labels)
+        loss_sum, correct, gradients = self._compute(*batch)
         # Every replica divides by the tokens of the whole global batch, so the summed gradients
         # are those of the mean over all real tokens, however the batch was split.
         gradients = [g / tf.maximum(global_tokens, 1.0) for g in gradients]
@@ -243,18 +214,16 @@ class Trainer:
 
         @tf.function
         def train_step(iterator):
-            source, decoder_in, labels = next(iterator)
-            per_replica = strategy.run(self._replica_step, args=(source, decoder_in, labels))
+            per_replica = strategy.run(self._replica_step, args=tuple(next(iterator)))
             return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in per_replica]
 
         return train_step
 
     def make_eval_step(self):
-        @tf.function(
-            input_signature=[tf.TensorSpec([None, None], tf.int32)] * 3,
-        )
-        def eval_step(source, decoder_in, labels):
-            logits = self.model({"source_ids": source, "target_ids": decoder_in}, training=False)
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)] * self.task.batch_arity)
+        def eval_step(*batch):
+            features, labels = batch[:-1], batch[-1]
+            logits = self.model(self.task.model_inputs(features), training=False)
             losses, tokens = smoothed_token_losses(labels, logits, self.options.label_smoothing)
             correct, _ = token_accuracy_counts(labels, logits)
             return tf.reduce_sum(losses), correct, tokens
@@ -276,7 +245,8 @@ def distributed_batches(strategy, batches, steps_per_epoch, skip_steps):
                     yield batches[step * replicas + replica]
 
         spec = tf.TensorSpec([None, None], tf.int32)
-        return tf.data.Dataset.from_generator(generate, output_signature=(spec, spec, spec)).prefetch(
+        signature = (spec,) * len(batches[0])
+        return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(
             tf.data.AUTOTUNE
         )
 
@@ -316,23 +286,6 @@ class Progress:
             )
 
 
-def attention_image(weights, cell=12):
-    """[T, S] weights in [0, 1] -> [1, T * cell, S * cell, 3] uint8 heat map (dark = low)."""
-    weights = np.asarray(weights, dtype="float32")
-    weights = weights / max(float(weights.max()), 1e-9)
-    big = np.kron(weights, np.ones((cell, cell), "float32"))
-    # A blue-to-yellow ramp, readable without a plotting library.
-    rgb = np.stack([big, big ** 0.5 * 0.9, 1.0 - big * 0.8], axis=-1)
-    return (rgb[None] * 255).astype("uint8")
-
-
-def samples_markdown(sources, references, translations):
-    rows = ["| source | reference | translation |", "|---|---|---|"]
-    for s, r, t in zip(sources, references, translations):
-        rows.append(f"| {s} | {r} | {t} |".replace("\n", " "))
-    return "\n".join(rows)
-
-
 def write_hparams(writer, options, model_config):
     from tensorboard.plugins.hparams import api as hparams_api
 
@@ -349,8 +302,7 @@ def write_hparams(writer, options, model_config):
 
 def run(options, strategy=None):
     """Trains as `options` say and returns the final metrics (also written to metrics.json)."""
-    global _STARTED
-    started = _STARTED = time.time()
+    started = restart_clock()
     paths = RunPaths(options.output)
     if strategy is None:
         distribute.split_cpu(options.cpu_devices)
@@ -360,31 +312,11 @@ def run(options, strategy=None):
     keras.config.set_dtype_policy(MIXED_PRECISION[options.mixed_precision])
     keras.utils.set_random_seed(options.seed)
 
-    train_text, valid_text, test_text = load_datasets(options)
-    if options.resume:
-        tokenizer = Tokenizer.load(paths.tokenizer)
-    else:
-        tokenizer = Tokenizer.train(
-            train_text.sources + train_text.targets, options.vocab_size, seed=options.seed
-        )
-    model_config = TransformerConfig.preset(
-        options.preset, vocab_size=tokenizer.vocab_size, **options.model_overrides()
-    )
-    max_length = model_config.max_length
-    train_encoded = data_lib.encode_pairs(tokenizer, train_text, max_length, options.long_pairs)
-    valid_encoded = data_lib.encode_pairs(tokenizer, valid_text, max_length, "truncate")
-    if not train_encoded.sources:
-        raise data_lib.DataError(f"{train_text.origin}: every pair is longer than {max_length} tokens.")
-    log(describe_data("train", train_text, train_encoded))
-    log(describe_data("validation", valid_text))
-    if test_text is not None:
-        log(describe_data("test", test_text))
-
+    task = make_task(options, paths)
+    model_config = task.prepare()
     replicas = strategy.num_replicas_in_sync
     pad_multiple = 8 if options.jit_compile else 1
-    first_batches, padding = data_lib.make_batches(
-        train_encoded, options.batch_tokens, max_length, options.seed, pad_multiple
-    )
+    first_batches, padding = task.train_batches(options.seed, pad_multiple)
     steps_per_epoch = len(first_batches) // replicas
     if steps_per_epoch == 0:
         raise data_lib.DataError(
@@ -395,7 +327,7 @@ def run(options, strategy=None):
     if options.steps:
         total_steps = min(total_steps, options.steps)
     log(
-        f"tokenizer: {tokenizer.vocab_size} pieces; batches: {len(first_batches)} per epoch "
+        f"{task.describe_vocabulary()}; batches: {len(first_batches)} per epoch "
         f"({steps_per_epoch} steps x {replicas} replica(s)), padding {padding:.1%}; "
         f"{total_steps} steps; strategy {distribute.strategy_name(strategy)}"
     )
@@ -403,22 +335,18 @@ def run(options, strategy=None):
     if chief:
         os.makedirs(options.output, exist_ok=True)
         if not options.resume:
-            tokenizer.save(paths.tokenizer)
+            task.save_vocabulary()
         write_json_atomic(
             paths.config, {"options": options.to_dict(), "model": model_config.to_dict()}
         )
 
-    trainer = Trainer(options, model_config, strategy, paths)
+    trainer = Trainer(options, model_config, strategy, paths, task)
     start_step = trainer.restore() if options.resume else 0
     if options.resume:
         log(f"resuming from step {start_step}")
     train_step = trainer.make_train_step()
     eval_step = trainer.make_eval_step()
-    translate_ids = make_translate_ids(
-        trainer.model, options.beam_size, options.length_penalty, max_length
-    )
-    valid_batches, _ = data_lib.make_batches(valid_encoded, options.batch_tokens, max_length)
-    eval_texts = (valid_text.sources[: options.eval_examples], valid_text.targets[: options.eval_examples])
+    valid_batches = task.valid_batches()
 
     writers = {}
     if chief:
@@ -430,33 +358,22 @@ def run(options, strategy=None):
 
     def evaluate(step):
         loss_sum = correct = tokens = 0.0
-        for source, decoder_in, labels in valid_batches:
-            batch_loss, batch_correct, batch_tokens = eval_step(source, decoder_in, labels)
+        for batch in valid_batches:
+            batch_loss, batch_correct, batch_tokens = eval_step(*batch)
             loss_sum += float(batch_loss)
             correct += float(batch_correct)
             tokens += float(batch_tokens)
-        translations = translate_texts(translate_ids, tokenizer, eval_texts[0], max_length)
         metrics = {
             "loss": loss_sum / max(tokens, 1.0),
             "accuracy": correct / max(tokens, 1.0),
-            **score_translations(translations, eval_texts[1]),
+            **task.evaluate(trainer.model),
         }
         with writers["validation"].as_default(step=step):
             for name, value in metrics.items():
                 tf.summary.scalar(name, value)
-            count = options.samples
-            tf.summary.text(
-                "samples",
-                samples_markdown(eval_texts[0][:count], eval_texts[1][:count], translations[:count]),
-            )
-            source, decoder_in, _ = valid_batches[0]
-            maps = trainer.model.attention_maps(
-                {"source_ids": source[:1], "target_ids": decoder_in[:1]}
-            )
-            cross = np.asarray(maps["decoder_cross"][-1])[0].mean(axis=0)  # (T, S), heads averaged
-            tf.summary.image("cross_attention", attention_image(cross))
+            task.write_summaries(trainer.model, valid_batches)
         writers["validation"].flush()
-        return metrics, translations
+        return metrics
 
     progress = Progress(total_steps, chief)
     step = start_step
@@ -466,9 +383,7 @@ def run(options, strategy=None):
     metrics = {}
     while step < total_steps:
         epoch, offset = divmod(step, steps_per_epoch)
-        batches, _ = data_lib.make_batches(
-            train_encoded, options.batch_tokens, max_length, options.seed + epoch, pad_multiple
-        )
+        batches, _ = task.train_batches(options.seed + epoch, pad_multiple)
         iterator = iter(distributed_batches(strategy, batches, steps_per_epoch, offset))
         for _ in range(offset, steps_per_epoch):
             if step >= total_steps:
@@ -502,12 +417,11 @@ def run(options, strategy=None):
             )
             if chief and (due or step == total_steps):
                 pause = time.time()
-                metrics, translations = evaluate(step)
+                metrics = evaluate(step)
                 interval_start += time.time() - pause  # evaluation is not training time
                 log(
                     f"\nstep {step}: validation loss {metrics['loss']:.4f}, accuracy "
-                    f"{metrics['accuracy']:.4f}, BLEU {metrics['bleu']:.2f}, chrF {metrics['chrf']:.2f}, "
-                    f"exact match {metrics['exact_match']:.2%}"
+                    f"{metrics['accuracy']:.4f}, {task.describe_metrics(metrics)}"
                 )
     if step != trainer.step:
         raise RuntimeError(f"step bookkeeping is off: {step} vs optimizer {trainer.step}")
@@ -515,50 +429,29 @@ def run(options, strategy=None):
     if not chief:
         return {}
     if not metrics:  # resumed at the end: nothing was evaluated in this process
-        metrics, translations = evaluate(step)
+        metrics = evaluate(step)
 
     results = {
         **metrics,
         "steps": step,
         "tokens_per_sec": trained_tokens / trained_seconds if trained_seconds else 0.0,
         "padding_fraction": padding,
-        "train_pairs": len(train_encoded.sources),
+        "train_examples": task.train_examples,
+        **task.test_metrics(trainer.model),
     }
-    if test_text is not None:
-        test_translations = translate_texts(translate_ids, tokenizer, test_text.sources, max_length)
-        test_scores = score_translations(test_translations, test_text.targets)
-        results.update({f"test_{k}": v for k, v in test_scores.items()})
-        results["test_pairs"] = len(test_text)
     with atomic_path(paths.model) as temporary:
         trainer.model.save(temporary)
     if options.export:
-        from tfx_transformer.export import export_run
-
-        results["export"] = export_run(
-            options.output,
-            model=trainer.model,
-            tokenizer=tokenizer,
-            beam_size=options.beam_size,
-            length_penalty=options.length_penalty,
-        )
+        results["export"] = task.export(trainer.model)
         log(f"exported {results['export']}")
     results["seconds"] = time.time() - started
     write_json_atomic(paths.metrics, results)
     for writer in writers.values():
         writer.close()
 
-    log("\nsample translations:")
-    for source, reference, translation in list(zip(*eval_texts, translations))[: options.samples]:
-        mark = "ok" if translation.strip() == reference.strip() else "xx"
-        log(f"  [{mark}] {source}\n       -> {translation}\n       (reference: {reference})")
-    summary = (
+    summary = task.report(results)
+    log(
         f"\ndone: {step} steps in {results['seconds']:.0f} s, {results['tokens_per_sec']:.0f} target "
-        f"tokens/s; validation BLEU {results['bleu']:.2f}, chrF {results['chrf']:.2f}, exact match "
-        f"{results['exact_match']:.2%}"
+        f"tokens/s; {summary}\noutputs in {options.output}"
     )
-    if "test_exact_match" in results:
-        summary += f"; test exact match {results['test_exact_match']:.2%} ({results['test_pairs']} pairs)"
-    log(summary + f"\noutputs in {options.output}")
     return results
-
-

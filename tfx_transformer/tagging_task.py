@@ -1,0 +1,188 @@
+"""`--task tagging`: CoNLL-style or built-in tagged sentences, a word vocabulary, the encoder-only
+`TransformerTagger`, entity-level precision / recall / F1, and the tagging export."""
+
+import numpy as np
+import tensorflow as tf
+
+from tfx_transformer import tagging_data
+from tfx_transformer.data import DataError
+from tfx_transformer.entities import entity_scores
+from tfx_transformer.reporting import attention_image, log, markdown_table
+from tfx_transformer.tagger import TransformerTagger
+from tfx_transformer.task import Task
+
+
+class TaggingTask(Task):
+    name = "tagging"
+    batch_arity = 2  # (word ids, tag ids)
+
+    def __init__(self, options, paths):
+        super().__init__(options, paths)
+        self.predicted = []
+
+    # Data and vocabulary ----------------------------------------------------------------------
+
+    def load_datasets(self):
+        options = self.options
+        train = tagging_data.load_tagging_spec(options.data, "train", options.seed)
+        builtin = options.data.startswith("builtin:")
+        if options.valid_data:
+            valid = tagging_data.load_tagging_spec(options.valid_data, "validation", options.seed)
+        elif builtin:
+            valid = tagging_data.load_tagging_spec(options.data, "validation", options.seed)
+        else:
+            train, valid = tagging_data.split_off_sentences(train, options.eval_examples, options.seed)
+        test = None
+        if options.test_data:
+            test = tagging_data.load_tagging_spec(options.test_data, "test", options.seed)
+        elif builtin:
+            test = tagging_data.load_tagging_spec(options.data, "test", options.seed)
+        return train, valid, test
+
+    def prepare(self):
+        options = self.options
+        self.train_text, self.valid_text, self.test_text = self.load_datasets()
+        if options.resume:
+            self.vocabulary = tagging_data.TagVocabulary.load(self.paths.tokenizer)
+        else:
+            self.vocabulary = tagging_data.TagVocabulary.build(
+                self.train_text, max_words=options.vocab_size
+            )
+        model_config = self.model_config(self.vocabulary.vocab_size)
+        self.max_length = model_config.max_length
+        self.train_encoded = tagging_data.encode_tagged(
+            self.vocabulary, self.train_text, self.max_length, options.long_pairs
+        )
+        if not self.train_encoded.words:
+            raise DataError(
+                f"{self.train_text.origin}: every sentence is longer than {self.max_length} tokens."
+            )
+        self.valid_encoded = self.encode_for_evaluation(self.valid_text)
+        log(self.describe("train", self.train_text, self.train_encoded))
+        log(self.describe("validation", self.valid_text, self.valid_encoded))
+        if self.test_text is not None:
+            self.test_encoded = self.encode_for_evaluation(self.test_text)
+            log(self.describe("test", self.test_text, self.test_encoded))
+        return model_config
+
+    def encode_for_evaluation(self, data):
+        """Every sentence kept: the model sees its first max_length tokens, and the tokens past
+        them count as tagged O, so that scores are over the whole set."""
+        return tagging_data.encode_tagged(self.vocabulary, data, self.max_length, "truncate")
+
+    @staticmethod
+    def describe(name, data, encoded):
+        parts = [f"{name}: {len(data)} sentences from {data.origin}"]
+        if encoded.dropped:
+            parts.append(f"{encoded.dropped} over-long sentences dropped")
+        if encoded.truncated:
+            parts.append(f"{encoded.truncated} over-long sentences truncated")
+        return "; ".join(parts)
+
+    def describe_vocabulary(self):
+        tags = ", ".join(self.vocabulary.tags[1:])
+        return f"vocabulary: {self.vocabulary.vocab_size} words, {self.vocabulary.num_tags - 1} tags ({tags})"
+
+    def save_vocabulary(self):
+        self.vocabulary.save(self.paths.tokenizer)
+
+    @property
+    def train_examples(self):
+        return len(self.train_encoded.words)
+
+    def train_batches(self, seed, pad_multiple=1):
+        return tagging_data.make_tag_batches(
+            self.train_encoded,
+            self.options.batch_tokens,
+            self.max_length,
+            seed,
+            pad_multiple,
+            word_dropout=self.options.word_dropout,
+        )
+
+    def valid_batches(self):
+        batches, _ = tagging_data.make_tag_batches(
+            self.valid_encoded, self.options.batch_tokens, self.max_length
+        )
+        return batches
+
+    # The model --------------------------------------------------------------------------------
+
+    def build_model(self, model_config):
+        return TransformerTagger(model_config, num_tags=self.vocabulary.num_tags)
+
+    def model_inputs(self, features):
+        return features[0]
+
+    # Evaluation -------------------------------------------------------------------------------
+
+    def predict(self, model, data, encoded, batch_size=64):
+        """Tag strings per sentence, one per token of `data` (O past the model's max_length)."""
+        predict = getattr(self, "_predict_ids", None)
+        if predict is None:
+            predict = self._predict_ids = tf.function(
+                model.predict_tags, input_signature=[tf.TensorSpec([None, None], tf.int32)]
+            )
+        results = []
+        for start in range(0, len(encoded.words), batch_size):
+            rows = encoded.words[start : start + batch_size]
+            batch = np.zeros((len(rows), max(len(r) for r in rows)), "int32")
+            for row, ids in enumerate(rows):
+                batch[row, : len(ids)] = ids
+            tag_ids = predict(tf.constant(batch)).numpy()
+            for row, ids in enumerate(rows):
+                results.append(self.vocabulary.decode_tags(tag_ids[row, : len(ids)]))
+        return [
+            tags + ["O"] * (len(sentence) - len(tags)) for tags, sentence in zip(results, data.tokens)
+        ]
+
+    def evaluate(self, model):
+        self.predicted = self.predict(model, self.valid_text, self.valid_encoded)
+        return entity_scores(self.valid_text.tags, self.predicted)
+
+    def write_summaries(self, model, valid_batches):
+        rows = []
+        for tokens, truth, predicted in list(
+            zip(self.valid_text.tokens, self.valid_text.tags, self.predicted)
+        )[: self.options.samples]:
+            rows.append((" ".join(tokens), " ".join(truth), " ".join(predicted)))
+        tf.summary.text("samples", markdown_table(["tokens", "reference", "predicted"], rows))
+        words, _ = valid_batches[0]
+        _, weights = model(words[:1], training=False, return_attention_scores=True)
+        last = np.asarray(weights[-1])[0].mean(axis=0)  # (S, S), heads averaged
+        tf.summary.image("self_attention", attention_image(last))
+
+    def describe_metrics(self, metrics):
+        return (
+            f"entity precision {metrics['precision']:.2%}, recall {metrics['recall']:.2%}, "
+            f"F1 {metrics['f1']:.2%}"
+        )
+
+    def test_metrics(self, model):
+        if self.test_text is None:
+            return {}
+        predicted = self.predict(model, self.test_text, self.test_encoded)
+        scores = entity_scores(self.test_text.tags, predicted)
+        return {
+            **{f"test_{k}": v for k, v in scores.items()},
+            "test_sentences": len(self.test_text),
+        }
+
+    def export(self, model):
+        from tfx_transformer.export import export_run
+
+        return export_run(self.options.output, model=model, tokenizer=self.vocabulary)
+
+    def report(self, results):
+        log("\nsample taggings:")
+        samples = list(zip(self.valid_text.tokens, self.valid_text.tags, self.predicted))
+        for tokens, truth, predicted in samples[: self.options.samples]:
+            mark = "ok" if truth == predicted else "xx"
+            tagged = " ".join(
+                f"{token}/{tag}" if tag != "O" else token for token, tag in zip(tokens, predicted)
+            )
+            log(f"  [{mark}] {tagged}")
+        summary = self.describe_metrics(results)
+        if "test_f1" in results:
+            summary += f"; test entity F1 {results['test_f1']:.2%} ({results['test_sentences']} sentences)"
+        return summary

@@ -1,0 +1,96 @@
+"""What `python train.py --task NAME` needs from a task; `training.run` drives the rest.
+
+A task reads its data and builds its vocabulary (`prepare`), makes batches of int32 arrays whose
+last member is the labels (token id 0 = padding, not scored), builds its model and maps a batch's
+other members to the model's inputs, adds its own validation metrics and TensorBoard summaries,
+scores a test set, exports, and reports at the end.
+"""
+
+import abc
+
+from tfx_transformer.config import TransformerConfig
+
+TASKS = ("translation", "tagging")
+DEFAULT_DATA = {"translation": "builtin:numbers", "tagging": "builtin:entities"}
+
+
+class Task(abc.ABC):
+    name = None
+    batch_arity = None  # arrays per batch, labels last
+
+    def __init__(self, options, paths):
+        self.options = options
+        self.paths = paths
+
+    def model_config(self, vocab_size):
+        options = self.options
+        return TransformerConfig.preset(
+            options.preset, vocab_size=vocab_size, **options.model_overrides()
+        )
+
+    @abc.abstractmethod
+    def prepare(self):
+        """Reads the data and the vocabulary (new, or the saved one on --resume); returns the
+        TransformerConfig."""
+
+    @abc.abstractmethod
+    def describe_vocabulary(self):
+        """One log line: what the vocabulary holds."""
+
+    @abc.abstractmethod
+    def save_vocabulary(self):
+        """Writes the vocabulary into DIR/tokenizer/."""
+
+    @property
+    @abc.abstractmethod
+    def train_examples(self):
+        """How many training examples the batches hold."""
+
+    @abc.abstractmethod
+    def train_batches(self, seed, pad_multiple=1):
+        """(list of batches, padding fraction) for one epoch, shuffled by `seed`."""
+
+    @abc.abstractmethod
+    def valid_batches(self):
+        """The validation batches, in a fixed order."""
+
+    @abc.abstractmethod
+    def build_model(self, model_config):
+        """The keras.Model this task trains."""
+
+    @abc.abstractmethod
+    def model_inputs(self, features):
+        """A batch without its labels -> what the model is called on."""
+
+    @abc.abstractmethod
+    def evaluate(self, model):
+        """The task's validation metrics (besides loss and accuracy), as a dict of floats."""
+
+    def write_summaries(self, model, valid_batches):
+        """TensorBoard text and images of the last evaluation (a default writer is set)."""
+
+    @abc.abstractmethod
+    def describe_metrics(self, metrics):
+        """The task's metrics in a few words, for the log."""
+
+    def test_metrics(self, model):
+        """Metrics on the test set, prefixed test_; none when there is no test set."""
+        return {}
+
+    @abc.abstractmethod
+    def export(self, model):
+        """Writes DIR/export/<version>/ and returns its path."""
+
+    @abc.abstractmethod
+    def report(self, results):
+        """Logs samples; returns the final metrics in a few words for the last log line."""
+
+
+def make_task(options, paths):
+    if options.task == "tagging":
+        from tfx_transformer.tagging_task import TaggingTask
+
+        return TaggingTask(options, paths)
+    from tfx_transformer.translation_task import TranslationTask
+
+    return TranslationTask(options, paths)

@@ -1,0 +1,175 @@
+"""`--task translation`: parallel text, a SentencePiece tokenizer, the encoder-decoder
+`Transformer`, BLEU / chrF / exact match, and the translation export."""
+
+import numpy as np
+import tensorflow as tf
+
+from tfx_transformer import data as data_lib
+from tfx_transformer.evaluation import make_translate_ids, score_translations, translate_texts
+from tfx_transformer.model import Transformer
+from tfx_transformer.reporting import attention_image, log, markdown_table
+from tfx_transformer.task import Task
+from tfx_transformer.text import Tokenizer
+
+
+class TranslationTask(Task):
+    name = "translation"
+    batch_arity = 3  # (source, decoder input, labels)
+
+    def __init__(self, options, paths):
+        super().__init__(options, paths)
+        self.translations = []
+        self._translate_ids = None
+
+    # Data and vocabulary ----------------------------------------------------------------------
+
+    def load_datasets(self):
+        """(train, validation, test or None) ParallelText, read and checked before any training."""
+        options = self.options
+        train = data_lib.load_spec(options.data, "train", options.seed)
+        builtin_or_tfds = options.data.split(":")[0] in ("builtin", "tfds")
+        if options.valid_data:
+            valid = data_lib.load_spec(options.valid_data, "validation", options.seed)
+        elif builtin_or_tfds:
+            valid = data_lib.load_spec(options.data, "validation", options.seed)
+        else:
+            train, valid = data_lib.split_off(train, options.eval_examples, options.seed)
+        test = None
+        if options.test_data:
+            test = data_lib.load_spec(options.test_data, "test", options.seed)
+        elif options.data.startswith("builtin:"):
+            test = data_lib.load_spec(options.data, "test", options.seed)
+        return train, valid, test
+
+    def prepare(self):
+        options = self.options
+        self.train_text, self.valid_text, self.test_text = self.load_datasets()
+        if options.resume:
+            self.tokenizer = Tokenizer.load(self.paths.tokenizer)
+        else:
+            self.tokenizer = Tokenizer.train(
+                self.train_text.sources + self.train_text.targets, options.vocab_size, seed=options.seed
+            )
+        model_config = self.model_config(self.tokenizer.vocab_size)
+        self.max_length = max_length = model_config.max_length
+        self.train_encoded = data_lib.encode_pairs(
+            self.tokenizer, self.train_text, max_length, options.long_pairs
+        )
+        self.valid_encoded = data_lib.encode_pairs(self.tokenizer, self.valid_text, max_length, "truncate")
+        if not self.train_encoded.sources:
+            raise data_lib.DataError(
+                f"{self.train_text.origin}: every pair is longer than {max_length} tokens."
+            )
+        log(self.describe("train", self.train_text, self.train_encoded))
+        log(self.describe("validation", self.valid_text))
+        if self.test_text is not None:
+            log(self.describe("test", self.test_text))
+        count = options.eval_examples
+        self.eval_texts = (self.valid_text.sources[:count], self.valid_text.targets[:count])
+        return model_config
+
+    @staticmethod
+    def describe(name, data, encoded=None):
+        parts = [f"{name}: {len(data)} pairs from {data.origin}"]
+        if data.skipped_empty:
+            parts.append(f"{data.skipped_empty} empty pairs skipped")
+        if encoded is not None and encoded.dropped:
+            parts.append(f"{encoded.dropped} over-long pairs dropped")
+        if encoded is not None and encoded.truncated:
+            parts.append(f"{encoded.truncated} over-long pairs truncated")
+        return "; ".join(parts)
+
+    def describe_vocabulary(self):
+        return f"tokenizer: {self.tokenizer.vocab_size} pieces"
+
+    def save_vocabulary(self):
+        self.tokenizer.save(self.paths.tokenizer)
+
+    @property
+    def train_examples(self):
+        return len(self.train_encoded.sources)
+
+    def train_batches(self, seed, pad_multiple=1):
+        return data_lib.make_batches(
+            self.train_encoded, self.options.batch_tokens, self.max_length, seed, pad_multiple
+        )
+
+    def valid_batches(self):
+        return data_lib.make_batches(self.valid_encoded, self.options.batch_tokens, self.max_length)[0]
+
+    # The model --------------------------------------------------------------------------------
+
+    def build_model(self, model_config):
+        return Transformer(model_config)
+
+    def model_inputs(self, features):
+        source, decoder_in = features
+        return {"source_ids": source, "target_ids": decoder_in}
+
+    # Evaluation -------------------------------------------------------------------------------
+
+    def _translate(self, model, texts):
+        if self._translate_ids is None:
+            self._translate_ids = make_translate_ids(
+                model, self.options.beam_size, self.options.length_penalty, self.max_length
+            )
+        return translate_texts(self._translate_ids, self.tokenizer, texts, self.max_length)
+
+    def evaluate(self, model):
+        self.translations = self._translate(model, self.eval_texts[0])
+        return score_translations(self.translations, self.eval_texts[1])
+
+    def write_summaries(self, model, valid_batches):
+        count = self.options.samples
+        sources, references = (texts[:count] for texts in self.eval_texts)
+        tf.summary.text(
+            "samples",
+            markdown_table(
+                ["source", "reference", "translation"],
+                zip(sources, references, self.translations[:count]),
+            ),
+        )
+        source, decoder_in, _ = valid_batches[0]
+        maps = model.attention_maps({"source_ids": source[:1], "target_ids": decoder_in[:1]})
+        cross = np.asarray(maps["decoder_cross"][-1])[0].mean(axis=0)  # (T, S), heads averaged
+        tf.summary.image("cross_attention", attention_image(cross))
+
+    def describe_metrics(self, metrics):
+        return (
+            f"BLEU {metrics['bleu']:.2f}, chrF {metrics['chrf']:.2f}, "
+            f"exact match {metrics['exact_match']:.2%}"
+        )
+
+    def test_metrics(self, model):
+        if self.test_text is None:
+            return {}
+        translations = self._translate(model, self.test_text.sources)
+        scores = score_translations(translations, self.test_text.targets)
+        return {**{f"test_{k}": v for k, v in scores.items()}, "test_pairs": len(self.test_text)}
+
+    def export(self, model):
+        from tfx_transformer.export import export_run
+
+        return export_run(
+            self.options.output,
+            model=model,
+            tokenizer=self.tokenizer,
+            beam_size=self.options.beam_size,
+            length_penalty=self.options.length_penalty,
+        )
+
+    def report(self, results):
+        log("\nsample translations:")
+        samples = list(zip(*self.eval_texts, self.translations))[: self.options.samples]
+        for source, reference, translation in samples:
+            mark = "ok" if translation.strip() == reference.strip() else "xx"
+            log(f"  [{mark}] {source}\n       -> {translation}\n       (reference: {reference})")
+        summary = (
+            f"validation BLEU {results['bleu']:.2f}, chrF {results['chrf']:.2f}, exact match "
+            f"{results['exact_match']:.2%}"
+        )
+        if "test_exact_match" in results:
+            summary += (
+                f"; test exact match {results['test_exact_match']:.2%} ({results['test_pairs']} pairs)"
+            )
+        return summary
