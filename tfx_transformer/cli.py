@@ -6,7 +6,7 @@ import os
 import sys
 
 from tfx_transformer.config import PRESETS
-from tfx_transformer.task import TASKS
+from tfx_transformer.task import DEFAULT_EPOCHS, TASKS
 
 
 def build_parser():
@@ -32,7 +32,8 @@ def build_parser():
     add("--valid-data", help="validation data spec (default: the spec's own validation split, "
         "or pairs held out of --data)")
     add("--test-data", help="test data spec, scored at the end (the built-in sets have their own)")
-    add("--epochs", type=int, help=f"passes over the training data (default {defaults.epochs})")
+    add("--epochs", type=int, help="passes over the training data (default: translation "
+        f"{DEFAULT_EPOCHS['translation']}, tagging {DEFAULT_EPOCHS['tagging']})")
     add("--steps", type=int, help="cap on the total number of training steps")
     add("--batch-tokens", type=int, help=f"padded tokens per batch (default {defaults.batch_tokens})")
     add("--max-length", type=int, help="longest sequence in tokens (default: the preset's)")

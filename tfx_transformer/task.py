@@ -12,6 +12,8 @@ from tfx_transformer.config import TransformerConfig
 
 TASKS = ("translation", "tagging")
 DEFAULT_DATA = {"translation": "builtin:numbers", "tagging": "builtin:entities"}
+# Enough for the built-in sets to be learned well by the default preset (a few minutes each).
+DEFAULT_EPOCHS = {"translation": 6, "tagging": 20}
 
 
 class Task(abc.ABC):

@@ -21,7 +21,7 @@ from tfx_transformer.files import atomic_path, write_json_atomic
 from tfx_transformer.losses import smoothed_token_losses, token_accuracy_counts
 from tfx_transformer.optimization import make_optimizer
 from tfx_transformer.reporting import log, restart_clock
-from tfx_transformer.task import DEFAULT_DATA, TASKS, make_task
+from tfx_transformer.task import DEFAULT_DATA, DEFAULT_EPOCHS, TASKS, make_task
 
 MIXED_PRECISION = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 # Options that may change when a run is resumed; every other one must match the saved run.
@@ -38,7 +38,7 @@ class TrainOptions(JsonDataclass):
     data: str | None = None  # None: the task's built-in set
     valid_data: str | None = None
     test_data: str | None = None
-    epochs: int = 6
+    epochs: int | None = None  # None: the task's default (DEFAULT_EPOCHS)
     steps: int | None = None
     batch_tokens: int = 3072
     max_length: int | None = None
@@ -70,6 +70,8 @@ class TrainOptions(JsonDataclass):
             raise ValueError(f"--task must be one of {TASKS}. Received: {self.task!r}")
         if self.data is None:
             self.data = DEFAULT_DATA[self.task]
+        if self.epochs is None:
+            self.epochs = DEFAULT_EPOCHS[self.task]
         if not 0.0 <= self.word_dropout < 1.0:
             raise ValueError(f"--word-dropout must be in [0, 1). Received: {self.word_dropout!r}")
         if self.preset not in PRESETS:
