@@ -6,7 +6,8 @@
     python serve/client.py --model translator status
 
 As a library: `RestClient(url, model).predict(texts)` and `GrpcClient(target, model).predict(texts)`
-return [{"translation": ..., "score": ...}, ...].
+return one dict of the signature's outputs per text: {"translation": ..., "score": ...} from a
+translator, {"tokens": [...], "tags": [...], "length": n} from a tagger.
 """
 
 import argparse
@@ -14,6 +15,25 @@ import json
 import sys
 import urllib.error
 import urllib.request
+
+
+def rows_of(outputs):
+    """Columns {name: [value per text]} -> one {name: value} per text, as REST's row format."""
+    names = sorted(outputs)
+    return [dict(zip(names, values)) for values in zip(*(outputs[name] for name in names))]
+
+
+def _python(array):
+    """A numpy output -> lists of str / int / float, like REST's JSON."""
+    if array.dtype.kind in ("S", "O"):
+        return _decode_nested(array.tolist())
+    return array.tolist()
+
+
+def _decode_nested(value):
+    if isinstance(value, list):
+        return [_decode_nested(v) for v in value]
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
 
 
 class ServingClientError(RuntimeError):
@@ -69,11 +89,7 @@ class RestClient:
             body["signature_name"] = signature_name
         reply = self.predict_raw(body)
         if columnar:
-            outputs = reply["outputs"]
-            return [
-                {"translation": t, "score": s}
-                for t, s in zip(outputs["translation"], outputs["score"])
-            ]
+            return rows_of(reply["outputs"])
         return reply["predictions"]
 
     def metadata(self):
@@ -120,12 +136,9 @@ class GrpcClient:
         encoded = [t.encode("utf-8") if isinstance(t, str) else bytes(t) for t in texts]
         request.inputs["text"].CopyFrom(tf.make_tensor_proto(encoded, dtype=tf.string))
         response = self._call(self.stub.Predict, request)
-        translations = tf.make_ndarray(response.outputs["translation"])
-        scores = tf.make_ndarray(response.outputs["score"])
-        return [
-            {"translation": t.decode("utf-8", errors="replace"), "score": float(s)}
-            for t, s in zip(translations, scores)
-        ]
+        return rows_of(
+            {name: _python(tf.make_ndarray(proto)) for name, proto in response.outputs.items()}
+        )
 
     def metadata(self):
         from google.protobuf import json_format
@@ -166,7 +179,7 @@ def main(argv=None):
     parser.add_argument("--signature", help="signature name (default serving_default)")
     parser.add_argument("--columnar", action="store_true", help="REST 'inputs' format instead of 'instances'")
     sub = parser.add_subparsers(dest="command", required=True)
-    predict = sub.add_parser("predict", help="translate texts (arguments, or lines of stdin)")
+    predict = sub.add_parser("predict", help="translate or tag texts (arguments, or lines of stdin)")
     predict.add_argument("texts", nargs="*")
     sub.add_parser("metadata", help="the model's signatures")
     sub.add_parser("status", help="the model's versions and their states")

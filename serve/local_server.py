@@ -319,8 +319,10 @@ def parse_predict(body, input_names):
 
 
 def jsonable(array):
+    """An output array as JSON values of the same shape (strings decoded from UTF-8)."""
     if array.dtype.kind in ("S", "O"):
-        return [v.decode("utf-8", errors="replace") for v in array.reshape(-1)]
+        decode = np.vectorize(lambda v: v.decode("utf-8", errors="replace"), otypes=[object])
+        return decode(array).tolist() if array.size else array.tolist()
     return array.tolist()
 
 

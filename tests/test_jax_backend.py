@@ -70,6 +70,12 @@ JAX_SCRIPT = textwrap.dedent(
         cached = jax.jit(lambda ids: tt.greedy_decode(relative, ids, max_length=8))(src)[0]
         full = tt.greedy_decode(relative, src, max_length=8, use_cache=False)[0]
         np.testing.assert_array_equal(np.asarray(cached), np.asarray(full))
+    tagger = tt.TransformerTagger(
+        tt.TransformerConfig.preset("tiny", vocab_size=50, num_encoder_layers=1, position="tener"),
+        num_tags=5,
+    )
+    tags = np.asarray(jax.jit(tagger.predict_tags)(src))
+    assert ((tags > 0) == (src > 0)).all()
     keras.config.set_dtype_policy("mixed_bfloat16")
     mixed = tt.Transformer(tt.TransformerConfig.preset("tiny", vocab_size=50))
     assert str(mixed(inputs).dtype) == "float32"

@@ -98,6 +98,15 @@ def _case_transformer(**overrides):
     return model, {"source_ids": source, "target_ids": target}
 
 
+def _case_tagger(**overrides):
+    from tfx_transformer.tagger import TransformerTagger
+
+    config = tt.TransformerConfig.preset("tiny", vocab_size=40, num_encoder_layers=1, **overrides)
+    token_ids = RNG.integers(1, 40, size=(3, 6))
+    token_ids[1, 3:] = 0
+    return TransformerTagger(config, num_tags=5), {"token_ids": token_ids}
+
+
 BLOCK = dict(d_model=8, num_heads=2, d_ff=16)
 CASES = {
     **{f"attention_{s}": lambda s=s: _case_attention(s) for s in L.SCORE_FUNCTIONS},
@@ -120,6 +129,8 @@ CASES = {
     ),
     "transformer_shaw": lambda: _case_transformer(position="shaw", relative_values=False),
     "transformer_tener": lambda: _case_transformer(position="tener", norm_first=True),
+    "tagger_tener": lambda: _case_tagger(position="tener"),
+    "tagger_learned": lambda: _case_tagger(position="learned"),
 }
 
 LOADER = textwrap.dedent(
@@ -131,7 +142,7 @@ LOADER = textwrap.dedent(
     for name in names:
         model = keras.models.load_model(f"{folder}/{name}.keras")  # safe_mode=True
         data = np.load(f"{folder}/{name}.inputs.npz")
-        if "source_ids" in data.files:
+        if "arr_0" not in data.files:  # named inputs
             inputs = {key: data[key] for key in data.files}
         else:
             inputs = [data[f"arr_{i}"] for i in range(len(data.files))]

@@ -1,13 +1,13 @@
 """serve/client.py against serve/local_server.py over loopback, REST and gRPC."""
 
 import base64
+import contextlib
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -28,19 +28,18 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(exported_run, tmp_path_factory):
-    base = tmp_path_factory.mktemp("models") / "translator"
-    shutil.copytree(exported_run["version"], base / "1")
+@contextlib.contextmanager
+def running_server(base, model_name, *flags):
+    """serve/local_server.py on free loopback ports over the versions in `base`."""
     grpc_port, rest_port = free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "serve" / "local_server.py"), f"--port={grpc_port}",
-         f"--rest_api_port={rest_port}", "--model_name=translator", f"--model_base_path={base}",
-         "--file_system_poll_wait_seconds=0.5", "--max_request_bytes=4000000"],
+         f"--rest_api_port={rest_port}", f"--model_name={model_name}", f"--model_base_path={base}",
+         *flags],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
-    rest = RestClient(f"http://127.0.0.1:{rest_port}", "translator", timeout=30)
+    rest = RestClient(f"http://127.0.0.1:{rest_port}", model_name, timeout=30)
     deadline = time.time() + 120
     while True:
         try:
@@ -51,12 +50,52 @@ def server(exported_run, tmp_path_factory):
                 process.kill()
                 pytest.fail("server did not start: " + process.stdout.read()[-3000:])
             time.sleep(0.3)
-    grpc_client = GrpcClient(f"127.0.0.1:{grpc_port}", "translator", timeout=30)
-    yield {"rest": rest, "grpc": grpc_client, "base": base, "process": process,
-           "rest_url": f"http://127.0.0.1:{rest_port}"}
-    grpc_client.close()
-    process.terminate()
-    process.wait(timeout=30)
+    grpc_client = GrpcClient(f"127.0.0.1:{grpc_port}", model_name, timeout=30)
+    try:
+        yield {"rest": rest, "grpc": grpc_client, "base": base, "process": process,
+               "rest_url": f"http://127.0.0.1:{rest_port}"}
+    finally:
+        grpc_client.close()
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(exported_run, tmp_path_factory):
+    base = tmp_path_factory.mktemp("models") / "translator"
+    shutil.copytree(exported_run["version"], base / "1")
+    with running_server(
+        base, "translator", "--file_system_poll_wait_seconds=0.5", "--max_request_bytes=4000000"
+    ) as running:
+        yield running
+
+
+def test_a_tagger_is_served_like_a_translator(tmp_path):
+    import tfx_transformer as tt
+    from tfx_transformer.export import Tagger, export_module
+    from tfx_transformer.tagger import TransformerTagger
+    from tfx_transformer.tagging_data import TagVocabulary, entities_split
+
+    vocabulary = TagVocabulary.build(entities_split("train", sizes={"train": 200}))
+    config = tt.TransformerConfig.preset(
+        "tiny", vocab_size=vocabulary.vocab_size, num_encoder_layers=1, position="shaw"
+    )
+    model = TransformerTagger(config, num_tags=vocabulary.num_tags)
+    export_module(Tagger(model, vocabulary), str(tmp_path / "tagger"))
+    texts = ["Anna Morgan joined Acme Inc. in Lyon .", "In Paris , Bob met May"]
+    out = tf.saved_model.load(str(tmp_path / "tagger" / "1")).signatures["serving_default"](
+        text=tf.constant(texts)
+    )
+    expected = [
+        {"tokens": [t.decode() for t in tokens], "tags": [t.decode() for t in tags], "length": int(n)}
+        for tokens, tags, n in zip(out["tokens"].numpy(), out["tags"].numpy(), out["length"].numpy())
+    ]
+    with running_server(tmp_path / "tagger", "tagger") as running:
+        assert running["rest"].predict(texts) == expected
+        assert running["rest"].predict(texts, columnar=True) == expected
+        assert running["grpc"].predict(texts) == expected
+    assert expected[1]["tokens"][:6] == ["In", "Paris", ",", "Bob", "met", "May"]
+    assert expected[1]["length"] == 6 and expected[1]["tags"][6:] == ["", ""]
 
 
 @pytest.fixture(scope="module")
