@@ -152,12 +152,33 @@ assert equivariant and not still
 # - **A fixed maximum length**: learned positions exist only up to `max_length`, and inputs are
 #   cut there (the export truncates to the model's `max_length` tokens). Planned answers: fixed
 #   segments and Transformer-XL's segment-level memory.
-# - **No direction or relative position**: the sinusoidal signal is absolute; relative position
-#   attention (Shaw et al.) and TENER's direction-aware attention are planned.
+# - **No direction or relative position**: the sinusoidal signal is absolute, and the dot product
+#   of two encodings depends on the distance but not on its sign (shown below), so attention
+#   cannot tell the word before "Inc." from the word after it by position alone. The package's
+#   answer: `position="shaw"` (Shaw et al.'s relative position attention) and `position="tener"`
+#   (TENER's direction-aware attention), shown in the next cell.
 # - **O(n^2) time and memory**: every position attends to every other, so the attention weights
 #   alone take h x n^2 numbers. Measured below; Linformer (linear in n) is planned.
 # - **No recurrence, no conditional computation**: every token gets the same fixed depth; the
 #   Universal Transformer with adaptive computation time answers that (planned).
+
+# %%
+# The dot product of absolute encodings is symmetric in the offset: +k and -k look the same.
+table = ops.convert_to_numpy(L.sinusoid(np.arange(64), 64))
+for k in (1, 4, 9):
+    print(f"PE_30 . PE_{30 + k} = {table[30] @ table[30 + k]:.4f},  PE_30 . PE_{30 - k} = "
+          f"{table[30] @ table[30 - k]:.4f}")
+# TENER scores the same query and key differently to the left and to the right, and, like Shaw's
+# attention, only the offset matters: every diagonal of its score matrix is constant.
+tener = L.TenerAttention(2)
+tener.build((None, None, 16))
+query = np.repeat(rng.normal(size=(1, 2, 1, 8)).astype("float32"), 12, axis=2)
+key = np.repeat(rng.normal(size=(1, 2, 1, 8)).astype("float32"), 12, axis=2)
+scores = ops.convert_to_numpy(tener.compute_scores(query, key))[0, 0]
+for k in (1, 4):
+    print(f"TENER score at offset +{k}: {scores[5, 5 + k]:.3f}, at -{k}: {scores[5, 5 - k]:.3f}")
+assert all(abs(scores[5, 5 + k] - scores[5, 5 - k]) > 1e-3 for k in (1, 4))
+assert np.allclose(np.diagonal(scores, 2), scores[0, 2], atol=1e-5)
 
 # %%
 layer = L.MultiHeadAttention(4, 64)
