@@ -30,6 +30,7 @@ VARIANTS = [
     {"score": "cosine"},
     {"position": "shaw", "max_relative_distance": 3},
     {"position": "tener"},
+    {"linformer_length": 8},
 ]
 
 

@@ -112,6 +112,9 @@ CASES = {
     **{f"attention_{s}": lambda s=s: _case_attention(s) for s in L.SCORE_FUNCTIONS},
     "multi_head_attention": _case_mha,
     "shaw_attention": lambda: _case_self_attention(L.ShawRelativeAttention(2, max_distance=2)),
+    "linformer_attention": lambda: _case_encoder(
+        L.LinformerAttention(2, max_length=6, projected_length=3, share_projection=True)
+    ),
     "tener_attention": lambda: _case_self_attention(L.TenerAttention(2, scale=True)),
     "token_embedding": lambda: _case_single(
         L.TokenEmbedding(20, 8), RNG.integers(0, 20, size=(2, 5)), "int32"
@@ -129,6 +132,7 @@ CASES = {
     ),
     "transformer_shaw": lambda: _case_transformer(position="shaw", relative_values=False),
     "transformer_tener": lambda: _case_transformer(position="tener", norm_first=True),
+    "transformer_linformer": lambda: _case_transformer(linformer_length=4),
     "tagger_tener": lambda: _case_tagger(position="tener"),
     "tagger_learned": lambda: _case_tagger(position="learned"),
 }

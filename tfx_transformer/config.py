@@ -62,6 +62,9 @@ class TransformerConfig(JsonDataclass):
     clipped to `max_relative_distance`, in the keys and, with `relative_values`, the values) or
     "tener" (TENER's direction-aware sinusoidal encoding, un-scaled scores).
 
+    `linformer_length` (k) projects the encoder self-attention's keys and values along the
+    sequence to k rows (Linformer); the decoder's causal self-attention stays full.
+
     Token ids: `pad_id` (0, masked everywhere), `start_id` (fed first to the decoder) and
     `end_id` (ends a decoded sequence).
     """
@@ -83,6 +86,8 @@ class TransformerConfig(JsonDataclass):
     layer_norm_epsilon: float = 1e-6
     max_relative_distance: int = 16
     relative_values: bool = True
+    linformer_length: int | None = None  # k: Linformer encoder self-attention; None: full
+    linformer_share_projection: bool = False
     pad_id: int = 0
     start_id: int = 2
     end_id: int = 3
@@ -101,6 +106,15 @@ class TransformerConfig(JsonDataclass):
             check_rate("attention_dropout", self.attention_dropout)
         check_choice("position", self.position, POSITION_KINDS)
         check_choice("score", self.score, SCORE_FUNCTIONS)
+        if self.linformer_length is not None:
+            check_positive_int("linformer_length", self.linformer_length)
+            if self.is_relative:
+                raise ValueError(
+                    "Linformer attention takes absolute positions (sinusoidal or learned). "
+                    f"Received: position={self.position!r}"
+                )
+            if self.score not in ("scaled_dot", "dot"):
+                raise ValueError(f"Linformer attention takes a dot score. Received: score={self.score!r}")
         for name in ("pad_id", "start_id", "end_id"):
             value = getattr(self, name)
             if not isinstance(value, int) or not 0 <= value < self.vocab_size:
@@ -133,6 +147,9 @@ class TransformerConfig(JsonDataclass):
             relative_attention=self.position if self.is_relative else None,
             max_relative_distance=self.max_relative_distance,
             relative_values=self.relative_values,
+            linformer_length=self.linformer_length,
+            linformer_max_length=self.max_length if self.linformer_length else None,
+            linformer_share_projection=self.linformer_share_projection,
         )
 
     @property

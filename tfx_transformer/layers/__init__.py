@@ -4,6 +4,7 @@ from tfx_transformer.layers.attention import SCORE_FUNCTIONS, Attention, MultiHe
 from tfx_transformer.layers.decoder import Decoder, DecoderBlock
 from tfx_transformer.layers.encoder import Encoder, EncoderBlock
 from tfx_transformer.layers.feed_forward import PositionwiseFeedForward
+from tfx_transformer.layers.linformer import LinformerAttention
 from tfx_transformer.layers.masks import (
     PAD_ID,
     causal_mask,

@@ -4,6 +4,7 @@ import keras
 
 from tfx_transformer.layers.attention import SCORE_FUNCTIONS, MultiHeadAttention
 from tfx_transformer.layers.feed_forward import PositionwiseFeedForward
+from tfx_transformer.layers.linformer import LinformerAttention
 from tfx_transformer.layers.relative import RELATIVE_ATTENTION, relative_attention_layer
 from tfx_transformer.layers.validation import check_choice, check_positive_int, check_rate
 
@@ -17,6 +18,9 @@ class TransformerBlockBase(keras.layers.Layer):
     `relative_attention` ("shaw" or "tener", see `tfx_transformer.layers.relative`) makes the
     self-attention position-aware; cross-attention stays content-only (a distance between a
     source and a target position means nothing).
+
+    `linformer_length` (k) makes non-causal self-attention (the encoder's) Linformer attention
+    over sequences of up to `linformer_max_length`; causal self-attention stays full.
     """
 
     def __init__(
@@ -33,6 +37,9 @@ class TransformerBlockBase(keras.layers.Layer):
         relative_attention=None,
         max_relative_distance=16,
         relative_values=True,
+        linformer_length=None,
+        linformer_max_length=None,
+        linformer_share_projection=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -46,6 +53,11 @@ class TransformerBlockBase(keras.layers.Layer):
         if relative_attention is not None:
             check_choice("relative_attention", relative_attention, RELATIVE_ATTENTION)
         check_positive_int("max_relative_distance", max_relative_distance)
+        if linformer_length is not None:
+            check_positive_int("linformer_length", linformer_length)
+            check_positive_int("linformer_max_length", linformer_max_length)
+            if relative_attention is not None:
+                raise ValueError("Linformer attention does not combine with relative positions.")
         self.d_model = d_model
         self.num_heads = num_heads
         self.d_ff = d_ff
@@ -58,8 +70,11 @@ class TransformerBlockBase(keras.layers.Layer):
         self.relative_attention = relative_attention
         self.max_relative_distance = max_relative_distance
         self.relative_values = relative_values
+        self.linformer_length = linformer_length
+        self.linformer_max_length = linformer_max_length
+        self.linformer_share_projection = linformer_share_projection
 
-    def _attention_layer(self, name, self_attention=False):
+    def _attention_layer(self, name, self_attention=False, causal=True):
         kwargs = dict(
             d_model=self.d_model,
             score=self.score,
@@ -67,6 +82,14 @@ class TransformerBlockBase(keras.layers.Layer):
             dtype=self.dtype_policy,
             name=name,
         )
+        if self_attention and not causal and self.linformer_length is not None:
+            return LinformerAttention(
+                self.num_heads,
+                max_length=self.linformer_max_length,
+                projected_length=self.linformer_length,
+                share_projection=self.linformer_share_projection,
+                **kwargs,
+            )
         if self_attention and self.relative_attention is not None:
             return relative_attention_layer(
                 self.relative_attention,
@@ -130,6 +153,9 @@ class TransformerBlockBase(keras.layers.Layer):
                 "relative_attention": self.relative_attention,
                 "max_relative_distance": self.max_relative_distance,
                 "relative_values": self.relative_values,
+                "linformer_length": self.linformer_length,
+                "linformer_max_length": self.linformer_max_length,
+                "linformer_share_projection": self.linformer_share_projection,
             }
         )
         return config

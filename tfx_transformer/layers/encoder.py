@@ -18,7 +18,7 @@ class EncoderBlock(TransformerBlockBase):
     def build(self, x_shape):
         self._build_sublayer(
             "self_attention",
-            self._attention_layer("self_attention", self_attention=True),
+            self._attention_layer("self_attention", self_attention=True, causal=False),
             x_shape,
             x_shape,
         )
