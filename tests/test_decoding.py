@@ -53,7 +53,8 @@ def test_greedy_equals_a_plain_python_loop_over_full_passes(rng):
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"position": "learned"}, {"norm_first": True}, {"position": "shaw"}, {"position": "tener"}],
+    [{}, {"position": "learned"}, {"norm_first": True}, {"position": "shaw"}, {"position": "tener"},
+     {"position": "transformer_xl"}],
 )
 def test_cached_decoding_equals_recomputing_the_decoder(overrides, rng):
     model = make_model(**overrides)

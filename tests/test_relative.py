@@ -13,6 +13,7 @@ from tfx_transformer.layers import (
     ShawRelativeAttention,
     SinusoidalPositionEncoding,
     TenerAttention,
+    TransformerXLAttention,
     causal_mask,
     sinusoid,
 )
@@ -81,9 +82,43 @@ def tener_reference(layer, x):
     return numpy_output(layer, context)
 
 
+def xl_reference(layer, x, memory_length=0):
+    """Transformer-XL (Dai et al. 2019), equation (5) with W_R R_{i-j}; the first
+    `memory_length` rows of x are memory: keys and values only, queries start after them."""
+    q, k, v = numpy_heads(layer, x)
+    q = q[:, memory_length:]
+    u = ops.convert_to_numpy(layer.content_bias)
+    w = ops.convert_to_numpy(layer.position_bias)
+    w_r = ops.convert_to_numpy(layer.position_dense.kernel)  # (d_model, h, d_head)
+    heads, queries, d = q.shape
+    keys = k.shape[1]
+    inverse_frequency = 10000.0 ** (-(np.arange(D_MODEL) // 2 * 2) / D_MODEL)
+    context = np.zeros_like(q)
+    for h in range(heads):
+        scores = np.zeros((queries, keys))
+        for t in range(queries):
+            i = t + memory_length
+            for j in range(keys):
+                angles = (i - j) * inverse_frequency
+                r = np.where(np.arange(D_MODEL) % 2 == 0, np.sin(angles), np.cos(angles)) @ w_r[:, h]
+                scores[t, j] = ((q[h, t] + u[h]) @ k[h, j] + (q[h, t] + w[h]) @ r) / np.sqrt(d)
+        context[h] = softmax(scores) @ v[h]
+    return numpy_output(layer, context)
+
+
+def randomize_biases(layer, rng):
+    """Zero-initialized biases would hide a mistake in their terms."""
+    for name in ("content_bias", "position_bias"):
+        if hasattr(layer, name):
+            bias = getattr(layer, name)
+            bias.assign(rng.normal(size=tuple(bias.shape)).astype("float32"))
+    return layer
+
+
 LAYERS = {
     "shaw": (lambda: ShawRelativeAttention(HEADS, max_distance=3), shaw_reference),
     "tener": (lambda: TenerAttention(HEADS), tener_reference),
+    "transformer_xl": (lambda: TransformerXLAttention(HEADS), xl_reference),
 }
 
 
@@ -92,6 +127,8 @@ def test_relative_attention_equals_the_papers_equations(kind, rng):
     make, reference = LAYERS[kind]
     layer = make()
     x = rng.normal(size=(2, 7, D_MODEL)).astype("float32")
+    layer(x)
+    randomize_biases(layer, rng)
     output = ops.convert_to_numpy(layer(x))
     for row in range(2):
         np.testing.assert_allclose(output[row], reference(layer, x[row]), atol=1e-4)
@@ -103,6 +140,7 @@ def test_relative_attention_equals_the_papers_equations(kind, rng):
         (ShawRelativeAttention, {"num_heads": HEADS, "max_distance": 4, "dropout": 0.1}),
         (ShawRelativeAttention, {"num_heads": HEADS, "use_values": False}),
         (TenerAttention, {"num_heads": HEADS, "scale": True, "dropout": 0.1}),
+        (TransformerXLAttention, {"num_heads": HEADS, "dropout": 0.1}),
     ],
 )
 def test_relative_layers_round_trip(layer_class, kwargs, rng):
@@ -125,7 +163,7 @@ def shifted_outputs(layer, rng, shift=3):
     return plain, shifted
 
 
-@pytest.mark.parametrize("kind", ["shaw", "tener"])
+@pytest.mark.parametrize("kind", ["shaw", "tener", "transformer_xl"])
 def test_shifting_every_position_leaves_the_encoder_unchanged(kind, rng):
     encoder = Encoder(2, d_model=D_MODEL, num_heads=HEADS, d_ff=32, relative_attention=kind)
     plain, shifted = shifted_outputs(encoder, rng)
@@ -153,7 +191,7 @@ def scores_by_distance(layer, rng):
     return ops.convert_to_numpy(layer.compute_scores(queries, keys))[0, 0]
 
 
-@pytest.mark.parametrize("kind", ["shaw", "tener"])
+@pytest.mark.parametrize("kind", ["shaw", "tener", "transformer_xl"])
 def test_scores_tell_left_from_right_and_depend_only_on_the_offset(kind, rng):
     layer = LAYERS[kind][0]()
     scores = scores_by_distance(layer, rng)
@@ -163,6 +201,23 @@ def test_scores_tell_left_from_right_and_depend_only_on_the_offset(kind, rng):
         np.testing.assert_allclose(along, along[0], atol=1e-5)
         # ... and offsets +k and -k give different ones
         assert abs(scores[5, 5 + k] - scores[5, 5 - k]) > 1e-3
+
+
+def test_transformer_xl_queries_after_a_memory_see_the_true_distances(rng):
+    layer = TransformerXLAttention(HEADS)
+    x = rng.normal(size=(1, 9, D_MODEL)).astype("float32")
+    layer(x)
+    randomize_biases(layer, rng)
+    memory, current = x[:, :4], x[:, 4:]
+    keys_values = np.concatenate([memory, current], axis=1)
+    mask = ops.convert_to_numpy(causal_mask(5, 9, query_offset=4))
+    output = layer(current, keys_values, attention_mask=mask, query_offset=4)
+    expected_all = ops.convert_to_numpy(layer(x, attention_mask=causal_mask(9)))
+    np.testing.assert_allclose(ops.convert_to_numpy(output)[0], expected_all[0, 4:], atol=1e-5)
+    unmasked = layer(current, keys_values, query_offset=4)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(unmasked)[0], xl_reference(layer, x[0], memory_length=4), atol=1e-4
+    )
 
 
 def test_absolute_sinusoids_cannot_tell_left_from_right():
@@ -183,7 +238,7 @@ def test_shaw_clips_distances_beyond_max_distance(rng):
     assert abs(scores[0, 2] - scores[0, 3]) > 1e-4  # within the window distances differ
 
 
-@pytest.mark.parametrize("kind", ["shaw", "tener"])
+@pytest.mark.parametrize("kind", ["shaw", "tener", "transformer_xl"])
 def test_cached_decoding_equals_the_full_pass(kind, rng):
     decoder = Decoder(2, d_model=D_MODEL, num_heads=HEADS, d_ff=32, relative_attention=kind)
     x = rng.normal(size=(2, 6, D_MODEL)).astype("float32")

@@ -25,5 +25,6 @@ from tfx_transformer.layers.relative import (
     RELATIVE_ATTENTION,
     ShawRelativeAttention,
     TenerAttention,
+    TransformerXLAttention,
     relative_distances,
 )

@@ -163,6 +163,10 @@ class MultiHeadAttention(keras.layers.Layer):
           whole cache (mask the positions not yet written), and the updated cache is returned.
         - Without it (cross-attention while decoding): the cached keys and values (see
           `project_key_value`) are used as they are and `key`/`value` are ignored.
+      query_offset: the key position of the first query (keys start at 0), for position-aware
+        subclasses: the cache index while decoding (implied by `cache_update_index`), or the
+        length of a memory prepended to the keys (Transformer-XL). Content-only attention
+        ignores it.
       return_attention_scores: also return the weights [B, h, T, S] (float32).
 
     Returns the output [B, T, d_model], then the weights when asked, then the cache when one was
@@ -244,6 +248,7 @@ class MultiHeadAttention(keras.layers.Layer):
         attention_mask=None,
         cache=None,
         cache_update_index=None,
+        query_offset=None,
         return_attention_scores=False,
         training=None,
     ):
@@ -268,7 +273,10 @@ class MultiHeadAttention(keras.layers.Layer):
             cache = (keys, values)
         if attention_mask is not None:
             attention_mask = ops.expand_dims(attention_mask, axis=1)  # (B, 1, T, S): every head
-        query_offset = 0 if cache_update_index is None else cache_update_index
+        if cache_update_index is not None:
+            query_offset = cache_update_index
+        elif query_offset is None:
+            query_offset = 0
         context, weights = self._attend(
             queries, keys, values, attention_mask, query_offset, training
         )  # (B, h, T, d_head), (B, h, T, S)

@@ -1,4 +1,5 @@
-"""Self-attention that sees relative positions: Shaw et al. (2018) and TENER (Yan et al., 2019).
+"""Self-attention that sees relative positions: Shaw et al. (2018), TENER (Yan et al., 2019) and
+Transformer-XL (Dai et al., 2019).
 
 A model with these layers adds no absolute position to its embeddings: the attention scores
 themselves depend on the signed distance between query and key, so shifting every position by the
@@ -20,7 +21,7 @@ from tfx_transformer.layers.attention import MultiHeadAttention, masked_softmax
 from tfx_transformer.layers.position import sinusoid
 from tfx_transformer.layers.validation import check_positive_int
 
-RELATIVE_ATTENTION = ("shaw", "tener")
+RELATIVE_ATTENTION = ("shaw", "tener", "transformer_xl")
 
 
 def relative_distances(query_length, key_length, query_offset=0):
@@ -158,8 +159,70 @@ class TenerAttention(MultiHeadAttention):
         return config
 
 
+@keras.saving.register_keras_serializable(package="tfx_transformer")
+class TransformerXLAttention(MultiHeadAttention):
+    """Multi-head self-attention with Transformer-XL's relative position encoding.
+
+    A_ij = (q_i + u) . k_j + (q_i + v) . W_R R_{i-j}, scaled by 1/sqrt(d_head)  (Dai et al. eq. 5
+    with TF's u, v per head). R_{i-j} is the sinusoid of the query-minus-key distance at d_model
+    features, projected per head by W_R. Queries may start after a memory (`query_offset`): the
+    distances to memory keys are then the true ones, which is what lets a segment reuse the
+    previous segment's states.
+
+    The position term is computed once per distinct distance (T + S - 1 of them), [B, h, T,
+    T + S - 1], then gathered into [B, h, T, S]: Transformer-XL's "relative shift" as an index.
+    """
+
+    def __init__(self, num_heads, max_wavelength=10000.0, **kwargs):
+        kwargs.pop("score", None)
+        super().__init__(num_heads, score="scaled_dot", **kwargs)
+        self.max_wavelength = max_wavelength
+
+    def build(self, query_shape, value_shape=None, key_shape=None):
+        super().build(query_shape, value_shape, key_shape)
+        self.position_dense = keras.layers.EinsumDense(
+            "ld,dhk->lhk",
+            output_shape=(self.num_heads, self.head_size),
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name="position",
+        )  # W_R
+        self.position_dense.build((None, self._d_model))
+        bias_shape = (self.num_heads, self.head_size)
+        self.content_bias = self.add_weight(name="content_bias", shape=bias_shape, initializer="zeros")
+        self.position_bias = self.add_weight(name="position_bias", shape=bias_shape, initializer="zeros")
+
+    def compute_scores(self, queries, keys, query_offset=0):
+        """float32 [B, h, T, S] logits before masking."""
+        query_length, key_length = ops.shape(queries)[2], ops.shape(keys)[2]
+        # Every distance i - j that occurs, smallest first: index (i - j) - smallest.
+        smallest = query_offset - key_length + 1
+        distances = ops.arange(query_length + key_length - 1) + smallest
+        encoding = sinusoid(distances, self._d_model, self.max_wavelength, self.compute_dtype)
+        projected = self.position_dense(encoding)  # (L, h, d_head)
+        content_bias = ops.cast(self.content_bias, queries.dtype)[None, :, None, :]
+        position_bias = ops.cast(self.position_bias, queries.dtype)[None, :, None, :]
+        content = ops.einsum("bhtd,bhsd->bhts", queries + content_bias, keys)
+        by_distance = ops.einsum("bhtd,lhd->bhtl", queries + position_bias, projected)
+        index = -relative_distances(query_length, key_length) + key_length - 1  # (T, S): i - j - smallest
+        index = ops.broadcast_to(index[None, None], ops.shape(content))
+        position = ops.take_along_axis(by_distance, index, axis=-1)
+        scores = (content + position) * ops.cast(1.0 / math.sqrt(self.head_size), content.dtype)
+        return ops.cast(scores, "float32")
+
+    def _attend(self, queries, keys, values, attention_mask, query_offset, training):
+        weights = masked_softmax(self.compute_scores(queries, keys, query_offset), attention_mask)
+        dropped = ops.cast(self.attention.weights_dropout(weights, training=training), values.dtype)
+        return ops.matmul(dropped, values), weights
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"max_wavelength": self.max_wavelength})
+        return config
+
+
 def relative_attention_layer(kind, num_heads, max_distance=16, use_values=True, **kwargs):
-    """The self-attention layer for `kind` ("shaw" or "tener"), with MultiHeadAttention's kwargs."""
+    """The self-attention layer for `kind` (see RELATIVE_ATTENTION), with MultiHeadAttention's kwargs."""
     kwargs.pop("score", None)
     if kind == "shaw":
         return ShawRelativeAttention(
@@ -167,4 +230,6 @@ def relative_attention_layer(kind, num_heads, max_distance=16, use_values=True, 
         )
     if kind == "tener":
         return TenerAttention(num_heads, **kwargs)
+    if kind == "transformer_xl":
+        return TransformerXLAttention(num_heads, **kwargs)
     raise ValueError(f"relative attention must be one of {RELATIVE_ATTENTION}. Received: {kind!r}")
