@@ -55,12 +55,16 @@ class JsonDataclass:
 
 @dataclasses.dataclass
 class TransformerConfig(JsonDataclass):
-    """Hyperparameters of `tfx_transformer.Transformer`; the defaults are the paper's base model.
+    """Hyperparameters of the package's models; the defaults are the paper's base Transformer.
 
     `position`: "sinusoidal" or "learned" absolute positions added to the embeddings, or
     relative positions inside every self-attention: "shaw" (learned embeddings of the distance
-    clipped to `max_relative_distance`, in the keys and, with `relative_values`, the values) or
-    "tener" (TENER's direction-aware sinusoidal encoding, un-scaled scores).
+    clipped to `max_relative_distance`, in the keys and, with `relative_values`, the values),
+    "tener" (TENER's direction-aware sinusoidal encoding, un-scaled scores) or "transformer_xl"
+    (Transformer-XL's encoding of the distance, projected per head, with u and v biases).
+
+    `memory_length` (TransformerLM only): Transformer-XL's memory, the number of earlier
+    positions whose layer inputs each segment attends to; it needs relative positions.
 
     `linformer_length` (k) projects the encoder self-attention's keys and values along the
     sequence to k rows (Linformer); the decoder's causal self-attention stays full.
@@ -88,6 +92,7 @@ class TransformerConfig(JsonDataclass):
     relative_values: bool = True
     linformer_length: int | None = None  # k: Linformer encoder self-attention; None: full
     linformer_share_projection: bool = False
+    memory_length: int = 0  # TransformerLM: Transformer-XL memory (earlier positions kept per layer)
     pad_id: int = 0
     start_id: int = 2
     end_id: int = 3
@@ -106,6 +111,10 @@ class TransformerConfig(JsonDataclass):
             check_rate("attention_dropout", self.attention_dropout)
         check_choice("position", self.position, POSITION_KINDS)
         check_choice("score", self.score, SCORE_FUNCTIONS)
+        if not isinstance(self.memory_length, int) or self.memory_length < 0:
+            raise ValueError(
+                f"`memory_length` must be a non-negative integer. Received: {self.memory_length!r}"
+            )
         if self.linformer_length is not None:
             check_positive_int("linformer_length", self.linformer_length)
             if self.is_relative:

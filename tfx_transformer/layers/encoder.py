@@ -1,6 +1,7 @@
 """The encoder: self-attention and a feed-forward network per block, N blocks in a stack."""
 
 import keras
+from keras import ops
 
 from tfx_transformer.layers.block import TransformerBlockBase, TransformerStackBase
 
@@ -11,7 +12,11 @@ class EncoderBlock(TransformerBlockBase):
 
     Call arguments:
       x: [B, S, d_model].
-      attention_mask: bool broadcastable to [B, S, S], True = may attend (padding: [B, 1, S]).
+      attention_mask: bool broadcastable to [B, S, S], True = may attend (padding: [B, 1, S]);
+        with a memory, to [B, S, M + S].
+      memory: [B, M, d_model], this block's inputs at M earlier positions (Transformer-XL's
+        memory): prepended to the keys and values, never queried. Pass `query_offset=M` so that
+        relative attention sees the true distances.
       return_attention_scores: also return the self-attention weights [B, h, S, S].
     """
 
@@ -25,11 +30,26 @@ class EncoderBlock(TransformerBlockBase):
         self._build_sublayer("feed_forward", self._feed_forward_layer(), x_shape)
         self.built = True
 
-    def call(self, x, attention_mask=None, return_attention_scores=False, training=None):
+    def call(
+        self,
+        x,
+        attention_mask=None,
+        memory=None,
+        query_offset=None,
+        return_attention_scores=False,
+        training=None,
+    ):
         def attend(h):
+            keys_values = None
+            if memory is not None:
+                # The memory holds block inputs; under pre-LN the keys see them normalized too.
+                remembered = self.self_attention_norm(memory) if self.norm_first else memory
+                keys_values = ops.concatenate([ops.cast(remembered, h.dtype), h], axis=1)
             return self.self_attention(
                 h,
+                keys_values,
                 attention_mask=attention_mask,
+                query_offset=query_offset,
                 return_attention_scores=True,
                 training=training,
             )
@@ -50,8 +70,12 @@ class EncoderBlock(TransformerBlockBase):
 class Encoder(TransformerStackBase):
     """`num_layers` EncoderBlocks over already embedded inputs [B, S, d_model].
 
-    Returns [B, S, d_model], and with `return_attention_scores` the list of each block's
-    self-attention weights.
+    With a causal `attention_mask` it is a decoder-only stack (`TransformerLM`); `memory` holds
+    one [B, M, d_model] tensor per block (see `EncoderBlock`).
+
+    Returns [B, S, d_model]; with `return_attention_scores` also the list of each block's
+    self-attention weights; with `return_block_inputs` also the list of each block's input (what
+    the next segment's memory is made of).
     """
 
     block_class = EncoderBlock
@@ -63,13 +87,33 @@ class Encoder(TransformerStackBase):
             self.final_norm.build(x_shape)
         self.built = True
 
-    def call(self, x, attention_mask=None, return_attention_scores=False, training=None):
-        all_weights = []
-        for block in self.blocks:
+    def call(
+        self,
+        x,
+        attention_mask=None,
+        memory=None,
+        query_offset=None,
+        return_attention_scores=False,
+        return_block_inputs=False,
+        training=None,
+    ):
+        all_weights, block_inputs = [], []
+        for i, block in enumerate(self.blocks):
+            block_inputs.append(x)
             x, weights = block(
-                x, attention_mask=attention_mask, return_attention_scores=True, training=training
+                x,
+                attention_mask=attention_mask,
+                memory=None if memory is None else memory[i],
+                query_offset=query_offset,
+                return_attention_scores=True,
+                training=training,
             )
             all_weights.append(weights)
         if self.final_norm is not None:
             x = self.final_norm(x)
-        return (x, all_weights) if return_attention_scores else x
+        outputs = (x,)
+        if return_attention_scores:
+            outputs += (all_weights,)
+        if return_block_inputs:
+            outputs += (block_inputs,)
+        return outputs[0] if len(outputs) == 1 else outputs
