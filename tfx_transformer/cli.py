@@ -24,11 +24,14 @@ def build_parser():
     # Defaults are None here so that --config values apply unless a flag is given.
     add("--output", help=f"run folder (default {defaults.output})")
     add("--task", choices=list(TASKS), help="translation (default): the encoder-decoder "
-        "Transformer; tagging: the encoder with a tag per token (e.g. named entities)")
+        "Transformer; tagging: the encoder with a tag per token (e.g. named entities); lm: a "
+        "decoder-only language model over segments of max_length tokens (Transformer-XL memory "
+        "with --set memory_length=M --set position=transformer_xl)")
     add("--preset", choices=sorted(PRESETS), help=f"model size (default {defaults.preset})")
     add("--data", help="translation: builtin:numbers[:en-fr], tsv:PATH, parallel:SRC,TGT or "
         "tfds:NAME (default builtin:numbers); tagging: builtin:entities or conll:PATH (token and "
-        "tag per line, blank line between sentences; default builtin:entities)")
+        "tag per line, blank line between sentences; default builtin:entities); lm: "
+        "builtin:counting or text:PATH (default builtin:counting)")
     add("--valid-data", help="validation data spec (default: the spec's own validation split, "
         "or pairs held out of --data)")
     add("--test-data", help="test data spec, scored at the end (the built-in sets have their own)")
@@ -48,7 +51,7 @@ def build_parser():
     add("--warmup-steps", type=int, help=f"learning-rate warm-up (default {defaults.warmup_steps})")
     add("--learning-rate-scale", type=float,
         help=f"multiplies the paper's schedule (default {defaults.learning_rate_scale})")
-    add("--label-smoothing", type=float, help=f"(default {defaults.label_smoothing})")
+    add("--label-smoothing", type=float, help="(default 0.1; lm: 0)")
     add("--clipnorm", type=float, help="clip each gradient to this norm")
     add("--strategy", choices=["auto", "default", "mirrored", "multiworker"],
         help="tf.distribute strategy (default auto: multiworker with TF_CONFIG, mirrored on "
@@ -59,7 +62,8 @@ def build_parser():
     add("--seed", type=int, help=f"(default {defaults.seed})")
     add("--eval-every", type=int, help="steps between evaluations (default: every epoch)")
     add("--eval-examples", type=int, help="validation pairs decoded; validation sentences held "
-        f"out of --data when no other says (default {defaults.eval_examples})")
+        "out of --data when no other says; lm: validation and test segments scored "
+        f"(default {defaults.eval_examples})")
     add("--beam-size", type=int, help=f"translation: beam size (default {defaults.beam_size})")
     add("--length-penalty", type=float, help=f"translation: GNMT alpha (default {defaults.length_penalty})")
     add("--checkpoint-every", type=int, help=f"steps between checkpoints (default {defaults.checkpoint_every})")

@@ -19,6 +19,18 @@ from tfx_transformer.layers import Encoder, TokenEmbedding, causal_mask, padding
 from tfx_transformer.model import ConfiguredModel, embed_tokens, position_layer
 
 
+def check_lm_config(config):
+    """Refuses the settings a language model cannot use, before anything is built."""
+    if config.memory_length and not config.is_relative:
+        raise ValueError(
+            "A Transformer-XL memory needs relative positions (position='transformer_xl', "
+            f"'shaw' or 'tener'): absolute ones restart at every segment. Received: "
+            f"position={config.position!r}"
+        )
+    if config.linformer_length is not None:
+        raise ValueError("Linformer attention is not causal; a language model cannot use it.")
+
+
 @keras.saving.register_keras_serializable(package="tfx_transformer")
 class TransformerLM(ConfiguredModel):
     """Causal self-attention blocks (`num_decoder_layers` of them) and a tied output projection.
@@ -34,14 +46,7 @@ class TransformerLM(ConfiguredModel):
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)
         config = self.model_config
-        if config.memory_length and not config.is_relative:
-            raise ValueError(
-                "A Transformer-XL memory needs relative positions (position='transformer_xl', "
-                f"'shaw' or 'tener'): absolute ones restart at every segment. Received: "
-                f"position={config.position!r}"
-            )
-        if config.linformer_length is not None:
-            raise ValueError("Linformer attention is not causal; a language model cannot use it.")
+        check_lm_config(config)
         self.token_embedding = TokenEmbedding(
             config.vocab_size, config.d_model, dtype=self.dtype_policy, name="token_embedding"
         )

@@ -10,10 +10,12 @@ import abc
 
 from tfx_transformer.config import TransformerConfig
 
-TASKS = ("translation", "tagging")
-DEFAULT_DATA = {"translation": "builtin:numbers", "tagging": "builtin:entities"}
+TASKS = ("translation", "tagging", "lm")
+DEFAULT_DATA = {"translation": "builtin:numbers", "tagging": "builtin:entities", "lm": "builtin:counting"}
 # Enough for the built-in sets to be learned well by the default preset (a few minutes each).
-DEFAULT_EPOCHS = {"translation": 6, "tagging": 20}
+DEFAULT_EPOCHS = {"translation": 6, "tagging": 20, "lm": 6}
+# Label smoothing helps translation and tagging; a language model is judged by its perplexity.
+DEFAULT_LABEL_SMOOTHING = {"translation": 0.1, "tagging": 0.1, "lm": 0.0}
 
 
 class Task(abc.ABC):
@@ -81,7 +83,7 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def export(self, model):
-        """Writes DIR/export/<version>/ and returns its path."""
+        """Writes DIR/export/<version>/ and returns its path (None: the task has no export)."""
 
     @abc.abstractmethod
     def report(self, results):
@@ -89,6 +91,10 @@ class Task(abc.ABC):
 
 
 def make_task(options, paths):
+    if options.task == "lm":
+        from tfx_transformer.lm_task import LanguageModelTask
+
+        return LanguageModelTask(options, paths)
     if options.task == "tagging":
         from tfx_transformer.tagging_task import TaggingTask
 

@@ -21,7 +21,13 @@ from tfx_transformer.files import atomic_path, write_json_atomic
 from tfx_transformer.losses import smoothed_token_losses, token_accuracy_counts
 from tfx_transformer.optimization import make_optimizer
 from tfx_transformer.reporting import log, restart_clock
-from tfx_transformer.task import DEFAULT_DATA, DEFAULT_EPOCHS, TASKS, make_task
+from tfx_transformer.task import (
+    DEFAULT_DATA,
+    DEFAULT_EPOCHS,
+    DEFAULT_LABEL_SMOOTHING,
+    TASKS,
+    make_task,
+)
 
 MIXED_PRECISION = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 # Options that may change when a run is resumed; every other one must match the saved run.
@@ -47,7 +53,7 @@ class TrainOptions(JsonDataclass):
     model: dict = dataclasses.field(default_factory=dict)  # TransformerConfig overrides
     warmup_steps: int = 400
     learning_rate_scale: float = 1.0
-    label_smoothing: float = 0.1
+    label_smoothing: float | None = None  # None: the task's default
     clipnorm: float | None = None
     strategy: str = "auto"
     cpu_devices: int = 0
@@ -72,6 +78,10 @@ class TrainOptions(JsonDataclass):
             self.data = DEFAULT_DATA[self.task]
         if self.epochs is None:
             self.epochs = DEFAULT_EPOCHS[self.task]
+        if self.label_smoothing is None:
+            self.label_smoothing = DEFAULT_LABEL_SMOOTHING[self.task]
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"--label-smoothing must be in [0, 1). Received: {self.label_smoothing!r}")
         if not 0.0 <= self.word_dropout < 1.0:
             raise ValueError(f"--word-dropout must be in [0, 1). Received: {self.word_dropout!r}")
         if self.preset not in PRESETS:
@@ -444,8 +454,10 @@ def run(options, strategy=None):
     with atomic_path(paths.model) as temporary:
         trainer.model.save(temporary)
     if options.export:
-        results["export"] = task.export(trainer.model)
-        log(f"exported {results['export']}")
+        exported = task.export(trainer.model)
+        if exported:
+            results["export"] = exported
+            log(f"exported {exported}")
     results["seconds"] = time.time() - started
     write_json_atomic(paths.metrics, results)
     for writer in writers.values():

@@ -1,0 +1,129 @@
+"""`--task lm`: a `TransformerLM` on long text in fixed segments, vanilla or Transformer-XL.
+
+The segment length is the config's `max_length`; `--set memory_length=M` (with relative
+positions, e.g. `--set position=transformer_xl`) trains XL mode: each training segment attends to
+the layer states of the M tokens before it (rebuilt without gradient from those tokens), and
+evaluation carries the memory from segment to segment through the whole text. Validation
+perplexity is per segment (vanilla) or with memory (XL); the test text is scored every way that
+applies (per segment, sliding window, with memory), each with its time.
+"""
+
+from tfx_transformer import lm_data, lm_evaluation
+from tfx_transformer.data import DataError
+from tfx_transformer.lm import TransformerLM, check_lm_config
+from tfx_transformer.reporting import log
+from tfx_transformer.task import Task
+from tfx_transformer.text import Tokenizer
+
+
+class LanguageModelTask(Task):
+    name = "lm"
+
+    def __init__(self, options, paths):
+        super().__init__(options, paths)
+        settings = self.model_config(vocab_size=1000)  # the vocabulary is not known yet
+        check_lm_config(settings)
+        self.memory_length = settings.memory_length
+        self.batch_arity = 3 if self.memory_length else 2  # ([context,] inputs, labels)
+
+    def load_texts(self):
+        options = self.options
+        train = lm_data.load_text_spec(options.data, "train", options.seed)
+        builtin = options.data.startswith("builtin:")
+        if options.valid_data:
+            valid = lm_data.load_text_spec(options.valid_data, "validation", options.seed)
+        elif builtin:
+            valid = lm_data.load_text_spec(options.data, "validation", options.seed)
+        else:
+            train, valid = lm_data.split_off_tail(train)
+        test = None
+        if options.test_data:
+            test = lm_data.load_text_spec(options.test_data, "test", options.seed)
+        elif builtin:
+            test = lm_data.load_text_spec(options.data, "test", options.seed)
+        return train, valid, test
+
+    def prepare(self):
+        options = self.options
+        train, valid, test = self.load_texts()
+        if options.resume:
+            self.tokenizer = Tokenizer.load(self.paths.tokenizer)
+        else:
+            self.tokenizer = Tokenizer.train(train.lines, options.vocab_size, seed=options.seed)
+        model_config = self.model_config(self.tokenizer.vocab_size)
+        self.segment_length = model_config.max_length
+        # Evaluation cost grows with the text (the sliding window: one pass per token), so the
+        # held-out streams are cut to --eval-examples segments.
+        limit = options.eval_examples * self.segment_length + 1
+        self.train_stream = lm_data.token_stream(self.tokenizer, train)
+        self.valid_stream = lm_data.token_stream(self.tokenizer, valid)[:limit]
+        self.test_stream = None if test is None else lm_data.token_stream(self.tokenizer, test)[:limit]
+        if len(self.train_stream) < 2 or len(self.valid_stream) < 2:
+            raise DataError("The training and validation texts need at least two tokens each.")
+        log(f"train: {len(self.train_stream)} tokens from {train.origin}")
+        log(f"validation: {len(self.valid_stream)} tokens from {valid.origin}")
+        if self.test_stream is not None:
+            log(f"test: {len(self.test_stream)} tokens from {test.origin}")
+        mode = f"Transformer-XL, memory {self.memory_length}" if self.memory_length else "vanilla"
+        log(f"segments of {self.segment_length} tokens, {mode}")
+        return model_config
+
+    def describe_vocabulary(self):
+        return f"tokenizer: {self.tokenizer.vocab_size} pieces"
+
+    def save_vocabulary(self):
+        self.tokenizer.save(self.paths.tokenizer)
+
+    @property
+    def train_examples(self):
+        return -(-(len(self.train_stream) - 1) // self.segment_length)
+
+    def train_batches(self, seed, pad_multiple=1):
+        return lm_data.segment_batches(
+            self.train_stream, self.segment_length, self.memory_length, self.options.batch_tokens, seed
+        )
+
+    def valid_batches(self):
+        batches, _ = lm_data.segment_batches(
+            self.valid_stream, self.segment_length, self.memory_length, self.options.batch_tokens
+        )
+        return batches
+
+    def build_model(self, model_config):
+        return TransformerLM(model_config)
+
+    def model_inputs(self, features):
+        if self.memory_length:
+            context, inputs = features
+            return {"context_ids": context, "token_ids": inputs}
+        return features[0]
+
+    def _procedure(self):
+        return "with_memory" if self.memory_length else "per_segment"
+
+    def evaluate(self, model):
+        result = lm_evaluation.PROCEDURES[self._procedure()](model, self.valid_stream)
+        return {"perplexity": result["perplexity"]}
+
+    def describe_metrics(self, metrics):
+        return f"perplexity {metrics['perplexity']:.3f} ({self._procedure().replace('_', ' ')})"
+
+    def test_metrics(self, model):
+        if self.test_stream is None:
+            return {}
+        names = ["per_segment", "sliding_window"] + (["with_memory"] if self.memory_length else [])
+        results = {"test_tokens": len(self.test_stream) - 1}
+        for name in names:
+            result = lm_evaluation.PROCEDURES[name](model, self.test_stream)
+            results[f"test_perplexity_{name}"] = result["perplexity"]
+            results[f"test_seconds_{name}"] = result["seconds"]
+            log(f"test perplexity {name.replace('_', ' ')}: {result['perplexity']:.3f} "
+                f"({result['seconds']:.1f} s)")
+        return results
+
+    def export(self, model):
+        log("no SavedModel export for --task lm: model.keras is the trained model")
+        return None
+
+    def report(self, results):
+        return self.describe_metrics(results)
