@@ -150,15 +150,19 @@ assert equivariant and not still
 # 存在问题
 #
 # - **A fixed maximum length**: learned positions exist only up to `max_length`, and inputs are
-#   cut there (the export truncates to the model's `max_length` tokens). Planned answers: fixed
-#   segments and Transformer-XL's segment-level memory.
+#   cut there (the export truncates to the model's `max_length` tokens). Answers in the package:
+#   `TransformerLM` over fixed segments (vanilla: each on its own, scored per segment or by a
+#   sliding window) and with Transformer-XL's segment-level memory (`memory_length`,
+#   `position="transformer_xl"`); `python train.py --task lm` and `benchmarks/long_context.py`.
 # - **No direction or relative position**: the sinusoidal signal is absolute, and the dot product
 #   of two encodings depends on the distance but not on its sign (shown below), so attention
 #   cannot tell the word before "Inc." from the word after it by position alone. The package's
 #   answer: `position="shaw"` (Shaw et al.'s relative position attention) and `position="tener"`
 #   (TENER's direction-aware attention), shown in the next cell.
 # - **O(n^2) time and memory**: every position attends to every other, so the attention weights
-#   alone take h x n^2 numbers. Measured below; Linformer (linear in n) is planned.
+#   alone take h x n^2 numbers. Measured below; `LinformerAttention` (`linformer_length=k` in the
+#   config) projects keys and values to k rows and is linear in n
+#   (`benchmarks/linformer_scaling.py`).
 # - **No recurrence, no conditional computation**: every token gets the same fixed depth; the
 #   Universal Transformer with adaptive computation time answers that (planned).
 

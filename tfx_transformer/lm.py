@@ -15,8 +15,8 @@ per segment, sliding window, and with memory.
 import keras
 from keras import ops
 
-from tfx_transformer.layers import Encoder, TokenEmbedding, causal_mask, padding_mask
-from tfx_transformer.model import ConfiguredModel, embed_tokens, position_layer
+from tfx_transformer.layers import causal_mask, padding_mask
+from tfx_transformer.model import SingleStackModel
 
 
 def check_lm_config(config):
@@ -32,7 +32,7 @@ def check_lm_config(config):
 
 
 @keras.saving.register_keras_serializable(package="tfx_transformer")
-class TransformerLM(ConfiguredModel):
+class TransformerLM(SingleStackModel):
     """Causal self-attention blocks (`num_decoder_layers` of them) and a tied output projection.
 
     `lm(token_ids [B, T])` -> float32 logits [B, T, V] for the token after each position.
@@ -44,28 +44,9 @@ class TransformerLM(ConfiguredModel):
     """
 
     def __init__(self, config=None, **kwargs):
-        super().__init__(config, **kwargs)
-        config = self.model_config
-        check_lm_config(config)
-        self.token_embedding = TokenEmbedding(
-            config.vocab_size, config.d_model, dtype=self.dtype_policy, name="token_embedding"
-        )
-        self.positions = position_layer(config, "positions", self.dtype_policy)
-        self.embedding_dropout = keras.layers.Dropout(
-            config.dropout, dtype=self.dtype_policy, name="embedding_dropout"
-        )
-        self.stack = Encoder(
-            config.num_decoder_layers, **config.block_kwargs(), dtype=self.dtype_policy, name="decoder"
-        )
+        super().__init__(config, num_layers_field="num_decoder_layers", stack_name="decoder", **kwargs)
+        check_lm_config(self.model_config)
         self.build()
-
-    def build(self, input_shape=None):
-        hidden_shape = (None, None, self.model_config.d_model)
-        self.token_embedding.build((None, None))
-        if self.positions is not None:
-            self.positions.build(hidden_shape)
-        self.stack.build(hidden_shape)
-        self.built = True
 
     @property
     def memory_length(self):
@@ -96,9 +77,7 @@ class TransformerLM(ConfiguredModel):
         config = self.model_config
         length = ops.shape(token_ids)[1]
         real = padding_mask(token_ids, config.pad_id)  # (B, T)
-        x = embed_tokens(
-            self.token_embedding, self.positions, self.embedding_dropout, token_ids, 0, training
-        )
+        x = self.embed(token_ids, training)
         if memory is None or not self.memory_length:
             mask = ops.logical_and(causal_mask(length), ops.expand_dims(real, 1))  # (B, T, T)
             x, _ = self.stack(x, attention_mask=mask, return_block_inputs=True, training=training)

@@ -26,26 +26,9 @@ class LanguageModelTask(Task):
         self.memory_length = settings.memory_length
         self.batch_arity = 3 if self.memory_length else 2  # ([context,] inputs, labels)
 
-    def load_texts(self):
-        options = self.options
-        train = lm_data.load_text_spec(options.data, "train", options.seed)
-        builtin = options.data.startswith("builtin:")
-        if options.valid_data:
-            valid = lm_data.load_text_spec(options.valid_data, "validation", options.seed)
-        elif builtin:
-            valid = lm_data.load_text_spec(options.data, "validation", options.seed)
-        else:
-            train, valid = lm_data.split_off_tail(train)
-        test = None
-        if options.test_data:
-            test = lm_data.load_text_spec(options.test_data, "test", options.seed)
-        elif builtin:
-            test = lm_data.load_text_spec(options.data, "test", options.seed)
-        return train, valid, test
-
     def prepare(self):
         options = self.options
-        train, valid, test = self.load_texts()
+        train, valid, test = self.load_splits(lm_data.load_text_spec, lm_data.split_off_tail)
         if options.resume:
             self.tokenizer = Tokenizer.load(self.paths.tokenizer)
         else:

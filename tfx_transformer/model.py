@@ -71,6 +71,41 @@ class ConfiguredModel(keras.Model):
         return cls(model_config, **config)
 
 
+class SingleStackModel(ConfiguredModel):
+    """Token embedding (+ absolute positions), dropout and one stack of self-attention blocks:
+    what the tagger (an encoder) and the language model (causal blocks) share."""
+
+    def __init__(self, config=None, num_layers_field="num_encoder_layers", stack_name="encoder", **kwargs):
+        super().__init__(config, **kwargs)
+        config = self.model_config
+        self.token_embedding = TokenEmbedding(
+            config.vocab_size, config.d_model, dtype=self.dtype_policy, name="token_embedding"
+        )
+        self.positions = position_layer(config, "positions", self.dtype_policy)
+        self.embedding_dropout = keras.layers.Dropout(
+            config.dropout, dtype=self.dtype_policy, name="embedding_dropout"
+        )
+        self.stack = Encoder(
+            getattr(config, num_layers_field),
+            **config.block_kwargs(),
+            dtype=self.dtype_policy,
+            name=stack_name,
+        )
+
+    def build(self, input_shape=None):
+        hidden_shape = (None, None, self.model_config.d_model)
+        self.token_embedding.build((None, None))
+        if self.positions is not None:
+            self.positions.build(hidden_shape)
+        self.stack.build(hidden_shape)
+        self.built = True
+
+    def embed(self, token_ids, training=None):
+        return embed_tokens(
+            self.token_embedding, self.positions, self.embedding_dropout, token_ids, 0, training
+        )
+
+
 @keras.saving.register_keras_serializable(package="tfx_transformer")
 class Transformer(ConfiguredModel):
     """Encoder-decoder Transformer.

@@ -3,13 +3,13 @@
 import keras
 from keras import ops
 
-from tfx_transformer.layers import Encoder, TokenEmbedding, key_padding_mask
+from tfx_transformer.layers import key_padding_mask
 from tfx_transformer.layers.validation import check_positive_int
-from tfx_transformer.model import ConfiguredModel, embed_tokens, position_layer
+from tfx_transformer.model import SingleStackModel
 
 
 @keras.saving.register_keras_serializable(package="tfx_transformer")
-class TransformerTagger(ConfiguredModel):
+class TransformerTagger(SingleStackModel):
     """Encoder + per-token softmax over `num_tags` tags.
 
     `tagger(token_ids [B, S] int)` -> float32 logits [B, S, num_tags]. Token id 0 is padding and
@@ -25,38 +25,20 @@ class TransformerTagger(ConfiguredModel):
                 f"`num_tags` counts the padding tag 0 too; it must be >= 2. Received: {num_tags}"
             )
         super().__init__(config, **kwargs)
-        config = self.model_config
         self.num_tags = num_tags
-        self.token_embedding = TokenEmbedding(
-            config.vocab_size, config.d_model, dtype=self.dtype_policy, name="token_embedding"
-        )
-        self.positions = position_layer(config, "positions", self.dtype_policy)
-        self.embedding_dropout = keras.layers.Dropout(
-            config.dropout, dtype=self.dtype_policy, name="embedding_dropout"
-        )
-        self.encoder = Encoder(
-            config.num_encoder_layers, **config.block_kwargs(), dtype=self.dtype_policy, name="encoder"
-        )
         self.classifier = keras.layers.Dense(num_tags, dtype=self.dtype_policy, name="classifier")
         self.build()
 
     def build(self, input_shape=None):
-        hidden_shape = (None, None, self.model_config.d_model)
-        self.token_embedding.build((None, None))
-        if self.positions is not None:
-            self.positions.build(hidden_shape)
-        self.encoder.build(hidden_shape)
-        self.classifier.build(hidden_shape)
-        self.built = True
+        super().build(input_shape)
+        self.classifier.build((None, None, self.model_config.d_model))
 
     def call(self, token_ids, training=None, return_attention_scores=False):
         if isinstance(token_ids, dict):
             token_ids = token_ids["token_ids"]
         mask = key_padding_mask(token_ids, self.model_config.pad_id)  # (B, 1, S)
-        x = embed_tokens(
-            self.token_embedding, self.positions, self.embedding_dropout, token_ids, 0, training
-        )
-        encoded = self.encoder(
+        x = self.embed(token_ids, training)
+        encoded = self.stack(
             x, attention_mask=mask, return_attention_scores=return_attention_scores, training=training
         )
         if return_attention_scores:

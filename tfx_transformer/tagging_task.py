@@ -22,26 +22,12 @@ class TaggingTask(Task):
 
     # Data and vocabulary ----------------------------------------------------------------------
 
-    def load_datasets(self):
-        options = self.options
-        train = tagging_data.load_tagging_spec(options.data, "train", options.seed)
-        builtin = options.data.startswith("builtin:")
-        if options.valid_data:
-            valid = tagging_data.load_tagging_spec(options.valid_data, "validation", options.seed)
-        elif builtin:
-            valid = tagging_data.load_tagging_spec(options.data, "validation", options.seed)
-        else:
-            train, valid = tagging_data.split_off_sentences(train, options.eval_examples, options.seed)
-        test = None
-        if options.test_data:
-            test = tagging_data.load_tagging_spec(options.test_data, "test", options.seed)
-        elif builtin:
-            test = tagging_data.load_tagging_spec(options.data, "test", options.seed)
-        return train, valid, test
-
     def prepare(self):
         options = self.options
-        self.train_text, self.valid_text, self.test_text = self.load_datasets()
+        self.train_text, self.valid_text, self.test_text = self.load_splits(
+            tagging_data.load_tagging_spec,
+            lambda train: tagging_data.split_off_sentences(train, options.eval_examples, options.seed),
+        )
         if options.resume:
             self.vocabulary = tagging_data.TagVocabulary.load(self.paths.tokenizer)
         else:

@@ -26,6 +26,29 @@ class Task(abc.ABC):
         self.options = options
         self.paths = paths
 
+    def load_splits(self, load, split_off):
+        """(train, validation, test or None) from --data, --valid-data and --test-data.
+
+        `load(spec, split, seed)` reads a spec; a built-in (or tfds) spec has its own validation
+        split, a built-in one its test split too; otherwise `split_off(train)` returns
+        (train, validation) held out of the training data.
+        """
+        options = self.options
+        kind = options.data.split(":")[0]
+        train = load(options.data, "train", options.seed)
+        if options.valid_data:
+            valid = load(options.valid_data, "validation", options.seed)
+        elif kind in ("builtin", "tfds"):
+            valid = load(options.data, "validation", options.seed)
+        else:
+            train, valid = split_off(train)
+        test = None
+        if options.test_data:
+            test = load(options.test_data, "test", options.seed)
+        elif kind == "builtin":
+            test = load(options.data, "test", options.seed)
+        return train, valid, test
+
     def model_config(self, vocab_size):
         options = self.options
         return TransformerConfig.preset(

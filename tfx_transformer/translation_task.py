@@ -23,27 +23,12 @@ class TranslationTask(Task):
 
     # Data and vocabulary ----------------------------------------------------------------------
 
-    def load_datasets(self):
-        """(train, validation, test or None) ParallelText, read and checked before any training."""
-        options = self.options
-        train = data_lib.load_spec(options.data, "train", options.seed)
-        builtin_or_tfds = options.data.split(":")[0] in ("builtin", "tfds")
-        if options.valid_data:
-            valid = data_lib.load_spec(options.valid_data, "validation", options.seed)
-        elif builtin_or_tfds:
-            valid = data_lib.load_spec(options.data, "validation", options.seed)
-        else:
-            train, valid = data_lib.split_off(train, options.eval_examples, options.seed)
-        test = None
-        if options.test_data:
-            test = data_lib.load_spec(options.test_data, "test", options.seed)
-        elif options.data.startswith("builtin:"):
-            test = data_lib.load_spec(options.data, "test", options.seed)
-        return train, valid, test
-
     def prepare(self):
         options = self.options
-        self.train_text, self.valid_text, self.test_text = self.load_datasets()
+        self.train_text, self.valid_text, self.test_text = self.load_splits(
+            data_lib.load_spec,
+            lambda train: data_lib.split_off(train, options.eval_examples, options.seed),
+        )
         if options.resume:
             self.tokenizer = Tokenizer.load(self.paths.tokenizer)
         else:

@@ -31,8 +31,24 @@ def relative_distances(query_length, key_length, query_offset=0):
     return ops.expand_dims(key_positions, 0) - ops.expand_dims(query_positions, 1)
 
 
+class RelativeAttention(MultiHeadAttention):
+    """What the relative attentions share: position-aware `compute_scores(queries, keys,
+    query_offset)` -> float32 [B, h, T, S], then softmax, dropout and the weighted values (plus
+    `value_term(weights, ...)`, for Shaw's relative values)."""
+
+    def value_term(self, weights, query_length, key_length, query_offset):
+        return None
+
+    def _attend(self, queries, keys, values, attention_mask, query_offset, training):
+        weights = masked_softmax(self.compute_scores(queries, keys, query_offset), attention_mask)
+        dropped = ops.cast(self.attention.weights_dropout(weights, training=training), values.dtype)
+        context = ops.matmul(dropped, values)
+        extra = self.value_term(dropped, ops.shape(queries)[2], ops.shape(keys)[2], query_offset)
+        return (context if extra is None else context + extra), weights
+
+
 @keras.saving.register_keras_serializable(package="tfx_transformer")
-class ShawRelativeAttention(MultiHeadAttention):
+class ShawRelativeAttention(RelativeAttention):
     """Multi-head self-attention with Shaw et al.'s relative position representations.
 
     e_ij = q_i . (k_j + a^K_ij) / sqrt(d_head);  z_i = sum_j softmax(e)_ij (v_j + a^V_ij)
@@ -81,16 +97,13 @@ class ShawRelativeAttention(MultiHeadAttention):
         )
         return ops.cast(scores, "float32")
 
-    def _attend(self, queries, keys, values, attention_mask, query_offset, training):
-        weights = masked_softmax(self.compute_scores(queries, keys, query_offset), attention_mask)
-        dropped = ops.cast(self.attention.weights_dropout(weights, training=training), values.dtype)
-        context = ops.matmul(dropped, values)
-        if self.relative_values is not None:
-            relative_values = self.relative_embeddings(
-                self.relative_values, ops.shape(queries)[2], ops.shape(keys)[2], query_offset
-            )
-            context = context + ops.einsum("bhts,tsd->bhtd", dropped, relative_values)
-        return context, weights
+    def value_term(self, weights, query_length, key_length, query_offset):
+        if self.relative_values is None:
+            return None
+        relative_values = self.relative_embeddings(
+            self.relative_values, query_length, key_length, query_offset
+        )
+        return ops.einsum("bhts,tsd->bhtd", weights, relative_values)
 
     def get_config(self):
         config = super().get_config()
@@ -99,7 +112,7 @@ class ShawRelativeAttention(MultiHeadAttention):
 
 
 @keras.saving.register_keras_serializable(package="tfx_transformer")
-class TenerAttention(MultiHeadAttention):
+class TenerAttention(RelativeAttention):
     """Multi-head self-attention with TENER's direction- and distance-aware relative encoding.
 
     A_tj = q_t . k_j + q_t . R_{t-j} + u . k_j + v . R_{t-j}  (TENER, eq. 14-17)
@@ -148,10 +161,6 @@ class TenerAttention(MultiHeadAttention):
             scores = scores / math.sqrt(self.head_size)
         return scores
 
-    def _attend(self, queries, keys, values, attention_mask, query_offset, training):
-        weights = masked_softmax(self.compute_scores(queries, keys, query_offset), attention_mask)
-        dropped = ops.cast(self.attention.weights_dropout(weights, training=training), values.dtype)
-        return ops.matmul(dropped, values), weights
 
     def get_config(self):
         config = super().get_config()
@@ -160,7 +169,7 @@ class TenerAttention(MultiHeadAttention):
 
 
 @keras.saving.register_keras_serializable(package="tfx_transformer")
-class TransformerXLAttention(MultiHeadAttention):
+class TransformerXLAttention(RelativeAttention):
     """Multi-head self-attention with Transformer-XL's relative position encoding.
 
     A_ij = (q_i + u) . k_j + (q_i + v) . W_R R_{i-j}, scaled by 1/sqrt(d_head)  (Dai et al. eq. 5
@@ -210,10 +219,6 @@ class TransformerXLAttention(MultiHeadAttention):
         scores = (content + position) * ops.cast(1.0 / math.sqrt(self.head_size), content.dtype)
         return ops.cast(scores, "float32")
 
-    def _attend(self, queries, keys, values, attention_mask, query_offset, training):
-        weights = masked_softmax(self.compute_scores(queries, keys, query_offset), attention_mask)
-        dropped = ops.cast(self.attention.weights_dropout(weights, training=training), values.dtype)
-        return ops.matmul(dropped, values), weights
 
     def get_config(self):
         config = super().get_config()
