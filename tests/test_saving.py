@@ -107,6 +107,14 @@ def _case_tagger(**overrides):
     return TransformerTagger(config, num_tags=5), {"token_ids": token_ids}
 
 
+def _case_lm(**overrides):
+    config = tt.TransformerConfig.preset("tiny", vocab_size=40, max_length=6, **overrides)
+    inputs = {"token_ids": RNG.integers(1, 40, size=(2, 6))}
+    if config.memory_length:
+        inputs["context_ids"] = RNG.integers(1, 40, size=(2, 6))
+    return tt.TransformerLM(config), inputs
+
+
 BLOCK = dict(d_model=8, num_heads=2, d_ff=16)
 CASES = {
     **{f"attention_{s}": lambda s=s: _case_attention(s) for s in L.SCORE_FUNCTIONS},
@@ -115,6 +123,7 @@ CASES = {
     "linformer_attention": lambda: _case_encoder(
         L.LinformerAttention(2, max_length=6, projected_length=3, share_projection=True)
     ),
+    "transformer_xl_attention": lambda: _case_self_attention(L.TransformerXLAttention(2)),
     "tener_attention": lambda: _case_self_attention(L.TenerAttention(2, scale=True)),
     "token_embedding": lambda: _case_single(
         L.TokenEmbedding(20, 8), RNG.integers(0, 20, size=(2, 5)), "int32"
@@ -135,6 +144,8 @@ CASES = {
     "transformer_linformer": lambda: _case_transformer(linformer_length=4),
     "tagger_tener": lambda: _case_tagger(position="tener"),
     "tagger_learned": lambda: _case_tagger(position="learned"),
+    "lm_vanilla": lambda: _case_lm(),
+    "lm_transformer_xl": lambda: _case_lm(position="transformer_xl", memory_length=6, norm_first=True),
 }
 
 LOADER = textwrap.dedent(
