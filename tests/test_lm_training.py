@@ -1,6 +1,8 @@
 """`--task lm`: long text, segment batches, and `python train.py --task lm` end to end."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -86,6 +88,11 @@ def test_lm_run_writes_metrics_for_its_mode(mode, tmp_path):
     assert "done: 8 steps" in result.stdout
     config = json.loads((output / "config.json").read_text())
     assert config["options"]["label_smoothing"] == 0.0
+    exported = subprocess.run(
+        [sys.executable, "-m", "tfx_transformer.export", "--run", str(output)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert exported.returncode == 2 and "has no serving export" in exported.stderr
 
 
 @pytest.mark.slow

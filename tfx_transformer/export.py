@@ -197,6 +197,7 @@ def export_run(run_dir, model=None, tokenizer=None, beam_size=4, length_penalty=
     import keras
 
     import tfx_transformer  # noqa: F401  (registers the classes model.keras needs)
+    from tfx_transformer.model import Transformer
     from tfx_transformer.tagger import TransformerTagger
     from tfx_transformer.tagging_data import TagVocabulary
     from tfx_transformer.text import Tokenizer
@@ -207,6 +208,10 @@ def export_run(run_dir, model=None, tokenizer=None, beam_size=4, length_penalty=
             raise FileNotFoundError(f"{model_path} does not exist: train first (python train.py).")
         model = keras.models.load_model(model_path)
     export_root = os.path.join(run_dir, "export")
+    if not isinstance(model, (Transformer, TransformerTagger)):
+        raise ValueError(
+            f"{type(model).__name__} has no serving export; export a translation or tagging run."
+        )
     if isinstance(model, TransformerTagger):
         vocabulary = tokenizer or TagVocabulary.load(os.path.join(run_dir, "tokenizer"))
         return export_module(Tagger(model, vocabulary), export_root)
