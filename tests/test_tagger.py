@@ -36,6 +36,21 @@ def test_padding_does_not_change_real_positions_and_is_never_tagged(position, rn
     assert (tags[:, 6:] == 0).all() and (tags[:, :6] > 0).all()
 
 
+@pytest.mark.parametrize("position", ["sinusoidal", "tener"])
+def test_the_tagger_is_the_transformers_encoder_and_a_dense_layer(position, rng):
+    config = tt.TransformerConfig.preset("tiny", vocab_size=VOCAB, position=position)
+    model = TransformerTagger(config, num_tags=TAGS)
+    translator = tt.Transformer(config)
+    translator.source_embedding.set_weights(model.token_embedding.get_weights())
+    translator.encoder.set_weights(model.stack.get_weights())
+    ids = rng.integers(1, VOCAB, size=(2, 7))
+    ids[1, 4:] = 0
+    encoded, _ = translator.encode(ids)
+    kernel, bias = model.classifier.get_weights()
+    expected = ops.convert_to_numpy(encoded) @ kernel + bias
+    np.testing.assert_allclose(ops.convert_to_numpy(model(ids)), expected, atol=1e-5)
+
+
 def test_config_round_trip_and_errors(rng):
     model = tagger(position="tener")
     clone = TransformerTagger.from_config(model.get_config())
