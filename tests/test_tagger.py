@@ -138,7 +138,7 @@ def test_export_tags_text_in_a_fresh_process_like_python(position, tmp_path):
     version = export_module(Tagger(model, vocabulary), str(tmp_path / "export"))
     texts = [
         "Anna Morgan joined Acme Inc. in Paris on the fifth of May .",
-        "Zyx  unseenword\tLyon",
+        "Zyx  <pad>\tLyon",
         "",
         "   ",
     ]
@@ -151,7 +151,7 @@ def test_export_tags_text_in_a_fresh_process_like_python(position, tmp_path):
     reply = json.loads(result.stdout.strip().splitlines()[-1])
     assert reply["loaded"] == []
     width = 13
-    assert reply["tokens"][1][:3] == ["Zyx", "unseenword", "Lyon"]
+    assert reply["tokens"][1][:3] == ["Zyx", "<pad>", "Lyon"]  # a word, even if it reads <pad>
     assert all(len(row) == width for row in reply["tokens"] + reply["tags"])
     cut = 8 if position == "learned" else None  # only learned positions stop at max_length
     for text, tags, length in zip(texts, reply["tags"], reply["length"]):

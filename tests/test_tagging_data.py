@@ -130,6 +130,8 @@ def test_vocabulary_round_trips_and_maps_unknown_words(tmp_path):
     again = TagVocabulary.load(tmp_path)
     assert again.words == vocabulary.words and again.tags == vocabulary.tags
     assert TagVocabulary.build(small_text(), max_words=4).words == ["<pad>", "<unk>", "a", "b"]
+    odd = TaggedText([["<unk>", "<pad>", "a"]], [["O", "O", "O"]])
+    assert TagVocabulary.build(odd).words == ["<pad>", "<unk>", "a"]  # no duplicate specials
     with pytest.raises(DataError, match=r"tags \['B-Z'\] do not occur"):
         vocabulary.encode_tags(["B-Z"], "valid.conll")
 

@@ -146,7 +146,9 @@ class Tagger(tf.Module):
         tokens = tf.strings.split(repair_utf8(text)).to_tensor("")  # (B, W)
         width = tf.shape(tokens)[1]
         kept = tokens if self.max_length is None else tokens[:, : self.max_length]
-        ids = tf.where(kept == "", 0, tf.cast(self.lookup(kept), tf.int32))
+        ids = tf.cast(self.lookup(kept), tf.int32)
+        # Only the padding of the dense batch is padding: a text's own "<pad>" is an unknown word.
+        ids = tf.where(kept == "", 0, tf.where(ids == 0, 1, ids))
         # A batch of empty texts still gets one (padding) position to run on.
         ids = tf.pad(ids, [[0, 0], [0, tf.maximum(0, 1 - tf.shape(ids)[1])]])
         tag_ids = self._tag_ids(ids)[:, : tf.shape(kept)[1]]

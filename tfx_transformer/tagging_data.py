@@ -244,7 +244,8 @@ class TagVocabulary:
         counts = {}
         for sentence in data.tokens:
             for word in sentence:
-                counts[word] = counts.get(word, 0) + 1
+                if word not in (PAD, UNK):  # a text's own "<unk>" is simply unknown
+                    counts[word] = counts.get(word, 0) + 1
         words = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
         if max_words is not None:
             words = words[: max(0, max_words - 2)]
@@ -260,7 +261,8 @@ class TagVocabulary:
         return len(self.tags)
 
     def encode_words(self, tokens):
-        return [self.word_ids.get(w, UNK_ID) for w in tokens]
+        """Word ids; unknown words, and a text's own "<pad>", are <unk>."""
+        return [self.word_ids.get(w, UNK_ID) or UNK_ID for w in tokens]
 
     def encode_tags(self, tags, origin=""):
         unknown = sorted(set(tags) - set(self.tag_ids))
