@@ -202,3 +202,22 @@ def test_sigkill_then_resume_continues_to_the_same_total(tmp_path):
 def test_resume_needs_a_run_and_the_same_options(tmp_path):
     result = train(["--output", str(tmp_path / "none"), "--resume", *TINY], check=False)
     assert result.returncode == 2 and "no run to resume" in result.stderr
+
+
+def test_options_take_the_tasks_defaults_and_refuse_bad_values():
+    from tfx_transformer.training import TrainOptions
+
+    defaults = {task: TrainOptions(task=task) for task in ("translation", "tagging", "lm")}
+    assert [defaults[t].data for t in defaults] == ["builtin:numbers", "builtin:entities", "builtin:counting"]
+    assert [defaults[t].epochs for t in defaults] == [6, 20, 6]
+    assert [defaults[t].label_smoothing for t in defaults] == [0.1, 0.1, 0.0]
+    assert TrainOptions(task="lm", label_smoothing=0.2, epochs=2).label_smoothing == 0.2
+    for values, message in [
+        ({"task": "summarize"}, "--task must be one of"),
+        ({"model": {"vocab_size": 100}}, "--vocab-size instead"),
+        ({"word_dropout": 1.0}, "--word-dropout"),
+        ({"label_smoothing": -0.1}, "--label-smoothing"),
+        ({"model": {"position": "rope"}}, "position"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            TrainOptions.from_dict(values)

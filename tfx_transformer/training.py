@@ -104,6 +104,11 @@ class TrainOptions(JsonDataclass):
             raise ValueError(
                 f"--strategy must be one of {distribute.STRATEGIES}. Received: {self.strategy!r}"
             )
+        if "vocab_size" in self.model:
+            raise ValueError(
+                "The vocabulary size comes from the tokenizer trained on the data; bound it with "
+                "--vocab-size instead of --set vocab_size."
+            )
         TransformerConfig.preset(self.preset, **self.model_overrides())  # fails early on bad fields
 
     def model_overrides(self):
