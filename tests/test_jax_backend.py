@@ -76,6 +76,15 @@ JAX_SCRIPT = textwrap.dedent(
     )
     tags = np.asarray(jax.jit(tagger.predict_tags)(src))
     assert ((tags > 0) == (src > 0)).all()
+    lm = tt.TransformerLM(tt.TransformerConfig.preset(
+        "tiny", vocab_size=50, max_length=8, position="transformer_xl", memory_length=8))
+    stream = np.random.default_rng(1).integers(4, 50, size=(2, 16))
+    step = jax.jit(lambda ids, memory: lm.step(ids, memory))
+    first, memory = step(stream[:, :8], lm.empty_memory(2))
+    second, _ = step(stream[:, 8:], memory)
+    np.testing.assert_allclose(np.asarray(second), np.asarray(lm(stream))[:, 8:], atol=1e-4)
+    linformer = L.LinformerAttention(2, max_length=8, projected_length=3)
+    assert linformer(x, attention_mask=np.ones((2, 1, 5), bool)).shape == x.shape
     keras.config.set_dtype_policy("mixed_bfloat16")
     mixed = tt.Transformer(tt.TransformerConfig.preset("tiny", vocab_size=50))
     assert str(mixed(inputs).dtype) == "float32"

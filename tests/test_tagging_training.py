@@ -101,3 +101,21 @@ def test_tagging_validation_tags_unknown_to_training_are_a_data_error(tmp_path):
     assert "data error" in result.stderr and "B-LOC" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "task, extra",
+    [
+        ("tagging", []),
+        ("lm", ["--set", "position=transformer_xl", "--set", "memory_length=8", "--set", "max_length=8"]),
+    ],
+)
+def test_tagging_and_lm_train_under_mirrored_strategy(task, extra, tmp_path):
+    # Two replicas on two logical CPUs; tagging batches hold 2 arrays, XL batches 3.
+    result = train(
+        ["--task", task, "--output", str(tmp_path / "out"), "--strategy", "mirrored",
+         "--cpu-devices", "2", "--steps", "4", "--no-export", "--eval-examples", "8", *TINY, *extra]
+    )
+    assert "MirroredStrategy" in result.stdout and "2 replica(s)" in result.stdout
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["steps"] == 4
