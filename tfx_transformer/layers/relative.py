@@ -179,7 +179,8 @@ class TransformerXLAttention(RelativeAttention):
     previous segment's states.
 
     The position term is computed once per distinct distance (T + S - 1 of them), [B, h, T,
-    T + S - 1], then gathered into [B, h, T, S]: Transformer-XL's "relative shift" as an index.
+    T + S - 1], then moved into [B, h, T, S] by Transformer-XL's "relative shift" (a pad and two
+    reshapes, see `relative_shift`).
     """
 
     def __init__(self, num_heads, max_wavelength=10000.0, **kwargs):
@@ -204,26 +205,42 @@ class TransformerXLAttention(RelativeAttention):
     def compute_scores(self, queries, keys, query_offset=0):
         """float32 [B, h, T, S] logits before masking."""
         query_length, key_length = ops.shape(queries)[2], ops.shape(keys)[2]
-        # Every distance i - j that occurs, smallest first: index (i - j) - smallest.
-        smallest = query_offset - key_length + 1
-        distances = ops.arange(query_length + key_length - 1) + smallest
+        # Every distance i - j that occurs, largest first: column l holds (largest - l).
+        largest = query_offset + query_length - 1
+        distances = largest - ops.arange(query_length + key_length - 1)
         encoding = sinusoid(distances, self._d_model, self.max_wavelength, self.compute_dtype)
-        projected = self.position_dense(encoding)  # (L, h, d_head)
+        projected = self.position_dense(encoding)  # (L, h, d_head): W_R R
         content_bias = ops.cast(self.content_bias, queries.dtype)[None, :, None, :]
         position_bias = ops.cast(self.position_bias, queries.dtype)[None, :, None, :]
-        content = ops.einsum("bhtd,bhsd->bhts", queries + content_bias, keys)
-        by_distance = ops.einsum("bhtd,lhd->bhtl", queries + position_bias, projected)
-        index = -relative_distances(query_length, key_length) + key_length - 1  # (T, S): i - j - smallest
-        index = ops.broadcast_to(index[None, None], ops.shape(content))
-        position = ops.take_along_axis(by_distance, index, axis=-1)
+        content = ops.matmul(queries + content_bias, ops.swapaxes(keys, -1, -2))
+        by_distance = ops.matmul(
+            queries + position_bias, ops.transpose(projected, (1, 2, 0))[None]
+        )  # (B, h, T, L)
+        position = relative_shift(by_distance, query_length, key_length)
         scores = (content + position) * ops.cast(1.0 / math.sqrt(self.head_size), content.dtype)
         return ops.cast(scores, "float32")
-
 
     def get_config(self):
         config = super().get_config()
         config.update({"max_wavelength": self.max_wavelength})
         return config
+
+
+def relative_shift(by_distance, query_length, key_length):
+    """[B, h, T, T + S - 1] scores per distance (column l: distance i - j = largest - l) ->
+    [B, h, T, S] scores per key.
+
+    Query i needs columns T - 1 - i + j, j = 0 .. S - 1: a window that moves one column left per
+    row. With one padding column the rows are T + S long; flattened, row i's window then starts
+    at (T - 1) + i (T + S - 1), so dropping the first T - 1 values and cutting rows of T + S - 1
+    lines every window up at column 0 (Dai et al.'s trick, exact also for T = 1).
+    """
+    batch, heads = ops.shape(by_distance)[0], ops.shape(by_distance)[1]
+    width = query_length + key_length - 1
+    padded = ops.pad(by_distance, [[0, 0], [0, 0], [0, 0], [0, 1]])  # (B, h, T, T + S)
+    flat = ops.reshape(padded, (batch, heads, -1))
+    windows = flat[:, :, query_length - 1 : query_length - 1 + query_length * width]
+    return ops.reshape(windows, (batch, heads, query_length, width))[..., :key_length]
 
 
 def relative_attention_layer(kind, num_heads, max_distance=16, use_values=True, **kwargs):
