@@ -12,11 +12,10 @@ from tfx_transformer import lm_data, lm_evaluation
 from tfx_transformer.data import DataError
 from tfx_transformer.lm import TransformerLM, check_lm_config
 from tfx_transformer.reporting import log
-from tfx_transformer.task import Task
-from tfx_transformer.text import Tokenizer
+from tfx_transformer.task import SentencePieceTask
 
 
-class LanguageModelTask(Task):
+class LanguageModelTask(SentencePieceTask):
     name = "lm"
 
     def __init__(self, options, paths):
@@ -29,10 +28,7 @@ class LanguageModelTask(Task):
     def prepare(self):
         options = self.options
         train, valid, test = self.load_splits(lm_data.load_text_spec, lm_data.split_off_tail)
-        if options.resume:
-            self.tokenizer = Tokenizer.load(self.paths.tokenizer)
-        else:
-            self.tokenizer = Tokenizer.train(train.lines, options.vocab_size, seed=options.seed)
+        self.tokenizer = self.tokenizer_for(train.lines)
         model_config = self.model_config(self.tokenizer.vocab_size)
         self.segment_length = model_config.max_length
         # Evaluation cost grows with the text (the sliding window: one pass per token), so the
@@ -50,12 +46,6 @@ class LanguageModelTask(Task):
         mode = f"Transformer-XL, memory {self.memory_length}" if self.memory_length else "vanilla"
         log(f"segments of {self.segment_length} tokens, {mode}")
         return model_config
-
-    def describe_vocabulary(self):
-        return f"tokenizer: {self.tokenizer.vocab_size} pieces"
-
-    def save_vocabulary(self):
-        self.tokenizer.save(self.paths.tokenizer)
 
     @property
     def train_examples(self):

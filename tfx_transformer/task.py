@@ -125,3 +125,21 @@ def make_task(options, paths):
     from tfx_transformer.translation_task import TranslationTask
 
     return TranslationTask(options, paths)
+
+
+class SentencePieceTask(Task):
+    """A task whose vocabulary is a SentencePiece `Tokenizer` trained on its text."""
+
+    def tokenizer_for(self, texts):
+        """The run's tokenizer: trained on `texts`, or the saved one on --resume."""
+        from tfx_transformer.text import Tokenizer
+
+        if self.options.resume:
+            return Tokenizer.load(self.paths.tokenizer)
+        return Tokenizer.train(texts, self.options.vocab_size, seed=self.options.seed)
+
+    def describe_vocabulary(self):
+        return f"tokenizer: {self.tokenizer.vocab_size} pieces"
+
+    def save_vocabulary(self):
+        self.tokenizer.save(self.paths.tokenizer)

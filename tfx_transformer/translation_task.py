@@ -8,11 +8,10 @@ from tfx_transformer import data as data_lib
 from tfx_transformer.evaluation import make_translate_ids, score_translations, translate_texts
 from tfx_transformer.model import Transformer
 from tfx_transformer.reporting import attention_image, log, markdown_table
-from tfx_transformer.task import Task
-from tfx_transformer.text import Tokenizer
+from tfx_transformer.task import SentencePieceTask
 
 
-class TranslationTask(Task):
+class TranslationTask(SentencePieceTask):
     name = "translation"
     batch_arity = 3  # (source, decoder input, labels)
 
@@ -29,12 +28,7 @@ class TranslationTask(Task):
             data_lib.load_spec,
             lambda train: data_lib.split_off(train, options.eval_examples, options.seed),
         )
-        if options.resume:
-            self.tokenizer = Tokenizer.load(self.paths.tokenizer)
-        else:
-            self.tokenizer = Tokenizer.train(
-                self.train_text.sources + self.train_text.targets, options.vocab_size, seed=options.seed
-            )
+        self.tokenizer = self.tokenizer_for(self.train_text.sources + self.train_text.targets)
         model_config = self.model_config(self.tokenizer.vocab_size)
         self.max_length = max_length = model_config.max_length
         self.train_encoded = data_lib.encode_pairs(
@@ -63,12 +57,6 @@ class TranslationTask(Task):
         if encoded is not None and encoded.truncated:
             parts.append(f"{encoded.truncated} over-long pairs truncated")
         return "; ".join(parts)
-
-    def describe_vocabulary(self):
-        return f"tokenizer: {self.tokenizer.vocab_size} pieces"
-
-    def save_vocabulary(self):
-        self.tokenizer.save(self.paths.tokenizer)
 
     @property
     def train_examples(self):
