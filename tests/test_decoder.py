@@ -54,11 +54,19 @@ def test_decoder_cached_steps_equal_the_full_pass(norm_first, rng):
     cross = decoder.project_cross_attention_cache(memory)
     assert [tuple(t.shape) for pair in cache for t in pair] == [(2, 4, 6, 4)] * 6  # 3 blocks
     assert [tuple(t.shape) for pair in cross for t in pair] == [(2, 4, 4, 4)] * 6
-    for t in range(6):
+    assert_cached_steps_equal(decoder, x, memory, full, source_mask)
+
+
+def assert_cached_steps_equal(decoder, x, memory, full, source_mask=None):
+    """Decoding x one position at a time through the caches reproduces `full`, the full pass."""
+    batch, length = x.shape[:2]
+    cache = decoder.empty_self_attention_cache(batch, length)
+    cross = decoder.project_cross_attention_cache(memory)
+    for t in range(length):
         step, cache = decoder(
             x[:, t : t + 1],
             None,
-            self_attention_mask=causal_mask(1, 6, query_offset=t),
+            self_attention_mask=causal_mask(1, length, query_offset=t),
             cross_attention_mask=source_mask,
             self_attention_cache=cache,
             cache_update_index=t,

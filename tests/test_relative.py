@@ -6,6 +6,7 @@ import pytest
 from keras import ops
 
 from tests.layer_testing import run_layer_test
+from tests.test_decoder import assert_cached_steps_equal
 from tfx_transformer.layers import (
     Decoder,
     Encoder,
@@ -244,18 +245,7 @@ def test_cached_decoding_equals_the_full_pass(kind, rng):
     x = rng.normal(size=(2, 6, D_MODEL)).astype("float32")
     memory = rng.normal(size=(2, 4, D_MODEL)).astype("float32")
     full = ops.convert_to_numpy(decoder(x, memory, self_attention_mask=causal_mask(6)))
-    cache = decoder.empty_self_attention_cache(2, 6)
-    cross = decoder.project_cross_attention_cache(memory)
-    for t in range(6):
-        step, cache = decoder(
-            x[:, t : t + 1],
-            None,
-            self_attention_mask=causal_mask(1, 6, query_offset=t),
-            self_attention_cache=cache,
-            cache_update_index=t,
-            cross_attention_cache=cross,
-        )
-        np.testing.assert_allclose(ops.convert_to_numpy(step)[:, 0], full[:, t], atol=1e-5)
+    assert_cached_steps_equal(decoder, x, memory, full)
 
 
 def test_cross_attention_stays_content_only():

@@ -311,20 +311,18 @@ def make_batches(encoded, batch_tokens, max_length, shuffle_seed=None, pad_to_mu
     return batches, padding_fraction([a for b in batches for a in (b[0], b[2])])
 
 
-def padded_width(rows, multiple=1):
-    """The longest row's length, rounded up to `multiple`."""
+def pad_rows(rows, multiple=1):
+    """Lists of ids -> int32 [len(rows), width], 0-padded on the right; the width is the longest
+    row's length rounded up to `multiple`."""
     longest = max(len(r) for r in rows)
-    return -(-longest // multiple) * multiple
+    padded = np.zeros((len(rows), -(-longest // multiple) * multiple), "int32")
+    for row, ids in enumerate(rows):
+        padded[row, : len(ids)] = ids
+    return padded
 
 
 def _pad_batch(encoded, indices, multiple):
     sources = [encoded.sources[i] for i in indices]
     targets = [encoded.targets[i] for i in indices]
-    source = np.zeros((len(indices), padded_width(sources, multiple)), "int32")
-    decoder_in = np.zeros((len(indices), padded_width(targets, multiple)), "int32")
-    labels = np.zeros_like(decoder_in)
-    for row, (s, t) in enumerate(zip(sources, targets)):
-        source[row, : len(s)] = s
-        decoder_in[row, : len(t)] = [START_ID] + t[:-1]
-        labels[row, : len(t)] = t
-    return source, decoder_in, labels
+    decoder_inputs = [[START_ID] + t[:-1] for t in targets]
+    return pad_rows(sources, multiple), pad_rows(decoder_inputs, multiple), pad_rows(targets, multiple)

@@ -5,6 +5,7 @@ import sacrebleu
 import tensorflow as tf
 
 from tfx_transformer import decoding
+from tfx_transformer.data import pad_rows
 from tfx_transformer.text import END_ID
 
 
@@ -26,11 +27,7 @@ def translate_texts(translate_ids, tokenizer, texts, max_length, batch_size=64):
     results = [None] * len(texts)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        width = max(len(encoded[i]) for i in chunk)
-        batch = np.zeros((len(chunk), width), "int32")
-        for row, i in enumerate(chunk):
-            batch[row, : len(encoded[i])] = encoded[i]
-        tokens, _ = translate_ids(tf.constant(batch))
+        tokens, _ = translate_ids(tf.constant(pad_rows([encoded[i] for i in chunk])))
         for i, text in zip(chunk, tokenizer.decode(tokens.numpy())):
             results[i] = text
     return results

@@ -54,7 +54,7 @@ class Translator(tf.Module):
             raise ValueError(f"`beam_size` must be a positive integer. Received: {beam_size!r}")
         config = model.model_config
         self.model = model
-        self.tokenizer = self.text_layer = tokenizer.tf_tokenizer()
+        self.tokenizer = tokenizer.tf_tokenizer()
         self.beam_size = beam_size
         self.length_penalty = float(length_penalty)
         self.max_input_length = config.max_length
@@ -80,6 +80,11 @@ class Translator(tf.Module):
         self.serve = tf.function(
             self._serve, input_signature=[tf.TensorSpec([None], tf.string, name="text")]
         )
+
+    @property
+    def text_layer(self):
+        """The layer that turns text into ids, exported beside the model."""
+        return self.tokenizer
 
     def _decode(self, source_ids):
         return translate_ids(
@@ -123,7 +128,7 @@ class Tagger(tf.Module):
         # model with learned positions cuts long texts (the tokens past the cut get tag "").
         self.max_length = config.max_length if config.position == "learned" else None
         # Index 0 is padding, 1 unknown, then the words: the ids the model was trained on.
-        self.lookup = self.text_layer = keras.layers.StringLookup(
+        self.lookup = keras.layers.StringLookup(
             vocabulary=vocabulary.words[2:], mask_token=vocabulary.words[0],
             oov_token=vocabulary.words[1], num_oov_indices=1, name="word_lookup",
         )
@@ -133,7 +138,7 @@ class Tagger(tf.Module):
             "max_tokens": self.max_length,
             "tags": vocabulary.tags[1:],
             "vocab_size": vocabulary.vocab_size,
-            "model": model.model_config.to_dict(),
+            "model": config.to_dict(),
         }
         self._tag_ids = tf.function(
             self.model.predict_tags, input_signature=[tf.TensorSpec([None, None], tf.int32)]
@@ -141,6 +146,11 @@ class Tagger(tf.Module):
         self.serve = tf.function(
             self._serve, input_signature=[tf.TensorSpec([None], tf.string, name="text")]
         )
+
+    @property
+    def text_layer(self):
+        """The layer that turns text into ids, exported beside the model."""
+        return self.lookup
 
     def _serve(self, text):
         tokens = tf.strings.split(repair_utf8(text)).to_tensor("")  # (B, W)

@@ -97,15 +97,25 @@ def segment_batches(stream, segment_length, memory_length, batch_tokens, shuffle
     batches = []
     for first in range(0, len(starts), rows):
         chunk = starts[first : first + rows]
-        inputs = np.zeros((len(chunk), segment_length), "int32")
-        labels = np.zeros_like(inputs)
+        inputs, labels = segments_at(stream, chunk, segment_length)
+        if not memory_length:
+            batches.append((inputs, labels))
+            continue
         context = np.zeros((len(chunk), memory_length), "int32")
         for row, start in enumerate(chunk):
-            piece = stream[start : start + segment_length + 1]
-            inputs[row, : len(piece) - 1] = piece[:-1]
-            labels[row, : len(piece) - 1] = piece[1:]
-            if memory_length:
-                before = stream[max(0, start - memory_length) : start]
-                context[row, memory_length - len(before) :] = before
-        batches.append((context, inputs, labels) if memory_length else (inputs, labels))
+            before = stream[max(0, start - memory_length) : start]
+            context[row, memory_length - len(before) :] = before
+        batches.append((context, inputs, labels))
     return batches, padding_fraction([b[-1] for b in batches])
+
+
+def segments_at(stream, starts, length):
+    """(inputs, labels) int32 [len(starts), length]: the segments of `stream` that begin at
+    `starts`, and the token after each position; 0 (not scored) past the stream's end."""
+    inputs = np.zeros((len(starts), length), "int32")
+    labels = np.zeros_like(inputs)
+    for row, start in enumerate(starts):
+        piece = stream[start : start + length + 1]
+        inputs[row, : len(piece) - 1] = piece[:-1]
+        labels[row, : len(piece) - 1] = piece[1:]
+    return inputs, labels

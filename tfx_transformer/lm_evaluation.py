@@ -17,6 +17,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from tfx_transformer.lm_data import segments_at
+
 
 def _log_probs_of(logits, labels):
     """Natural-log probability of each label under float32 logits [..., V]."""
@@ -94,15 +96,7 @@ def segments(stream, length):
     """(inputs, labels) [N, length]: consecutive segments and the tokens that follow each
     position; the last segment is padded with 0, which is not scored."""
     stream = np.asarray(stream, "int32")
-    predictions = len(stream) - 1
-    count = -(-predictions // length)
-    inputs = np.zeros((count, length), "int32")
-    labels = np.zeros((count, length), "int32")
-    for i in range(count):
-        piece = stream[i * length : i * length + length + 1]
-        inputs[i, : len(piece) - 1] = piece[:-1]
-        labels[i, : len(piece) - 1] = piece[1:]
-    return inputs, labels
+    return segments_at(stream, np.arange(0, len(stream) - 1, length), length)
 
 
 PROCEDURES = {"per_segment": per_segment, "sliding_window": sliding_window, "with_memory": with_memory}

@@ -16,7 +16,6 @@ from tfx_transformer.task import SentencePieceTask
 
 
 class LanguageModelTask(SentencePieceTask):
-    name = "lm"
 
     def __init__(self, options, paths):
         super().__init__(options, paths)

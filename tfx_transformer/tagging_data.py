@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from tfx_transformer.data import DataError, batch_indices, padded_width, padding_fraction, read_lines
+from tfx_transformer.data import DataError, batch_indices, pad_rows, padding_fraction, read_lines
 from tfx_transformer.files import write_json_atomic
 
 TAG_PATTERN = re.compile(r"^(O|[BIES]-\S+)$")
@@ -321,14 +321,8 @@ def make_tag_batches(
     rng = np.random.default_rng(None if shuffle_seed is None else shuffle_seed + 1)
     batches = []
     for chunk in chunks:
-        rows = [encoded.words[i] for i in chunk]
-        width = padded_width(rows, pad_to_multiple)
-        words = np.zeros((len(chunk), width), "int32")
-        tags = np.zeros_like(words)
-        for row, index in enumerate(chunk):
-            length = len(encoded.words[index])
-            words[row, :length] = encoded.words[index]
-            tags[row, :length] = encoded.tags[index]
+        words = pad_rows([encoded.words[i] for i in chunk], pad_to_multiple)
+        tags = pad_rows([encoded.tags[i] for i in chunk], pad_to_multiple)
         if word_dropout:
             unknown = (rng.random(words.shape) < word_dropout) & (words != PAD_ID)
             words = np.where(unknown, UNK_ID, words).astype("int32")

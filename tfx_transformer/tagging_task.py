@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfx_transformer import tagging_data
-from tfx_transformer.data import DataError
+from tfx_transformer.data import DataError, pad_rows
 from tfx_transformer.entities import entity_scores
 from tfx_transformer.reporting import attention_image, log, markdown_table
 from tfx_transformer.tagger import TransformerTagger
@@ -13,12 +13,12 @@ from tfx_transformer.task import Task
 
 
 class TaggingTask(Task):
-    name = "tagging"
     batch_arity = 2  # (word ids, tag ids)
 
     def __init__(self, options, paths):
         super().__init__(options, paths)
         self.predicted = []
+        self._predict_ids = None
 
     # Data and vocabulary ----------------------------------------------------------------------
 
@@ -104,18 +104,15 @@ class TaggingTask(Task):
 
     def predict(self, model, data, encoded, batch_size=64):
         """Tag strings per sentence, one per token of `data` (O past the model's max_length)."""
-        predict = getattr(self, "_predict_ids", None)
-        if predict is None:
-            predict = self._predict_ids = tf.function(
+        if self._predict_ids is None:
+            self._predict_ids = tf.function(
                 model.predict_tags, input_signature=[tf.TensorSpec([None, None], tf.int32)]
             )
+        predict = self._predict_ids
         results = []
         for start in range(0, len(encoded.words), batch_size):
             rows = encoded.words[start : start + batch_size]
-            batch = np.zeros((len(rows), max(len(r) for r in rows)), "int32")
-            for row, ids in enumerate(rows):
-                batch[row, : len(ids)] = ids
-            tag_ids = predict(tf.constant(batch)).numpy()
+            tag_ids = predict(tf.constant(pad_rows(rows))).numpy()
             for row, ids in enumerate(rows):
                 results.append(self.vocabulary.decode_tags(tag_ids[row, : len(ids)]))
         return [

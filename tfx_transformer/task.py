@@ -19,7 +19,6 @@ DEFAULT_LABEL_SMOOTHING = {"translation": 0.1, "tagging": 0.1, "lm": 0.0}
 
 
 class Task(abc.ABC):
-    name = None
     batch_arity = None  # arrays per batch, labels last
 
     def __init__(self, options, paths):

@@ -12,7 +12,6 @@ from tfx_transformer.task import SentencePieceTask
 
 
 class TranslationTask(SentencePieceTask):
-    name = "translation"
     batch_arity = 3  # (source, decoder input, labels)
 
     def __init__(self, options, paths):
