@@ -232,13 +232,47 @@ class MultiHeadAttention(keras.layers.Layer):
         self.attention.build(head_shape, head_shape, head_shape)
         self.built = True
 
-    def _split_heads(self, dense, x):
-        return ops.transpose(dense(x), (0, 2, 1, 3))  # (B, h, T, d_head)
+    def _project_heads(self, x, *denses):
+        """x [B, T, d_in] through head projections sharing that input -> one [B, h, T, d_head]
+        tensor per projection.
+
+        The projections run as one 2-D matmul with their kernels side by side: a 3-D einsum
+        becomes a batched matmul whose kernel gradient is summed over the batch afterwards, and
+        three narrow matmuls use the CPU worse than one wide one.
+        """
+        d_in = x.shape[-1]
+        width = self.num_heads * self.head_size
+        kernels = [ops.reshape(ops.cast(dense.kernel, x.dtype), (d_in, width)) for dense in denses]
+        kernel = kernels[0] if len(kernels) == 1 else ops.concatenate(kernels, axis=-1)
+        batch, length = ops.shape(x)[0], ops.shape(x)[1]
+        y = ops.matmul(ops.reshape(x, (-1, d_in)), kernel)  # (B * T, n * h * d_head)
+        if self.use_bias:
+            biases = [ops.reshape(ops.cast(dense.bias, x.dtype), (width,)) for dense in denses]
+            y = y + (biases[0] if len(biases) == 1 else ops.concatenate(biases, axis=-1))
+        parts = ops.split(y, len(denses), axis=-1) if len(denses) > 1 else [y]
+        return tuple(
+            ops.transpose(ops.reshape(part, (batch, length, self.num_heads, self.head_size)), (0, 2, 1, 3))
+            for part in parts
+        )
+
+    def _merge_heads(self, context):
+        """[B, h, T, d_head] -> W_o applied to the concatenated heads, [B, T, d_model]."""
+        batch, length = ops.shape(context)[0], ops.shape(context)[2]
+        width = self.num_heads * self.head_size
+        merged = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (-1, width))
+        kernel = ops.reshape(ops.cast(self.output_dense.kernel, merged.dtype), (width, self._d_model))
+        output = ops.matmul(merged, kernel)
+        if self.use_bias:
+            output = output + ops.cast(self.output_dense.bias, output.dtype)
+        return ops.reshape(output, (batch, length, self._d_model))
 
     def project_key_value(self, key, value=None):
         """(keys, values), each [B, h, S, d_head]: the cross-attention cache."""
-        value = key if value is None else value
-        return self._split_heads(self.key_dense, key), self._split_heads(self.value_dense, value)
+        if value is None or value is key:
+            return self._project_heads(key, self.key_dense, self.value_dense)
+        (keys,) = self._project_heads(key, self.key_dense)
+        (values,) = self._project_heads(value, self.value_dense)
+        return keys, values
 
     def call(
         self,
@@ -254,16 +288,19 @@ class MultiHeadAttention(keras.layers.Layer):
     ):
         value = query if value is None else value
         key = value if key is None else key
-        queries = self._split_heads(self.query_dense, query)  # (B, h, T, d_head)
-        if cache is None:
-            keys = self._split_heads(self.key_dense, key)  # (B, h, S, d_head)
-            values = self._split_heads(self.value_dense, value)  # (B, h, S, d_head)
-        elif cache_update_index is None:
-            keys, values = cache  # (B, h, S, d_head) each
+        if cache is not None and cache_update_index is None:
+            (queries,) = self._project_heads(query, self.query_dense)
+            keys, values = cache  # (B, h, S, d_head) each: cross-attention while decoding
+        elif key is query and value is query:  # self-attention: one matmul for Q, K and V
+            queries, keys, values = self._project_heads(
+                query, self.query_dense, self.key_dense, self.value_dense
+            )  # (B, h, T, d_head) each
         else:
+            (queries,) = self._project_heads(query, self.query_dense)  # (B, h, T, d_head)
+            keys, values = self.project_key_value(key, value)  # (B, h, S, d_head) each
+        if cache is not None and cache_update_index is not None:
             cached_keys, cached_values = cache  # (B, h, L, d_head) each
-            new_keys = self._split_heads(self.key_dense, key)  # (B, h, T, d_head)
-            new_values = self._split_heads(self.value_dense, value)
+            new_keys, new_values = keys, values  # (B, h, T, d_head) each
             keys = write_positions(
                 cached_keys, ops.cast(new_keys, cached_keys.dtype), cache_update_index, axis=2
             )
@@ -280,7 +317,7 @@ class MultiHeadAttention(keras.layers.Layer):
         context, weights = self._attend(
             queries, keys, values, attention_mask, query_offset, training
         )  # (B, h, T, d_head), (B, h, T, S)
-        output = self.output_dense(ops.transpose(context, (0, 2, 1, 3)))  # (B, T, d_model)
+        output = self._merge_heads(context)  # (B, T, d_model)
         outputs = (output,)
         if return_attention_scores:
             outputs += (weights,)
