@@ -268,8 +268,11 @@ def bucket_boundaries(max_length, smallest=8, growth=1.25):
 
 def batch_indices(lengths, batch_tokens, max_length, shuffle_seed=None):
     """Groups example indices into batches of similar length, each within `batch_tokens`
-    padded tokens (length buckets from `bucket_boundaries`). Shuffled (examples before
-    bucketing, then the batches) when `shuffle_seed` is given; in bucket order otherwise."""
+    padded tokens. Examples fall into length buckets (`bucket_boundaries`); inside a bucket they
+    are sorted by length and a batch takes members until one more would pass the budget at the
+    batch's longest length, so batches are as full and as little padded as the lengths allow.
+    Shuffled (examples before bucketing, which orders equal lengths, then the batches) when
+    `shuffle_seed` is given; in bucket order otherwise."""
     lengths = np.asarray(lengths)
     order = np.arange(len(lengths))
     rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
@@ -282,9 +285,13 @@ def batch_indices(lengths, batch_tokens, max_length, shuffle_seed=None):
         buckets.setdefault(bound, []).append(index)
     chunks = []
     for bound in sorted(buckets):
-        members = buckets[bound]
-        size = max(1, batch_tokens // bound)
-        chunks.extend(members[start : start + size] for start in range(0, len(members), size))
+        chunk = []
+        for index in sorted(buckets[bound], key=lambda i: lengths[i]):  # stable: keeps the shuffle
+            if chunk and (len(chunk) + 1) * max(int(lengths[index]), 1) > batch_tokens:
+                chunks.append(chunk)
+                chunk = []
+            chunk.append(index)
+        chunks.append(chunk)
     if rng is not None:
         chunks = [chunks[i] for i in rng.permutation(len(chunks))]
     return chunks
