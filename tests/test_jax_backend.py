@@ -122,3 +122,37 @@ def test_model_runs_and_decodes_on_jax(tmp_path, rng):
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert "jax backend ok" in result.stdout
+
+
+NO_TENSORFLOW = textwrap.dedent(
+    """
+    import runpy, sys
+
+    class NoTensorFlow:  # the accelerator machine has JAX, Keras and keras-hub but no TensorFlow
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("tensorflow", "tensorflow_text"):
+                raise ImportError(f"{name} is not installed here")
+
+    sys.meta_path.insert(0, NoTensorFlow())
+    sys.argv = sys.argv[1:]
+    sys.path.insert(0, "benchmarks")
+    runpy.run_path(sys.argv[0], run_name="__main__")
+    """
+)
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_runs_on_jax_without_tensorflow():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    arguments = ["--preset", "tiny", "--vocab", "300", "--batch", "4", "--length", "8",
+                 "--rounds", "1", "--steps", "2"]
+    result = subprocess.run(
+        [sys.executable, "-c", NO_TENSORFLOW, "benchmarks/gpu_train_step.py", *arguments],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    losses = [float(line.rsplit(" ", 1)[1]) for line in result.stdout.splitlines() if "first loss" in line]
+    assert len(losses) == 2 and all(4.0 < loss < 8.0 for loss in losses)  # near ln(300) = 5.7
+    ratio = [line for line in result.stdout.splitlines() if line.startswith("ours / keras-hub:")]
+    assert ratio and float(ratio[0].split()[-1].rstrip("x")) > 0
