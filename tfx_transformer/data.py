@@ -266,13 +266,14 @@ def bucket_boundaries(max_length, smallest=8, growth=1.25):
     return bounds + [max_length]
 
 
-def batch_indices(lengths, batch_tokens, max_length, shuffle_seed=None):
+def batch_indices(lengths, batch_tokens, max_length, shuffle_seed=None, sort_by_length=True):
     """Groups example indices into batches of similar length, each within `batch_tokens`
-    padded tokens. Examples fall into length buckets (`bucket_boundaries`); inside a bucket they
-    are sorted by length and a batch takes members until one more would pass the budget at the
-    batch's longest length, so batches are as full and as little padded as the lengths allow.
-    Shuffled (examples before bucketing, which orders equal lengths, then the batches) when
-    `shuffle_seed` is given; in bucket order otherwise."""
+    padded tokens. Examples fall into length buckets (`bucket_boundaries`); a batch takes a
+    bucket's members until one more would pass the budget at the batch's longest length.
+    With `sort_by_length` the members are sorted by length first, so batches are as little
+    padded as the lengths allow; without, they stay in shuffled order, so batches mix lengths
+    (and whatever goes with length) more. Shuffled (examples before bucketing, which orders
+    equal lengths, then the batches) when `shuffle_seed` is given; in bucket order otherwise."""
     lengths = np.asarray(lengths)
     order = np.arange(len(lengths))
     rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
@@ -286,7 +287,10 @@ def batch_indices(lengths, batch_tokens, max_length, shuffle_seed=None):
     chunks = []
     for bound in sorted(buckets):
         chunk = []
-        for index in sorted(buckets[bound], key=lambda i: lengths[i]):  # stable: keeps the shuffle
+        members = buckets[bound]
+        if sort_by_length:
+            members = sorted(members, key=lambda i: lengths[i])  # stable: keeps the shuffle
+        for index in members:
             if chunk and (len(chunk) + 1) * max(int(lengths[index]), 1) > batch_tokens:
                 chunks.append(chunk)
                 chunk = []

@@ -317,7 +317,11 @@ def make_tag_batches(
     `word_dropout` replaces that share of the words with <unk> (drawn from `shuffle_seed`), so the
     model learns to tag from context the words it will not know at test time.
     """
-    chunks = batch_indices([len(w) for w in encoded.words], batch_tokens, max_length, shuffle_seed)
+    # Unsorted: in sentences made from templates, equal length often means the same template,
+    # and batches of one template cost the built-in task ~2 F1 points (97.4 vs 99.1 validation).
+    chunks = batch_indices(
+        [len(w) for w in encoded.words], batch_tokens, max_length, shuffle_seed, sort_by_length=False
+    )
     rng = np.random.default_rng(None if shuffle_seed is None else shuffle_seed + 1)
     batches = []
     for chunk in chunks:
