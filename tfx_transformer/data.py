@@ -286,15 +286,17 @@ def batch_indices(lengths, batch_tokens, max_length, shuffle_seed=None, sort_by_
         buckets.setdefault(bound, []).append(index)
     chunks = []
     for bound in sorted(buckets):
-        chunk = []
+        chunk, longest = [], 1
         members = buckets[bound]
         if sort_by_length:
             members = sorted(members, key=lambda i: lengths[i])  # stable: keeps the shuffle
         for index in members:
-            if chunk and (len(chunk) + 1) * max(int(lengths[index]), 1) > batch_tokens:
+            length = max(int(lengths[index]), longest)
+            if chunk and (len(chunk) + 1) * length > batch_tokens:
                 chunks.append(chunk)
-                chunk = []
+                chunk, length = [], max(int(lengths[index]), 1)
             chunk.append(index)
+            longest = length
         chunks.append(chunk)
     if rng is not None:
         chunks = [chunks[i] for i in rng.permutation(len(chunks))]
