@@ -318,7 +318,7 @@ def make_tag_batches(
     model learns to tag from context the words it will not know at test time.
     """
     # Unsorted: in sentences made from templates, equal length often means the same template,
-    # and batches of one template cost the built-in task ~2 F1 points (97.4 vs 99.1 validation).
+    # and batches of one template cost the built-in task ~2 F1 points (validation 97.38 vs 99.05).
     chunks = batch_indices(
         [len(w) for w in encoded.words], batch_tokens, max_length, shuffle_seed, sort_by_length=False
     )
