@@ -22,9 +22,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfx_transformer as tt  # noqa: E402
-from tfx_transformer import data as data_lib  # noqa: E402
-from tfx_transformer.export import Translator, export_module  # noqa: E402
-from tfx_transformer.text import END_ID, Tokenizer  # noqa: E402
+from tfx_transformer.tasks.translation import data as data_lib  # noqa: E402
+from tfx_transformer.export import export_module  # noqa: E402
+from tfx_transformer.tasks.translation.serving import TranslationServingModule  # noqa: E402
+from tfx_transformer.data import Tokenizer  # noqa: E402
+from tfx_transformer.tokens import END_ID  # noqa: E402
 
 
 def median_seconds(functions, repeats):
@@ -58,7 +60,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as folder:
         servings = {}
         for beam in (1, 4):
-            path = export_module(Translator(model, tokenizer, beam_size=beam), os.path.join(folder, f"beam{beam}"))
+            path = export_module(TranslationServingModule(model, tokenizer, beam_size=beam), os.path.join(folder, f"beam{beam}"))
             servings[f"beam {beam}"] = tf.saved_model.load(path).signatures["serving_default"]
         batch = tf.constant(texts)
         seconds = median_seconds({name: (lambda f=f: f(text=batch)) for name, f in servings.items()}, args.repeats)

@@ -32,7 +32,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tfx_transformer as tt  # noqa: E402
-from tfx_transformer.losses import smoothed_token_losses  # noqa: E402
+from tfx_transformer.training.losses import smoothed_token_losses  # noqa: E402
 
 
 def make_step(model):
@@ -112,7 +112,7 @@ def main(argv=None):
         parser.error(f"runs on the JAX backend (KERAS_BACKEND=jax); got {keras.backend.backend()}")
     import jax
 
-    preset = tt.config.PRESETS[args.preset]
+    preset = tt.PRESETS[args.preset]
     dims = {k: preset[k] for k in ("d_model", "num_heads", "d_ff", "num_encoder_layers",
                                    "num_decoder_layers", "dropout")}
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); JAX {jax.__version__}, "

@@ -22,9 +22,13 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfx_transformer as tt  # noqa: E402
-from tfx_transformer import data as data_lib  # noqa: E402
-from tfx_transformer.text import START_ID, Tokenizer  # noqa: E402
-from tfx_transformer.training import RunPaths, Trainer, TrainOptions, distributed_batches  # noqa: E402
+from tfx_transformer.tasks.translation import data as data_lib  # noqa: E402
+from tfx_transformer.data import Tokenizer  # noqa: E402
+from tfx_transformer.tokens import START_ID  # noqa: E402
+from tfx_transformer.runs import RunPaths  # noqa: E402
+from tfx_transformer.training.distribute import distributed_batches  # noqa: E402
+from tfx_transformer.training.options import TrainOptions  # noqa: E402
+from tfx_transformer.training.trainer import Trainer  # noqa: E402
 from train_step import DIMS, make_step  # noqa: E402
 
 FIXED_LENGTH, BATCH_ROWS, MAX_LENGTH = 40, 64, 128

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfx_transformer as tt  # noqa: E402
-from tfx_transformer.losses import smoothed_token_losses  # noqa: E402
+from tfx_transformer.training.losses import smoothed_token_losses  # noqa: E402
 
 DIMS = dict(d_model=256, num_heads=4, d_ff=1024, num_encoder_layers=3, num_decoder_layers=3, dropout=0.1)
 VOCAB, BATCH, LENGTH = 8000, 64, 32

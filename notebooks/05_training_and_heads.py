@@ -25,9 +25,11 @@ import numpy as np
 from keras import ops
 
 import tfx_transformer as tt
-from tfx_transformer.evaluation import make_translate_ids, score_translations, translate_texts
-from tfx_transformer.text import END_ID, START_ID, Tokenizer
-from tfx_transformer.training import TrainOptions, run
+from tfx_transformer.data import Tokenizer
+from tfx_transformer.tasks.translation.metrics import make_translate_ids, score_translations, translate_texts
+from tfx_transformer.tokens import END_ID, START_ID
+from tfx_transformer.training.loop import run
+from tfx_transformer.training.options import TrainOptions
 
 # %% [markdown]
 # ## 16. How to code it

@@ -1,0 +1,6 @@
+"""The package's tests, in folders that mirror the package's (layers/, models/, tasks/<task>/,
+training/, export/) and serve/; helpers for several of them sit here."""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository

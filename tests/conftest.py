@@ -1,3 +1,4 @@
+import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -36,7 +37,7 @@ def exported_run(tmp_path_factory):
     """
     import tfx_transformer as tt
     from tfx_transformer.export import export_run
-    from tfx_transformer.text import Tokenizer
+    from tfx_transformer.data import Tokenizer
 
     run = tmp_path_factory.mktemp("exported") / "run"
     pairs = number_words(300)
@@ -49,5 +50,7 @@ def exported_run(tmp_path_factory):
     )
     model = tt.Transformer(config)
     model.save(run / "model.keras")
+    # What a training run writes: the export reads the task from it.
+    (run / "config.json").write_text(json.dumps({"options": {"task": "translation"}, "model": config.to_dict()}))
     version = export_run(str(run), beam_size=4, length_penalty=0.6, max_length=12)
     return {"run": run, "version": version, "model": model, "tokenizer": tokenizer, "max_length": 12}

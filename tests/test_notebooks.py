@@ -1,11 +1,10 @@
 """Every notebook runs top to bottom as a notebook (jupytext -> nbclient) on this machine."""
 
 import os
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests import ROOT  # noqa: E402
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
 
 

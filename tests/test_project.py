@@ -1,8 +1,7 @@
 """The project's own promises: CI runs exactly the test command that README gives."""
 
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests import ROOT  # noqa: E402
 TEST_COMMAND = 'python -m pip install -e ".[test]" && python -m pytest'
 
 

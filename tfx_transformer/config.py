@@ -6,6 +6,7 @@ import json
 from tfx_transformer.layers.attention import SCORE_FUNCTIONS
 from tfx_transformer.layers.relative import RELATIVE_ATTENTION
 from tfx_transformer.layers.validation import check_choice, check_positive_int, check_rate
+from tfx_transformer.tokens import END_ID, PAD_ID, START_ID
 
 # Absolute positions are added to the embeddings; relative ones live in the self-attention.
 POSITION_KINDS = ("sinusoidal", "learned") + RELATIVE_ATTENTION
@@ -93,9 +94,9 @@ class TransformerConfig(JsonDataclass):
     linformer_length: int | None = None  # k: Linformer encoder self-attention; None: full
     linformer_share_projection: bool = False
     memory_length: int = 0  # TransformerLM: Transformer-XL memory (earlier positions kept per layer)
-    pad_id: int = 0
-    start_id: int = 2
-    end_id: int = 3
+    pad_id: int = PAD_ID
+    start_id: int = START_ID
+    end_id: int = END_ID
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "num_heads", "d_ff", "num_encoder_layers",
@@ -131,8 +132,8 @@ class TransformerConfig(JsonDataclass):
                     f"`{name}` must be a token id in [0, vocab_size={self.vocab_size}). "
                     f"Received: {name}={value!r}"
                 )
-        if self.pad_id != 0:
-            raise ValueError(f"Token id 0 is padding everywhere. Received: pad_id={self.pad_id}")
+        if self.pad_id != PAD_ID:
+            raise ValueError(f"Token id {PAD_ID} is padding everywhere. Received: pad_id={self.pad_id}")
 
     @classmethod
     def preset(cls, name, **overrides):

@@ -14,7 +14,7 @@ penalty).
 import keras
 from keras import ops
 
-from tfx_transformer.layers.attention import write_positions
+from tfx_transformer.layers.cache import write_positions
 
 # Log-probability of a continuation that must never be chosen. Scores are float32 throughout, so
 # a large finite value is safe here and, unlike -inf, never produces NaN in the arithmetic below.
@@ -208,9 +208,15 @@ def beam_search(
         ),
         maximum_iterations=max_length,
     )
+    return _best_beams(tokens, log_probs, lengths, length_penalty, batch_size, beam_size)
+
+
+def _best_beams(tokens, log_probs, lengths, length_penalty, batch_size, beam_size):
+    """tokens [B * K, L + 1], log_probs and lengths [B, K] -> the best beam of each source row:
+    (tokens after the start token [B, L], length-normalized scores [B])."""
     scores = log_probs / gnmt_length_penalty(lengths, length_penalty)  # (B, K)
     best = ops.argmax(scores, axis=1)  # (B,)
-    tokens = ops.reshape(tokens, (batch_size, beam_size, max_length + 1))
+    tokens = ops.reshape(tokens, (batch_size, beam_size, ops.shape(tokens)[1]))  # (B, K, L + 1)
     best_tokens = ops.take_along_axis(tokens, ops.reshape(best, (batch_size, 1, 1)), axis=1)
     best_scores = ops.take_along_axis(scores, ops.expand_dims(best, 1), axis=1)
     return best_tokens[:, 0, 1:], best_scores[:, 0]

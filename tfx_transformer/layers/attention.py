@@ -10,6 +10,7 @@ import math
 import keras
 from keras import ops
 
+from tfx_transformer.layers.cache import write_positions
 from tfx_transformer.layers.masks import masked_fill_value
 from tfx_transformer.layers.validation import check_choice, check_positive_int, check_rate
 
@@ -357,24 +358,6 @@ class MultiHeadAttention(keras.layers.Layer):
             }
         )
         return config
-
-
-def write_positions(buffer, update, index, axis):
-    """buffer with `update` written at positions index.. of `axis` (a dynamic index).
-
-    TensorFlow's `slice_update` lowers to XlaDynamicUpdateSlice, which a SavedModel served by
-    TF Serving may not have a kernel for; a single position is written with a mask there
-    instead, using only core ops. Other backends keep the in-place update.
-    """
-    if keras.backend.backend() == "tensorflow" and update.shape[axis] == 1:
-        length = ops.shape(buffer)[axis]
-        shape = [1] * len(buffer.shape)
-        shape[axis] = length
-        at_index = ops.reshape(ops.equal(ops.arange(length), index), shape)
-        return ops.where(at_index, update, buffer)
-    start = [0] * len(buffer.shape)
-    start[axis] = index
-    return ops.slice_update(buffer, start, update)
 
 
 def _check_divisible(d_model, num_heads):

@@ -1,9 +1,9 @@
 """The decoder: masked self-attention, cross-attention and a feed-forward network per block."""
 
 import keras
-from keras import ops
 
 from tfx_transformer.layers.block import TransformerBlockBase, TransformerStackBase
+from tfx_transformer.layers.cache import empty_key_value_cache
 
 
 @keras.saving.register_keras_serializable(package="tfx_transformer")
@@ -138,10 +138,9 @@ class Decoder(TransformerStackBase):
     def empty_self_attention_cache(self, batch_size, max_length):
         """One (keys, values) pair of zeros [B, h, L, d_head] per block, filled while decoding."""
         heads = self.block_kwargs["num_heads"]
-        shape = (batch_size, heads, max_length, self.block_kwargs["d_model"] // heads)
-        return tuple(
-            (ops.zeros(shape, dtype=self.compute_dtype), ops.zeros(shape, dtype=self.compute_dtype))
-            for _ in self.blocks
+        return empty_key_value_cache(
+            len(self.blocks), batch_size, heads, max_length, self.block_kwargs["d_model"] // heads,
+            self.compute_dtype,
         )
 
     def call(

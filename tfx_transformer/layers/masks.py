@@ -10,7 +10,7 @@ import ml_dtypes
 import numpy as np
 from keras import ops
 
-PAD_ID = 0
+from tfx_transformer.tokens import PAD_ID
 
 
 def padding_mask(token_ids, pad_id=PAD_ID):

@@ -1,0 +1,30 @@
+"""Reading the user's files: UTF-8 lines, with errors that name the file and line."""
+
+import os
+
+
+class DataError(ValueError):
+    """Input data that cannot be used, with the file and line that says why."""
+
+
+def read_lines(path):
+    """Decoded lines of a UTF-8 text file, without their line endings."""
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no such file.")
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a folder, not a text file.")
+    with open(path, "rb") as f:
+        raw_lines = f.read().splitlines()
+    if not raw_lines:
+        raise DataError(f"{path}: the file is empty.")
+    lines = []
+    for number, raw in enumerate(raw_lines, start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            raise DataError(
+                f"{path}:{number}: invalid UTF-8 at byte {error.start} of the line."
+            ) from None
+    if number == 1 and lines[0].startswith("\ufeff"):
+        lines[0] = lines[0][1:]
+    return lines

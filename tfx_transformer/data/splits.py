@@ -1,0 +1,22 @@
+"""Holding out validation examples when a data spec gives no validation split."""
+
+import random
+
+from tfx_transformer.data.readers import DataError
+
+
+def split_off(data, count, seed=0):
+    """(kept, held out): `count` random examples split off `data` (at most a tenth of it, at
+    least one), both in their original order.
+
+    `data` is any of the tasks' example sets: it has a length, `origin`, `unit` (what one example
+    is called, for errors) and `subset(indices)`.
+    """
+    if len(data) < 2:
+        raise DataError(
+            f"{data.origin}: {len(data)} {data.unit}(s) cannot make training and validation."
+        )
+    count = max(1, min(count, len(data) // 10 or 1))
+    order = list(range(len(data)))
+    random.Random(seed).shuffle(order)
+    return data.subset(sorted(order[count:])), data.subset(sorted(order[:count]))

@@ -1,0 +1,76 @@
+"""SavedModel export for TF Serving: RUN/export/<version>/, one version more each time.
+
+The run's task (config.json, through the registry `tfx_transformer.tasks`) says what the serving
+graph is: raw text in, translations (or tags) out; its module under `tasks/` documents the
+signature. The export loads in a process that imports only `tensorflow` and `tensorflow_text`,
+which is what TF Serving 2.20+ (linking the tf-text ops) does. Versions are written into a
+temporary folder and renamed into place; an existing version is never overwritten.
+
+    python -m tfx_transformer.export --run runs/default [--beam-size 4] [--length-penalty 0.6]
+"""
+
+import json
+import os
+
+import keras
+
+from tfx_transformer.files import atomic_directory
+from tfx_transformer.runs import RunPaths
+from tfx_transformer.tasks import TASKS, task_class
+
+
+def next_version(export_root):
+    """1 for a new folder, else one more than the highest numbered version in it."""
+    versions = []
+    if os.path.isdir(export_root):
+        versions = [int(name) for name in os.listdir(export_root) if name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def export_module(module, export_root):
+    """Writes `module` (a task's ServingModule) as `export_root/<next version>/`; returns it.
+
+    Written with `keras.export.ExportArchive`, which records every variable in the SavedModel's
+    object graph: TF Serving's loader (like `saved_model_cli run`) restores variables from there
+    and fails on a plain `tf.saved_model.save` of a module that merely holds a Keras 3 model.
+    """
+    path = os.path.join(export_root, str(next_version(export_root)))
+    with atomic_directory(path) as temporary:
+        archive = keras.export.ExportArchive()
+        archive.track(module.model)
+        archive.track(module.text_layer)
+        archive.add_endpoint("serving_default", module.serve)
+        archive.write_out(temporary, verbose=False)
+        os.makedirs(os.path.join(temporary, os.path.dirname(module.info_path)))
+        with open(os.path.join(temporary, module.info_path), "w", encoding="utf-8") as f:
+            json.dump(module.info, f, indent=2, sort_keys=True)
+    return path
+
+
+def export_run(run_dir, model=None, vocabulary=None, **settings):
+    """Exports the model of a training run to `run_dir/export/<next version>/`; returns its path.
+
+    The run's task (from config.json) builds the serving graph; `model` and `vocabulary` default
+    to the run's model.keras and tokenizer/, and `settings` are the task's export settings
+    (translation: beam_size, length_penalty, max_length, jit_compile; tagging takes none).
+    """
+    paths = RunPaths(run_dir)
+    task = task_class(paths.saved_config()["options"].get("task", "translation"))
+    if model is None:
+        if not os.path.exists(paths.model):
+            raise FileNotFoundError(f"{paths.model} does not exist: train first (python train.py).")
+        model = keras.models.load_model(paths.model)
+    if vocabulary is None:
+        vocabulary = task.load_vocabulary(paths.tokenizer)
+    return export_module(task.serving_module(model, vocabulary, **settings), paths.export)
+
+
+def read_export_info(version_dir):
+    """The settings an export was written with (its task's info file in assets.extra/)."""
+    info_paths = [t.serving_class.info_path for t in TASKS.values() if t.serving_class is not None]
+    for info_path in info_paths:
+        path = os.path.join(version_dir, info_path)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+    raise FileNotFoundError(f"{version_dir} has no {' or '.join(info_paths)}.")

@@ -1,0 +1,102 @@
+"""What the package's models share: a `TransformerConfig` as their saved config, token
+embeddings with absolute positions, and (tagger, language model) one stack of self-attention."""
+
+import keras
+
+from tfx_transformer.config import TransformerConfig
+from tfx_transformer.layers import (
+    Encoder,
+    LearnedPositionEmbedding,
+    SinusoidalPositionEncoding,
+    TokenEmbedding,
+)
+
+
+def position_layer(config, name, dtype=None):
+    """The layer that adds absolute positions to embeddings, or None when positions are relative
+    (the self-attention layers see them then)."""
+    if config.position == "learned":
+        return LearnedPositionEmbedding(config.max_length, dtype=dtype, name=name)
+    if config.position == "sinusoidal":
+        return SinusoidalPositionEncoding(dtype=dtype, name="positions")
+    return None
+
+
+def embed_tokens(embedding, positions, dropout, token_ids, start_index=0, training=None):
+    """Token embedding, plus absolute positions when there are any, then dropout."""
+    x = embedding(token_ids)  # (B, T, d_model)
+    if positions is not None:
+        x = x + positions(x, start_index=start_index)
+    return dropout(x, training=training)
+
+
+class ConfiguredModel(keras.Model):
+    """A model built from a `TransformerConfig` (or its dict), which is its saved config."""
+
+    def __init__(self, config=None, **kwargs):
+        if config is None:
+            config = TransformerConfig()
+        elif isinstance(config, dict):
+            config = TransformerConfig.from_dict(config)
+        elif not isinstance(config, TransformerConfig):
+            raise TypeError(
+                f"`config` must be a TransformerConfig or a dict. Received: {type(config).__name__}"
+            )
+        super().__init__(**kwargs)
+        self.model_config = config
+
+    def extra_config(self):
+        """Constructor arguments besides the TransformerConfig."""
+        return {}
+
+    def get_config(self):
+        return {
+            "config": self.model_config.to_dict(),
+            **self.extra_config(),
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        model_config = TransformerConfig.from_dict(config.pop("config"))
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+        return cls(model_config, **config)
+
+
+class SingleStackModel(ConfiguredModel):
+    """Token embedding (+ absolute positions), dropout and one stack of self-attention blocks:
+    what the tagger (an encoder) and the language model (causal blocks) share."""
+
+    def __init__(self, config=None, num_layers_field="num_encoder_layers", stack_name="encoder", **kwargs):
+        super().__init__(config, **kwargs)
+        config = self.model_config
+        self.token_embedding = TokenEmbedding(
+            config.vocab_size, config.d_model, dtype=self.dtype_policy, name="token_embedding"
+        )
+        self.positions = position_layer(config, "positions", self.dtype_policy)
+        self.embedding_dropout = keras.layers.Dropout(
+            config.dropout, dtype=self.dtype_policy, name="embedding_dropout"
+        )
+        self.stack = Encoder(
+            getattr(config, num_layers_field),
+            **config.block_kwargs(),
+            dtype=self.dtype_policy,
+            name=stack_name,
+        )
+
+    def build(self, input_shape=None):
+        hidden_shape = (None, None, self.model_config.d_model)
+        self.token_embedding.build((None, None))
+        if self.positions is not None:
+            self.positions.build(hidden_shape)
+        self.stack.build(hidden_shape)
+        self.built = True
+
+    def embed(self, token_ids, training=None):
+        return embed_tokens(
+            self.token_embedding, self.positions, self.embedding_dropout, token_ids, 0, training
+        )

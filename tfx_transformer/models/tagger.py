@@ -1,0 +1,56 @@
+"""`TransformerTagger`: the Transformer's encoder with a classifier on every token (e.g. NER)."""
+
+import keras
+from keras import ops
+
+from tfx_transformer.layers import key_padding_mask
+from tfx_transformer.layers.validation import check_positive_int
+from tfx_transformer.models.base import SingleStackModel
+
+
+@keras.saving.register_keras_serializable(package="tfx_transformer")
+class TransformerTagger(SingleStackModel):
+    """Encoder + per-token softmax over `num_tags` tags.
+
+    `tagger(token_ids [B, S] int)` -> float32 logits [B, S, num_tags]. Token id 0 is padding and
+    is masked; tag id 0 is reserved for padding labels and never predicted (`predict_tags`).
+    The config's encoder fields are used (`num_encoder_layers`, `position`, ...); its decoder
+    fields are not. With `position="tener"` this is TENER's tagger without the CRF.
+    """
+
+    def __init__(self, config=None, num_tags=2, **kwargs):
+        check_positive_int("num_tags", num_tags)
+        if num_tags < 2:
+            raise ValueError(
+                f"`num_tags` counts the padding tag 0 too; it must be >= 2. Received: {num_tags}"
+            )
+        super().__init__(config, **kwargs)
+        self.num_tags = num_tags
+        self.classifier = keras.layers.Dense(num_tags, dtype=self.dtype_policy, name="classifier")
+        self.build()
+
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        self.classifier.build((None, None, self.model_config.d_model))
+
+    def call(self, token_ids, training=None, return_attention_scores=False):
+        if isinstance(token_ids, dict):
+            token_ids = token_ids["token_ids"]
+        mask = key_padding_mask(token_ids, self.model_config.pad_id)  # (B, 1, S)
+        x = self.embed(token_ids, training)
+        encoded = self.stack(
+            x, attention_mask=mask, return_attention_scores=return_attention_scores, training=training
+        )
+        if return_attention_scores:
+            encoded, weights = encoded
+        logits = ops.cast(self.classifier(encoded), "float32")  # (B, S, num_tags)
+        return (logits, weights) if return_attention_scores else logits
+
+    def predict_tags(self, token_ids):
+        """[B, S] ids -> [B, S] int32 tag ids in 1..num_tags-1 (0 on padding)."""
+        logits = self(token_ids, training=False)
+        best = ops.cast(ops.argmax(logits[..., 1:], axis=-1), "int32") + 1
+        return ops.where(ops.not_equal(token_ids, self.model_config.pad_id), best, 0)
+
+    def extra_config(self):
+        return {"num_tags": self.num_tags}

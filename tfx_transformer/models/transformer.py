@@ -1,0 +1,194 @@
+"""`Transformer`: the encoder-decoder model of "Attention Is All You Need" as a `keras.Model`."""
+
+import keras
+from keras import ops
+
+from tfx_transformer.layers import (
+    Decoder,
+    Encoder,
+    TokenEmbedding,
+    causal_mask,
+    decoder_self_attention_mask,
+    key_padding_mask,
+)
+from tfx_transformer.models.base import ConfiguredModel, embed_tokens, position_layer
+
+
+@keras.saving.register_keras_serializable(package="tfx_transformer")
+class Transformer(ConfiguredModel):
+    """Encoder-decoder Transformer.
+
+    `model({"source_ids": [B, S] int, "target_ids": [B, T] int})` -> float32 logits [B, T, V]
+    for the token after each target position (feed the target shifted right: start token first).
+    Token id 0 is padding; the padding and causal masks are derived from the ids here, once.
+
+    Besides the full pass, the model exposes the pieces decoding needs: `encode`, `decode`,
+    `start_decoding` (the key/value caches) and `decode_step` (one position, cached).
+    """
+
+    def __init__(self, config=None, **kwargs):
+        super().__init__(config, **kwargs)
+        config = self.model_config
+        d_model = config.d_model
+
+        self.source_embedding = TokenEmbedding(
+            config.vocab_size, d_model, dtype=self.dtype_policy, name="source_embedding"
+        )
+        if config.share_embeddings:
+            self.target_embedding = self.source_embedding
+            self.output_projection = None
+        else:
+            self.target_embedding = TokenEmbedding(
+                config.vocab_size, d_model, dtype=self.dtype_policy, name="target_embedding"
+            )
+            self.output_projection = keras.layers.Dense(
+                config.vocab_size, dtype=self.dtype_policy, name="output_projection"
+            )
+        self.source_positions = position_layer(config, "source_positions", self.dtype_policy)
+        if config.position == "learned":
+            self.target_positions = position_layer(config, "target_positions", self.dtype_policy)
+        else:  # the fixed encoding (or none, with relative positions) serves both sides
+            self.target_positions = self.source_positions
+        self.embedding_dropout = keras.layers.Dropout(
+            config.dropout, dtype=self.dtype_policy, name="embedding_dropout"
+        )
+        self.encoder = Encoder(
+            config.num_encoder_layers,
+            **config.block_kwargs(),
+            dtype=self.dtype_policy,
+            name="encoder",
+        )
+        self.decoder = Decoder(
+            config.num_decoder_layers,
+            **config.block_kwargs(),
+            dtype=self.dtype_policy,
+            name="decoder",
+        )
+        # Weights exist from construction on, so a model can be saved, loaded, summarized or
+        # placed under a distribution strategy before it has seen data.
+        self.build()
+
+    def build(self, input_shape=None):
+        hidden_shape = (None, None, self.model_config.d_model)
+        builds = [
+            (self.source_embedding, ((None, None),)),
+            (self.target_embedding, ((None, None),)),
+            (self.output_projection, (hidden_shape,)),
+            (self.source_positions, (hidden_shape,)),
+            (self.target_positions, (hidden_shape,)),
+            (self.encoder, (hidden_shape,)),
+            (self.decoder, (hidden_shape, hidden_shape)),
+        ]
+        for layer, shapes in builds:
+            if layer is not None and not layer.built:  # shared layers appear twice
+                layer.build(*shapes)
+        self.built = True
+
+    # The full pass ---------------------------------------------------------------------------
+
+    def call(self, inputs, training=None):
+        if not isinstance(inputs, dict) or not {"source_ids", "target_ids"} <= set(inputs):
+            received = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
+            raise ValueError(
+                "Transformer expects a dict with 'source_ids' [B, S] and 'target_ids' [B, T]. "
+                f"Received: {received}"
+            )
+        encoder_output, source_mask = self.encode(inputs["source_ids"], training=training)
+        return self.decode(inputs["target_ids"], encoder_output, source_mask, training=training)
+
+    def encode(self, source_ids, training=None, return_attention_scores=False):
+        """[B, S] ids -> (encoder output [B, S, d_model], source key mask [B, 1, S])."""
+        source_mask = key_padding_mask(source_ids, self.model_config.pad_id)  # (B, 1, S)
+        x = self._embed(self.source_embedding, self.source_positions, source_ids, 0, training)
+        encoded = self.encoder(
+            x,
+            attention_mask=source_mask,
+            return_attention_scores=return_attention_scores,
+            training=training,
+        )
+        if return_attention_scores:
+            return encoded[0], source_mask, encoded[1]
+        return encoded, source_mask
+
+    def decode(
+        self, target_ids, encoder_output, source_mask, training=None, return_attention_scores=False
+    ):
+        """Full decoder pass: [B, T] target ids -> float32 logits [B, T, V]."""
+        x = self._embed(self.target_embedding, self.target_positions, target_ids, 0, training)
+        decoded = self.decoder(
+            x,
+            encoder_output,
+            self_attention_mask=decoder_self_attention_mask(target_ids, self.model_config.pad_id),
+            cross_attention_mask=source_mask,
+            return_attention_scores=return_attention_scores,
+            training=training,
+        )
+        if return_attention_scores:
+            return self._logits(decoded[0]), decoded[1], decoded[2]
+        return self._logits(decoded)
+
+    def attention_maps(self, inputs):
+        """Every attention layer's weights for one batch (inference mode).
+
+        Returns {"encoder_self": [...], "decoder_self": [...], "decoder_cross": [...]}, one float32
+        [B, h, T, S] tensor per block.
+        """
+        encoder_output, source_mask, encoder_self = self.encode(
+            inputs["source_ids"], training=False, return_attention_scores=True
+        )
+        _, decoder_self, decoder_cross = self.decode(
+            inputs["target_ids"],
+            encoder_output,
+            source_mask,
+            training=False,
+            return_attention_scores=True,
+        )
+        return {
+            "encoder_self": encoder_self,
+            "decoder_self": decoder_self,
+            "decoder_cross": decoder_cross,
+        }
+
+    # Incremental decoding -------------------------------------------------------------------
+
+    def start_decoding(self, encoder_output, max_length):
+        """Caches for `decode_step`: (empty self-attention cache, cross-attention keys/values)."""
+        batch_size = ops.shape(encoder_output)[0]
+        return (
+            self.decoder.empty_self_attention_cache(batch_size, max_length),
+            self.decoder.project_cross_attention_cache(encoder_output),
+        )
+
+    def decode_step(self, token_ids, index, self_attention_cache, cross_attention_cache, source_mask):
+        """Decodes position `index` from its input token [B, 1], using and extending the cache.
+
+        Returns (float32 logits [B, V], updated self-attention cache).
+        """
+        x = self._embed(self.target_embedding, self.target_positions, token_ids, index, False)
+        cache_length = ops.shape(self_attention_cache[0][0])[2]  # (B, h, L, d_head)
+        decoded, self_attention_cache = self.decoder(
+            x,
+            None,
+            # The query at `index` may attend to cache positions 0..index.
+            self_attention_mask=causal_mask(1, cache_length, query_offset=index),  # (1, 1, L)
+            cross_attention_mask=source_mask,
+            self_attention_cache=self_attention_cache,
+            cache_update_index=index,
+            cross_attention_cache=cross_attention_cache,
+            training=False,
+        )
+        return self._logits(decoded)[:, 0, :], self_attention_cache
+
+    # Helpers ---------------------------------------------------------------------------------
+
+    def _embed(self, embedding, positions, token_ids, start_index, training):
+        return embed_tokens(
+            embedding, positions, self.embedding_dropout, token_ids, start_index, training
+        )
+
+    def _logits(self, hidden):
+        if self.output_projection is None:
+            logits = self.target_embedding.attend(hidden)
+        else:
+            logits = self.output_projection(hidden)
+        return ops.cast(logits, "float32")  # (B, T, V): the loss wants float32 under mixed precision

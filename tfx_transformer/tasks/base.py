@@ -1,0 +1,149 @@
+"""What `python train.py --task NAME` needs from a task; `training.loop` drives the rest.
+
+A task reads its data and builds its vocabulary (`prepare`), makes batches of int32 arrays whose
+last member is the labels (token id 0 = padding, not scored), builds its model and maps a batch's
+other members to the model's inputs, adds its own validation metrics and TensorBoard summaries,
+scores a test set, and reports at the end. A task with a SavedModel export names its serving
+graph (`serving_class`); `tfx_transformer.export` writes it.
+"""
+
+import abc
+
+from tfx_transformer.config import TransformerConfig
+from tfx_transformer.data import Tokenizer
+
+
+class Task(abc.ABC):
+    """One kind of training job. The class attributes are the task's defaults and facts; an
+    instance holds one run's data and vocabulary (`self.vocabulary` once prepared)."""
+
+    name = None  # --task NAME (the registry's key)
+    default_data = None  # the data spec of its built-in set
+    data_specs = None  # the --data specs it reads, for --help
+    # Enough for the built-in set to be learned well by the default preset (a few minutes).
+    default_epochs = None
+    default_label_smoothing = 0.1
+    batch_arity = None  # arrays per batch, labels last
+    serving_class = None  # its export's ServingModule; None: the task has no SavedModel export
+
+    def __init__(self, options, paths):
+        self.options = options
+        self.paths = paths
+        self.vocabulary = None
+
+    def load_splits(self, load, split_off):
+        """(train, validation, test or None) from --data, --valid-data and --test-data.
+
+        `load(spec, split, seed)` reads a spec; a built-in (or tfds) spec has its own validation
+        split, a built-in one its test split too; otherwise `split_off(train)` returns
+        (train, validation) held out of the training data.
+        """
+        options = self.options
+        kind = options.data.split(":")[0]
+        train = load(options.data, "train", options.seed)
+        if options.valid_data:
+            valid = load(options.valid_data, "validation", options.seed)
+        elif kind in ("builtin", "tfds"):
+            valid = load(options.data, "validation", options.seed)
+        else:
+            train, valid = split_off(train)
+        test = None
+        if options.test_data:
+            test = load(options.test_data, "test", options.seed)
+        elif kind == "builtin":
+            test = load(options.data, "test", options.seed)
+        return train, valid, test
+
+    def model_config(self, vocab_size):
+        options = self.options
+        return TransformerConfig.preset(
+            options.preset, vocab_size=vocab_size, **options.model_overrides()
+        )
+
+    @abc.abstractmethod
+    def prepare(self):
+        """Reads the data and the vocabulary (new, or the saved one on --resume); returns the
+        TransformerConfig."""
+
+    @abc.abstractmethod
+    def describe_vocabulary(self):
+        """One log line: what the vocabulary holds."""
+
+    def save_vocabulary(self):
+        """Writes the vocabulary into DIR/tokenizer/."""
+        self.vocabulary.save(self.paths.tokenizer)
+
+    @staticmethod
+    @abc.abstractmethod
+    def load_vocabulary(folder):
+        """The vocabulary a run saved in `folder` (DIR/tokenizer/)."""
+
+    @property
+    @abc.abstractmethod
+    def train_examples(self):
+        """How many training examples the batches hold."""
+
+    @abc.abstractmethod
+    def train_batches(self, seed, pad_multiple=1):
+        """(list of batches, padding fraction) for one epoch, shuffled by `seed`."""
+
+    @abc.abstractmethod
+    def valid_batches(self):
+        """The validation batches, in a fixed order."""
+
+    @abc.abstractmethod
+    def build_model(self, model_config):
+        """The keras.Model this task trains."""
+
+    @abc.abstractmethod
+    def model_inputs(self, features):
+        """A batch without its labels -> what the model is called on."""
+
+    @abc.abstractmethod
+    def evaluate(self, model):
+        """The task's validation metrics (besides loss and accuracy), as a dict of floats."""
+
+    def write_summaries(self, model, valid_batches):
+        """TensorBoard text and images of the last evaluation (a default writer is set)."""
+
+    @abc.abstractmethod
+    def describe_metrics(self, metrics):
+        """The task's metrics in a few words, for the log."""
+
+    def test_metrics(self, model):
+        """Metrics on the test set, prefixed test_; none when there is no test set."""
+        return {}
+
+    def export_settings(self):
+        """The run's options that its export takes (see `serving_module`)."""
+        return {}
+
+    @classmethod
+    def serving_module(cls, model, vocabulary, **settings):
+        """The serving graph of `model` (a ServingModule); `settings` as `export_settings`."""
+        if cls.serving_class is None:
+            raise ValueError(
+                f"{type(model).__name__} has no serving export; export a translation or tagging run."
+            )
+        return cls.serving_class(model, vocabulary, **settings)
+
+    @abc.abstractmethod
+    def report(self, results):
+        """Logs samples; returns the final metrics in a few words for the last log line."""
+
+
+class SentencePieceTask(Task):
+    """A task whose vocabulary is a SentencePiece `Tokenizer` trained on its text."""
+
+    @staticmethod
+    def load_vocabulary(folder):
+        return Tokenizer.load(folder)
+
+    def tokenizer_for(self, texts):
+        """The run's tokenizer: trained on `texts`, or the saved one on --resume."""
+        if self.options.resume:
+            return Tokenizer.load(self.paths.tokenizer)
+        return Tokenizer.train(texts, self.options.vocab_size, seed=self.options.seed)
+
+    def describe_vocabulary(self):
+        return f"tokenizer: {self.vocabulary.vocab_size} pieces"

@@ -1,0 +1,243 @@
+"""Parallel text: the data specs, their readers, the built-in number-words task, encoding to
+token ids, and batches by a token budget (see `tfx_transformer.data.batching`).
+
+Specs: `builtin:numbers` (optionally `builtin:numbers:en-fr`), `tsv:PATH`,
+`parallel:SRC_PATH,TGT_PATH`, `tfds:NAME` (needs tensorflow-datasets and its data).
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from tfx_transformer.data import DataError, batch_indices, pad_rows, padding_fraction, read_lines
+from tfx_transformer.tokens import END_ID, START_ID
+
+
+@dataclasses.dataclass
+class ParallelText:
+    sources: list
+    targets: list
+    skipped_empty: int = 0
+    origin: str = ""
+    unit = "pair"
+
+    def __len__(self):
+        return len(self.sources)
+
+    def subset(self, indices):
+        return ParallelText(
+            [self.sources[i] for i in indices], [self.targets[i] for i in indices], 0, self.origin
+        )
+
+
+# Readers ---------------------------------------------------------------------------------------
+
+
+def _keep_pairs(pairs, origin):
+    sources, targets, skipped = [], [], 0
+    for source, target in pairs:
+        source, target = source.strip(), target.strip()
+        if not source or not target:
+            skipped += 1
+            continue
+        sources.append(source)
+        targets.append(target)
+    if not sources:
+        raise DataError(f"{origin}: no usable pairs (every pair had an empty side).")
+    return ParallelText(sources, targets, skipped, origin)
+
+
+def read_tsv(path):
+    """source<TAB>target per line; blank lines and pairs with an empty side are skipped."""
+    pairs = []
+    for number, line in enumerate(read_lines(path), start=1):
+        if not line.strip():
+            pairs.append(("", ""))
+            continue
+        if "\t" not in line:
+            raise DataError(f"{path}:{number}: no tab between source and target: {line[:80]!r}")
+        source, target = line.split("\t", 1)
+        if "\t" in target:
+            raise DataError(f"{path}:{number}: more than one tab; expected source<TAB>target.")
+        pairs.append((source, target))
+    return _keep_pairs(pairs, f"tsv:{path}")
+
+
+def read_parallel(source_path, target_path):
+    """Two aligned files, line i of one translating line i of the other."""
+    sources = read_lines(source_path)
+    targets = read_lines(target_path)
+    if len(sources) != len(targets):
+        raise DataError(
+            f"{source_path} has {len(sources)} lines but {target_path} has {len(targets)}: "
+            "parallel files must be aligned line by line."
+        )
+    return _keep_pairs(zip(sources, targets), f"parallel:{source_path},{target_path}")
+
+
+def read_tfds(name, split):
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise DataError(
+            f"tfds:{name} needs tensorflow-datasets: pip install 'tfx_transformer[tfds]'."
+        ) from None
+    try:
+        dataset = tfds.load(
+            name, split=split, as_supervised=True, data_dir=os.environ.get("TFDS_DATA_DIR")
+        )
+    except Exception as error:  # tfds raises many kinds: unknown name, no network, no split
+        raise DataError(f"tfds:{name} [{split}] could not be loaded: {error}") from None
+    pairs = [
+        (source.decode("utf-8"), target.decode("utf-8"))
+        for source, target in tfds.as_numpy(dataset)
+    ]
+    return _keep_pairs(pairs, f"tfds:{name}[{split}]")
+
+
+# The built-in task -------------------------------------------------------------------------------
+
+
+NUMBERS_LIMIT = 1_000_000
+NUMBERS_SPLITS = {"train": 40_000, "validation": 500, "test": 1_000}
+
+
+def numbers_split(split, language_pair="en-fr", seed=0, sizes=None):
+    """English number words -> French (or another num2words pair), disjoint splits by number.
+
+    Validation and test numbers are drawn uniformly from [0, 1,000,000) first. Training takes
+    every other number below 1,000 (the words everything else is built from) three times (below
+    100: ten times), then
+    half of its rest uniformly and half with each digit zero at even odds, so that round parts ("seventy
+    thousand and six") are as common in training as their rules are distinct.
+    """
+    sizes = {**NUMBERS_SPLITS, **(sizes or {})}
+    if split not in sizes:
+        raise DataError(f"builtin:numbers has the splits {sorted(sizes)}; received {split!r}.")
+    _language_pair(language_pair)
+    rng = np.random.default_rng(seed)
+    held_out = rng.choice(NUMBERS_LIMIT, size=sizes["test"] + sizes["validation"], replace=False)
+    if split == "test":
+        numbers = held_out[: sizes["test"]]
+    elif split == "validation":
+        numbers = held_out[sizes["test"] :]
+    else:
+        numbers = _training_numbers(rng, set(held_out.tolist()), sizes["train"])
+    pairs = [number_words(n, language_pair) for n in numbers]
+    return ParallelText(
+        [p[0] for p in pairs], [p[1] for p in pairs], 0, f"builtin:numbers:{language_pair}[{split}]"
+    )
+
+
+def number_words(number, language_pair="en-fr"):
+    """(source words, target words) of one number."""
+    from num2words import num2words
+
+    source_lang, target_lang = _language_pair(language_pair)
+    return num2words(int(number), lang=source_lang), num2words(int(number), lang=target_lang)
+
+
+def _training_numbers(rng, held_out, count):
+    # The numbers below 1,000 come three times and those below 100 ten times: alone
+    # ("one" -> "un") they are otherwise rare beside the same words inside larger numbers
+    # ("one thousand" -> "mille"), and a model learns to copy the larger numbers' habits.
+    small = [n for n in range(1000) if n not in held_out]
+    chosen = (small * 3 + [n for n in small if n < 100] * 7)[:count]
+    taken = set(chosen) | held_out
+    digits = 6  # numbers below NUMBERS_LIMIT
+    while len(chosen) < count:
+        batch = rng.integers(1000, NUMBERS_LIMIT, size=count)
+        sparse_digits = rng.integers(1, 10, size=(count, digits)) * (rng.random((count, digits)) < 0.5)
+        sparse = sparse_digits @ (10 ** np.arange(digits))
+        candidates = np.where(np.arange(count) % 2 == 0, batch, sparse)
+        for n in candidates.tolist():
+            if n >= 1000 and n not in taken and len(chosen) < count:
+                taken.add(n)
+                chosen.append(n)
+    return chosen
+
+
+def _language_pair(pair):
+    from num2words import CONVERTER_CLASSES
+
+    parts = pair.split("-")
+    if len(parts) != 2 or not all(p in CONVERTER_CLASSES for p in parts):
+        raise DataError(
+            f"builtin:numbers takes a language pair like en-fr of num2words languages; "
+            f"received {pair!r}."
+        )
+    return parts
+
+
+def load_spec(spec, split="train", seed=0):
+    """Reads a data spec. `split` matters for builtin and tfds, where one spec names several."""
+    kind, _, rest = spec.partition(":")
+    if kind == "builtin":
+        name, _, pair = rest.partition(":")
+        if name != "numbers":
+            raise DataError(f"Unknown built-in dataset {name!r}; the built-in one is 'numbers'.")
+        return numbers_split(split, pair or "en-fr", seed)
+    if kind == "tsv" and rest:
+        return read_tsv(rest)
+    if kind == "parallel" and rest.count(",") == 1:
+        source_path, target_path = rest.split(",")
+        return read_parallel(source_path, target_path)
+    if kind == "tfds" and rest:
+        return read_tfds(rest, split)
+    raise DataError(
+        f"Unknown data spec {spec!r}: use builtin:numbers, tsv:PATH, parallel:SRC,TGT or tfds:NAME."
+    )
+
+
+# Tokenized examples and batching ----------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Encoded:
+    """Token ids ready for the model: source [.. + end], decoder input [start + ..], labels [.. + end]."""
+
+    sources: list
+    targets: list
+    dropped: int = 0
+    truncated: int = 0
+
+
+def encode_pairs(tokenizer, data, max_length, long_pairs="drop"):
+    """Tokenizes; pairs longer than `max_length` tokens (with the end token) are dropped or
+    truncated, and counted."""
+    if long_pairs not in ("drop", "truncate"):
+        raise ValueError(f"`long_pairs` must be 'drop' or 'truncate'. Received: {long_pairs!r}")
+    sources, targets, dropped, truncated = [], [], 0, 0
+    for source, target in zip(tokenizer.encode(data.sources), tokenizer.encode(data.targets)):
+        source, target = source + [END_ID], target + [END_ID]
+        if len(source) > max_length or len(target) > max_length:
+            if long_pairs == "drop":
+                dropped += 1
+                continue
+            truncated += 1
+            source = source[: max_length - 1] + [END_ID]
+            target = target[: max_length - 1] + [END_ID]
+        sources.append(source)
+        targets.append(target)
+    return Encoded(sources, targets, dropped, truncated)
+
+
+def make_batches(encoded, batch_tokens, max_length, shuffle_seed=None, pad_to_multiple=1):
+    """Batches of similar length within `batch_tokens` padded tokens (see `batch_indices`).
+
+    Returns a list of
+    (source [B, S], decoder input [B, T], labels [B, T]) int32 arrays, shuffled by batch when
+    `shuffle_seed` is given, and the fraction of padding in sources and labels.
+    """
+    lengths = [max(len(s), len(t)) for s, t in zip(encoded.sources, encoded.targets)]
+    chunks = batch_indices(lengths, batch_tokens, max_length, shuffle_seed)
+    batches = [_pad_batch(encoded, chunk, pad_to_multiple) for chunk in chunks]
+    return batches, padding_fraction([a for b in batches for a in (b[0], b[2])])
+
+
+def _pad_batch(encoded, indices, multiple):
+    sources = [encoded.sources[i] for i in indices]
+    targets = [encoded.targets[i] for i in indices]
+    decoder_inputs = [[START_ID] + t[:-1] for t in targets]
+    return pad_rows(sources, multiple), pad_rows(decoder_inputs, multiple), pad_rows(targets, multiple)

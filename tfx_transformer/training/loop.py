@@ -1,0 +1,221 @@
+"""The training job behind `python train.py`: `run` prepares the run (data, vocabulary, model,
+folder), trains (distributed steps, TensorBoard, evaluation, checkpoints, resume) and finishes
+(test metrics, model.keras, the export, metrics.json). The files are those of `runs.RunPaths`.
+"""
+
+import dataclasses
+import os
+import time
+
+import keras
+
+from tfx_transformer.data import DataError
+from tfx_transformer.export import export_run
+from tfx_transformer.files import atomic_path, write_json_atomic
+from tfx_transformer.reporting import log, restart_clock
+from tfx_transformer.runs import RunPaths
+from tfx_transformer.tasks import task_class
+from tfx_transformer.training import distribute
+from tfx_transformer.training.options import MIXED_PRECISION
+from tfx_transformer.training.progress import Progress
+from tfx_transformer.training.resume import check_output_folder
+from tfx_transformer.training.stats import TrainingStats
+from tfx_transformer.training.trainer import Trainer
+
+
+@dataclasses.dataclass
+class Job:
+    """What a prepared run holds: its options, folder, strategy, task, trainer and step plan."""
+
+    options: object
+    paths: RunPaths
+    strategy: object
+    chief: bool
+    task: object
+    model_config: object
+    trainer: Trainer
+    steps_per_epoch: int
+    total_steps: int
+    padding: float
+    pad_multiple: int
+
+
+def run(options, strategy=None):
+    """Trains as `options` say and returns the final metrics (also written to metrics.json)."""
+    started = restart_clock()
+    job = prepare(options, strategy)
+    stats = TrainingStats(job.paths, job.chief)
+    if job.chief:
+        stats.write_hparams(options, job.model_config)
+    evaluator = Evaluator(job, stats)
+    step, metrics = train(job, stats, evaluator)
+    if not job.chief:
+        return {}
+    return finish(job, stats, evaluator, step, metrics, started)
+
+
+# Preparing a run -------------------------------------------------------------------------------
+
+
+def prepare(options, strategy=None):
+    """Checks the folder, reads the data and vocabulary, plans the steps, writes config.json and
+    the vocabulary, builds the trainer and restores it on --resume."""
+    paths = RunPaths(options.output)
+    if strategy is None:
+        distribute.split_cpu(options.cpu_devices)
+        strategy = distribute.make_strategy(options.strategy)
+    chief = distribute.is_chief(strategy)
+    check_output_folder(options, paths)
+    keras.config.set_dtype_policy(MIXED_PRECISION[options.mixed_precision])
+    keras.utils.set_random_seed(options.seed)
+
+    task = task_class(options.task)(options, paths)
+    model_config = task.prepare()
+    replicas = strategy.num_replicas_in_sync
+    pad_multiple = 8 if options.jit_compile else 1
+    first_batches, padding = task.train_batches(options.seed, pad_multiple)
+    steps_per_epoch = len(first_batches) // replicas
+    if steps_per_epoch == 0:
+        raise DataError(
+            f"{len(first_batches)} batch(es) cannot feed {replicas} replicas; use more data or a "
+            "smaller --batch-tokens."
+        )
+    total_steps = options.epochs * steps_per_epoch
+    if options.steps:
+        total_steps = min(total_steps, options.steps)
+    log(
+        f"{task.describe_vocabulary()}; batches: {len(first_batches)} per epoch "
+        f"({steps_per_epoch} steps x {replicas} replica(s)), padding {padding:.1%}; "
+        f"{total_steps} steps; strategy {distribute.strategy_name(strategy)}"
+    )
+    if chief:
+        os.makedirs(options.output, exist_ok=True)
+        if not options.resume:
+            task.save_vocabulary()
+        write_json_atomic(
+            paths.config, {"options": options.to_dict(), "model": model_config.to_dict()}
+        )
+    trainer = Trainer(options, model_config, strategy, paths, task)
+    return Job(options, paths, strategy, chief, task, model_config, trainer, steps_per_epoch,
+               total_steps, padding, pad_multiple)
+
+
+# Evaluation ------------------------------------------------------------------------------------
+
+
+class Evaluator:
+    """Validation loss and accuracy over the validation batches, the task's own metrics, and
+    their TensorBoard summaries."""
+
+    def __init__(self, job, stats):
+        self.task = job.task
+        self.model = job.trainer.model
+        self.stats = stats
+        self.eval_step = job.trainer.make_eval_step()
+        self.batches = job.task.valid_batches()
+
+    def __call__(self, step):
+        loss_sum = correct = tokens = 0.0
+        for batch in self.batches:
+            batch_loss, batch_correct, batch_tokens = self.eval_step(*batch)
+            loss_sum += float(batch_loss)
+            correct += float(batch_correct)
+            tokens += float(batch_tokens)
+        metrics = {
+            "loss": loss_sum / max(tokens, 1.0),
+            "accuracy": correct / max(tokens, 1.0),
+            **self.task.evaluate(self.model),
+        }
+        self.stats.write_validation(
+            step, metrics, lambda: self.task.write_summaries(self.model, self.batches)
+        )
+        return metrics
+
+
+# The training loop -----------------------------------------------------------------------------
+
+
+def train(job, stats, evaluator):
+    """Runs the steps from where the run stands to `total_steps`; returns (the step reached,
+    the last validation metrics or {} when none ran in this process)."""
+    options, trainer, task = job.options, job.trainer, job.task
+    step = trainer.restore() if options.resume else 0
+    if options.resume:
+        log(f"resuming from step {step}")
+    train_step = trainer.make_train_step()
+    progress = Progress(job.total_steps, job.chief)
+    metrics = {}
+    while step < job.total_steps:
+        epoch, offset = divmod(step, job.steps_per_epoch)
+        batches, _ = task.train_batches(options.seed + epoch, job.pad_multiple)
+        iterator = iter(
+            distribute.distributed_batches(job.strategy, batches, job.steps_per_epoch, offset)
+        )
+        for _ in range(offset, job.steps_per_epoch):
+            if step >= job.total_steps:
+                break
+            loss_sum, correct, tokens = train_step(iterator)
+            step += 1
+            tokens = float(tokens)
+            stats.add(tokens)
+            loss = float(loss_sum) / max(tokens, 1.0)
+            accuracy = float(correct) / max(tokens, 1.0)
+            if step % options.log_every == 0 or step == job.total_steps:
+                stats.close_interval(step, loss, accuracy, float(trainer.optimizer.learning_rate))
+            progress.update(step, loss, accuracy, stats.running_rate())
+            if step % options.checkpoint_every == 0:
+                trainer.save_checkpoint()
+            if job.chief and (evaluation_due(options, step, job.steps_per_epoch) or step == job.total_steps):
+                with stats.paused():
+                    metrics = evaluator(step)
+                log(
+                    f"\nstep {step}: validation loss {metrics['loss']:.4f}, accuracy "
+                    f"{metrics['accuracy']:.4f}, {task.describe_metrics(metrics)}"
+                )
+    if step != trainer.step:
+        raise RuntimeError(f"step bookkeeping is off: {step} vs optimizer {trainer.step}")
+    trainer.save_checkpoint()
+    return step, metrics
+
+
+def evaluation_due(options, step, steps_per_epoch):
+    """Every --eval-every steps, or at the end of every epoch when it is 0."""
+    if options.eval_every:
+        return step % options.eval_every == 0
+    return step % steps_per_epoch == 0
+
+
+# Finishing -------------------------------------------------------------------------------------
+
+
+def finish(job, stats, evaluator, step, metrics, started):
+    """On the chief: test metrics, model.keras, the export and metrics.json; the last log lines."""
+    options, paths, task, model = job.options, job.paths, job.task, job.trainer.model
+    if not metrics:  # resumed at the end: nothing was evaluated in this process
+        metrics = evaluator(step)
+    results = {
+        **metrics,
+        "steps": step,
+        "tokens_per_sec": stats.average_tokens_per_sec,
+        "padding_fraction": job.padding,
+        "train_examples": task.train_examples,
+        **task.test_metrics(model),
+    }
+    with atomic_path(paths.model) as temporary:
+        model.save(temporary)
+    if options.export and task.serving_class is None:
+        log(f"no SavedModel export for --task {task.name}: model.keras is the trained model")
+    elif options.export:
+        results["export"] = export_run(
+            paths.output, model=model, vocabulary=task.vocabulary, **task.export_settings()
+        )
+        log(f"exported {results['export']}")
+    results["seconds"] = time.time() - started
+    write_json_atomic(paths.metrics, results)
+    stats.close()
+    summary = task.report(results)
+    log(
+        f"\ndone: {step} steps in {results['seconds']:.0f} s, {results['tokens_per_sec']:.0f} target "
+        f"tokens/s; {summary}\noutputs in {options.output}"
+    )
+    return results

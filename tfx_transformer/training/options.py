@@ -1,0 +1,93 @@
+"""`TrainOptions`: every option of a training run, checked when made; saved in DIR/config.json
+and accepted by --config."""
+
+import dataclasses
+
+from tfx_transformer.config import PRESETS, JsonDataclass, TransformerConfig
+from tfx_transformer.tasks import task_class
+from tfx_transformer.training.distribute import STRATEGIES
+
+MIXED_PRECISION = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+@dataclasses.dataclass
+class TrainOptions(JsonDataclass):
+    """Every option of a training run; saved in DIR/config.json and accepted by --config."""
+
+    output: str = "runs/default"
+    task: str = "translation"
+    preset: str = "tiny"
+    data: str | None = None  # None: the task's built-in set
+    valid_data: str | None = None
+    test_data: str | None = None
+    epochs: int | None = None  # None: the task's default
+    steps: int | None = None
+    batch_tokens: int = 3072
+    max_length: int | None = None
+    long_pairs: str = "drop"
+    vocab_size: int = 8000  # translation: SentencePiece bound; tagging: most frequent words kept
+    model: dict = dataclasses.field(default_factory=dict)  # TransformerConfig overrides
+    warmup_steps: int = 400
+    learning_rate_scale: float = 1.0
+    label_smoothing: float | None = None  # None: the task's default
+    clipnorm: float | None = None
+    strategy: str = "auto"
+    cpu_devices: int = 0
+    mixed_precision: str = "none"
+    jit_compile: bool = False
+    seed: int = 0
+    eval_every: int = 0  # steps between evaluations; 0: at the end of every epoch
+    eval_examples: int = 500
+    beam_size: int = 4
+    length_penalty: float = 0.6
+    checkpoint_every: int = 200
+    log_every: int = 25
+    samples: int = 5
+    word_dropout: float = 0.1  # tagging: share of training words replaced by <unk>
+    export: bool = True
+    resume: bool = False
+
+    def __post_init__(self):
+        task = task_class(self.task)
+        if self.data is None:
+            self.data = task.default_data
+        if self.epochs is None:
+            self.epochs = task.default_epochs
+        if self.label_smoothing is None:
+            self.label_smoothing = task.default_label_smoothing
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"--label-smoothing must be in [0, 1). Received: {self.label_smoothing!r}")
+        if not 0.0 <= self.word_dropout < 1.0:
+            raise ValueError(f"--word-dropout must be in [0, 1). Received: {self.word_dropout!r}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"--preset must be one of {sorted(PRESETS)}. Received: {self.preset!r}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(
+                f"--mixed-precision must be one of {sorted(MIXED_PRECISION)}. "
+                f"Received: {self.mixed_precision!r}"
+            )
+        for name in ("epochs", "batch_tokens", "vocab_size", "warmup_steps", "beam_size",
+                     "checkpoint_every", "log_every", "eval_examples"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer. Received: {value!r}")
+        if self.steps is not None and (not isinstance(self.steps, int) or self.steps <= 0):
+            raise ValueError(f"--steps must be a positive integer. Received: {self.steps!r}")
+        if self.long_pairs not in ("drop", "truncate"):
+            raise ValueError(f"--long-pairs must be drop or truncate. Received: {self.long_pairs!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"--strategy must be one of {STRATEGIES}. Received: {self.strategy!r}"
+            )
+        if "vocab_size" in self.model:
+            raise ValueError(
+                "The vocabulary size comes from the tokenizer trained on the data; bound it with "
+                "--vocab-size instead of --set vocab_size."
+            )
+        TransformerConfig.preset(self.preset, **self.model_overrides())  # fails early on bad fields
+
+    def model_overrides(self):
+        overrides = dict(self.model)
+        if self.max_length is not None:
+            overrides["max_length"] = self.max_length
+        return overrides

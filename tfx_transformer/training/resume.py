@@ -1,0 +1,30 @@
+"""The rules of a run folder: a new run never writes over an old one, and --resume continues a
+run only with the options it was started with (but those in RESUMABLE_CHANGES)."""
+
+import os
+
+# Options that may change when a run is resumed; every other one must match the saved run.
+RESUMABLE_CHANGES = ("epochs", "steps", "resume", "strategy", "cpu_devices", "export")
+
+
+def check_output_folder(options, paths):
+    """A new run never writes over an old one; --resume needs the old one's config."""
+    if options.resume:
+        if not os.path.exists(paths.config):
+            raise ValueError(f"--resume: {paths.config} does not exist; there is no run to resume.")
+        saved = paths.saved_config()["options"]
+        mismatched = {
+            key: (saved.get(key), value)
+            for key, value in options.to_dict().items()
+            if key not in RESUMABLE_CHANGES and key != "output" and saved.get(key) != value
+        }
+        if mismatched:
+            details = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in mismatched.items())
+            raise ValueError(f"--resume with options that differ from the saved run: {details}")
+        return
+    leftovers = [p for p in (paths.config, paths.checkpoints, paths.model) if os.path.exists(p)]
+    if leftovers:
+        raise ValueError(
+            f"{options.output} already holds a run ({', '.join(os.path.basename(p) for p in leftovers)}). "
+            "Pass --resume to continue it, or choose another --output."
+        )

@@ -1,0 +1,81 @@
+"""The training loop's counters and TensorBoard summaries, kept in one place so that the loop
+reads as a loop: target tokens and time per logging interval (evaluation pauses excluded), the
+speed, and the scalars written for train/ and validation/."""
+
+import contextlib
+import time
+
+import tensorflow as tf
+from tensorboard.plugins.hparams import api as hparams_api
+
+
+class TrainingStats:
+    """Counts tokens and training time; on the chief, writes logs/train and logs/validation."""
+
+    def __init__(self, paths, chief):
+        self.writers = {}
+        if chief:
+            self.writers = {
+                "train": tf.summary.create_file_writer(paths.train_logs),
+                "validation": tf.summary.create_file_writer(paths.validation_logs),
+            }
+        self.interval_tokens = 0.0
+        self.interval_start = time.time()
+        self.tokens_per_sec = 0.0  # over the last closed interval
+        self.trained_tokens = 0.0
+        self.trained_seconds = 0.0
+
+    def add(self, tokens):
+        self.interval_tokens += tokens
+
+    def close_interval(self, step, loss, accuracy, learning_rate):
+        """Ends a logging interval: its speed, and the train scalars at `step`."""
+        elapsed = time.time() - self.interval_start
+        self.tokens_per_sec = self.interval_tokens / max(elapsed, 1e-9)
+        self.trained_tokens += self.interval_tokens
+        self.trained_seconds += elapsed
+        if "train" in self.writers:
+            with self.writers["train"].as_default(step=step):
+                tf.summary.scalar("loss", loss)
+                tf.summary.scalar("accuracy", accuracy)
+                tf.summary.scalar("learning_rate", learning_rate)
+                tf.summary.scalar("tokens_per_sec", self.tokens_per_sec)
+        self.interval_tokens, self.interval_start = 0.0, time.time()
+
+    def running_rate(self):
+        """Tokens per second so far in this interval (the last interval's at its start)."""
+        if not self.interval_tokens:
+            return self.tokens_per_sec
+        return self.interval_tokens / max(time.time() - self.interval_start, 1e-9)
+
+    @property
+    def average_tokens_per_sec(self):
+        return self.trained_tokens / self.trained_seconds if self.trained_seconds else 0.0
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Time spent inside (evaluation) is not training time."""
+        pause = time.time()
+        try:
+            yield
+        finally:
+            self.interval_start += time.time() - pause
+
+    def write_validation(self, step, metrics, write_task_summaries):
+        with self.writers["validation"].as_default(step=step):
+            for name, value in metrics.items():
+                tf.summary.scalar(name, value)
+            write_task_summaries()
+        self.writers["validation"].flush()
+
+    def write_hparams(self, options, model_config):
+        flat = {}
+        for key, value in {**options.to_dict(), **model_config.to_dict()}.items():
+            if isinstance(value, (bool, int, float, str)):
+                flat[key] = value
+        with self.writers["train"].as_default():
+            hparams_api.hparams(flat)
+
+    def close(self):
+        for writer in self.writers.values():
+            writer.close()

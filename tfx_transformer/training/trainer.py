@@ -1,0 +1,97 @@
+"""`Trainer`: the model, optimizer, checkpoints and compiled steps of one run (TensorFlow)."""
+
+import keras
+import tensorflow as tf
+
+from tfx_transformer.tasks import task_class
+from tfx_transformer.training import distribute
+from tfx_transformer.training.losses import smoothed_token_losses, token_accuracy_counts
+from tfx_transformer.training.optimization import make_optimizer
+
+
+class Trainer:
+    """Owns the model, optimizer, checkpoint and the compiled steps of one run.
+
+    Batches are tuples of int32 arrays, labels last; `task.model_inputs` maps the others to the
+    model's inputs (the task of `options.task` when none is given).
+    """
+
+    def __init__(self, options, model_config, strategy, paths, task=None):
+        self.options = options
+        self.strategy = strategy
+        self.paths = paths
+        self.task = task or task_class(options.task)(options, paths)
+        with strategy.scope():
+            self.model = self.task.build_model(model_config)
+            self.optimizer = make_optimizer(
+                model_config.d_model, options.warmup_steps, options.learning_rate_scale, options.clipnorm
+            )
+            if options.mixed_precision == "fp16":
+                self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
+            self.optimizer.build(self.model.trainable_variables)
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint,
+            distribute.writable_folder(strategy, paths.checkpoints),
+            max_to_keep=2,
+        )
+        self._compute = tf.function(self._compute_gradients, jit_compile=options.jit_compile)
+
+    @property
+    def step(self):
+        return int(self.optimizer.iterations.numpy())
+
+    def restore(self):
+        latest = self.manager.latest_checkpoint
+        if latest is None:
+            return 0
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        return self.step
+
+    def save_checkpoint(self):
+        self.manager.save(checkpoint_number=self.step)
+
+    def _compute_gradients(self, *batch):
+        features, labels = batch[:-1], batch[-1]
+        with tf.GradientTape() as tape:
+            logits = self.model(self.task.model_inputs(features), training=True)
+            losses, _ = smoothed_token_losses(labels, logits, self.options.label_smoothing)
+            loss_sum = tf.reduce_sum(losses)
+            scaled = loss_sum
+            if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+                scaled = self.optimizer.scale_loss(loss_sum)
+        gradients = tape.gradient(scaled, self.model.trainable_variables)
+        correct, _ = token_accuracy_counts(labels, logits)
+        return loss_sum, correct, gradients
+
+    def _replica_step(self, *batch):
+        tokens = tf.reduce_sum(tf.cast(batch[-1] != 0, tf.float32))
+        context = tf.distribute.get_replica_context()
+        global_tokens = context.all_reduce(tf.distribute.ReduceOp.SUM, tokens)
+        loss_sum, correct, gradients = self._compute(*batch)
+        # Every replica divides by the tokens of the whole global batch, so the summed gradients
+        # are those of the mean over all real tokens, however the batch was split.
+        gradients = [g / tf.maximum(global_tokens, 1.0) for g in gradients]
+        self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
+        return loss_sum, correct, tokens
+
+    def make_train_step(self):
+        strategy = self.strategy
+
+        @tf.function
+        def train_step(iterator):
+            per_replica = strategy.run(self._replica_step, args=tuple(next(iterator)))
+            return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in per_replica]
+
+        return train_step
+
+    def make_eval_step(self):
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)] * self.task.batch_arity)
+        def eval_step(*batch):
+            features, labels = batch[:-1], batch[-1]
+            logits = self.model(self.task.model_inputs(features), training=False)
+            losses, tokens = smoothed_token_losses(labels, logits, self.options.label_smoothing)
+            correct, _ = token_accuracy_counts(labels, logits)
+            return tf.reduce_sum(losses), correct, tokens
+
+        return eval_step
