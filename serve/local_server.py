@@ -68,7 +68,8 @@ def build_parser():
     add("--model_config_file", help="ModelServerConfig in protobuf text format")
     add("--file_system_poll_wait_seconds", type=float, default=1.0,
         help="how often to look for new versions (0: only at start)")
-    add("--rest_api_num_threads", type=int, default=16, help="gRPC worker threads")
+    add("--rest_api_num_threads", type=int, default=16,
+        help="worker threads of the gRPC server (REST answers each connection on a thread of its own)")
     add("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     # tensorflow_model_server flags accepted so that a command line works with either server;
     # this one answers each request as it comes (no server-side batching).

@@ -23,9 +23,12 @@ DRAIN_LIMIT = 64 * 1024 * 1024
 
 
 class RestServer(ThreadingHTTPServer):
-    """An HTTP server whose handlers answer from `model_server`, a thread per request."""
+    """An HTTP server whose handlers answer from `model_server`, a thread per connection."""
 
     daemon_threads = True
+    # The listen backlog: socketserver's default of 5 resets connections as soon as a few dozen
+    # clients connect at once, before a thread has accepted them.
+    request_queue_size = 1024
 
     def __init__(self, address, model_server):
         self.model_server = model_server
@@ -34,7 +37,7 @@ class RestServer(ThreadingHTTPServer):
 
 ROUTE = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
-    r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+    r"(?:/versions/(?P<version>[0-9]+)|/labels/(?P<label>[^/:]+))?"
     r"(?:(?P<metadata>/metadata)|:(?P<verb>predict|classify|regress))?/?$"
 )
 
@@ -102,6 +105,15 @@ def jsonable(array):
     return array.tolist()
 
 
+def requested_version(model, digits):
+    """The version in a path, or None for the latest; one too long to exist is not found."""
+    if not digits:
+        return None
+    if len(digits) > 18:
+        raise not_found(f"Servable not found for request: Specific({model.name}, {digits[:20]}...)")
+    return int(digits)
+
+
 class RestHandler(BaseHTTPRequestHandler):
     """TF Serving's REST API over the `ModelServer` of its `RestServer`."""
 
@@ -115,13 +127,29 @@ class RestHandler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002
         log.debug("%s %s", self.address_string(), format % args)
 
-    def reply(self, code, payload):
+    def reply(self, code, payload, headers=()):
         data = json.dumps(payload).encode("utf-8")
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in headers:
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+    def send_error(self, code, message=None, explain=None):
+        """The base class's own errors (a malformed request line, an unknown method) as JSON."""
+        self.close_connection = True
+        self.reply(code, {"error": message or self.responses.get(code, ("Error",))[0]})
+
+    def not_allowed(self):
+        self.close_connection = True
+        self.reply(
+            405, {"error": f"Method {self.command} is not allowed: GET (status, metadata) or POST (predict)."},
+            headers=[("Allow", "GET, POST")],
+        )
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_HEAD = do_CONNECT = not_allowed  # noqa: N815
 
     def handle_request(self, method):
         try:
@@ -131,7 +159,7 @@ class RestHandler(BaseHTTPRequestHandler):
             if route["label"]:
                 raise not_found(f"Unrecognized servable version label: {route['label']}")
             model = self.model_server.model(route["name"])
-            version = int(route["version"]) if route["version"] else None
+            version = requested_version(model, route["version"])
             if method == "GET" and route["verb"] is None:
                 if route["metadata"]:
                     return self.reply(200, metadata_json(model, version))
@@ -149,8 +177,10 @@ class RestHandler(BaseHTTPRequestHandler):
 
     def read_body(self):
         length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            raise ServingError("A Content-Length header is required.", 411, "INVALID_ARGUMENT")
+        if length is None or not re.fullmatch(r"[0-9]{1,18}", length.strip()):
+            raise ServingError(
+                "A Content-Length header (a byte count) is required.", 411, "INVALID_ARGUMENT"
+            )
         length = int(length)
         if length > self.model_server.limits.max_request_bytes:
             self.close_connection = True
@@ -178,11 +208,15 @@ class RestHandler(BaseHTTPRequestHandler):
             return json.loads(text)
         except json.JSONDecodeError as error:
             raise ServingError(f"JSON Parse error: {error}") from None
+        except RecursionError:
+            raise ServingError("JSON Parse error: the body is nested too deeply.") from None
 
     def predict(self, model, version):
         body = self.read_body()
         servable = model.get(version)
         signature = body.get("signature_name") if isinstance(body, dict) else None
+        if signature is not None and not isinstance(signature, str):
+            raise ServingError("'signature_name' must be a string.")
         name, _, signature_def = servable.signature(signature)
         input_names = sorted(signature_def.inputs)
         _, columns, style = parse_predict(body, input_names)

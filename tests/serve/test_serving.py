@@ -17,7 +17,8 @@ import tensorflow as tf
 
 from serve.client import GrpcClient, RestClient, ServingClientError
 
-from tests import ROOT  # noqa: E402
+from tests import ROOT
+
 TEXTS = ["seventy-one", "two hundred and forty-three", "one", "ninety-nine", "twelve"]
 
 
@@ -229,6 +230,11 @@ def test_odd_but_valid_inputs_are_answered(server, direct):
         (b'{"instances": ["one"]}', "/v2/whatever", 404, "Malformed"),
         (json.dumps({"instances": ["x"] * 300}).encode(), None, 413, "limit"),
         (json.dumps({"instances": ["x" * 2_000_000]}).encode(), None, 413, "limit"),
+        (b'{"instances": ["one"], "signature_name": ["serving_default"]}', None, 400, "must be a string"),
+        (b"[" * 5_000 + b"]" * 5_000, None, 400, "nested too deeply"),
+        (b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", None, 400, "nested too deeply"),
+        (b'{"instances": ["one"]}', "/v1/models/translator/versions/" + "9" * 5_000 + ":predict", 404,
+         "not found"),
     ],
 )
 def test_bad_requests_get_a_4xx_error_body_and_the_server_stays_up(server, body, path, code, message):
@@ -236,6 +242,60 @@ def test_bad_requests_get_a_4xx_error_body_and_the_server_stays_up(server, body,
     assert status == code
     assert set(reply) == {"error"} and message in reply["error"]
     assert server["rest"].predict(["one"])[0]["translation"] is not None
+
+
+def raw_request(server, head, body=b""):
+    """One HTTP request written by hand; (status, headers, JSON body) of the answer."""
+    port = int(server["rest_url"].rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as connection:
+        connection.sendall(head.encode("latin-1") + b"\r\n\r\n" + body)
+        reader = connection.makefile("rb")
+        status = int(reader.readline().split()[1])
+        headers = {}
+        for line in iter(reader.readline, b"\r\n"):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return status, headers, json.loads(reader.read(int(headers["content-length"])))
+
+
+@pytest.mark.parametrize("length", ["abc", "\u00b2", "-5", "1" * 40])
+def test_a_content_length_that_is_not_a_byte_count_gets_411(server, length):
+    head = f"POST /v1/models/translator:predict HTTP/1.1\r\nHost: x\r\nContent-Length: {length}"
+    status, _, reply = raw_request(server, head.encode("utf-8").decode("latin-1"), b"{}")
+    assert status == 411 and "Content-Length" in reply["error"]
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"])
+def test_other_methods_get_405_with_allow_as_json(server, method):
+    status, headers, reply = raw_request(
+        server, f"{method} /v1/models/translator HTTP/1.1\r\nHost: x\r\nContent-Length: 0"
+    )
+    assert status == 405 and headers["allow"] == "GET, POST" and method in reply["error"]
+    status, _, reply = raw_request(server, "BREW /v1/models/translator HTTP/1.1\r\nHost: x")
+    assert status == 501 and set(reply) == {"error"}
+    assert server["rest"].predict(["one"])[0]["translation"] is not None
+
+
+@pytest.mark.slow
+def test_64_concurrent_clients_lose_no_request(server, direct):
+    expected = dict(zip(TEXTS, direct(TEXTS)[0]))
+    errors, answers = [], []
+    started = time.time()
+
+    def client(index):
+        rest = RestClient(server["rest"].url, "translator", timeout=120)
+        for n in range(5):
+            text = TEXTS[(index + n) % len(TEXTS)]
+            try:
+                answers.append((text, rest.predict([text])[0]["translation"]))
+            except Exception as error:  # counted, so that every client finishes
+                errors.append(repr(error))
+
+    with ThreadPoolExecutor(64) as pool:
+        list(pool.map(client, range(64)))
+    assert errors == [] and len(answers) == 64 * 5
+    assert all(translation == expected[text] for text, translation in answers)
+    assert time.time() - started < 180
 
 
 def test_oversized_body_is_refused_before_it_is_read(server):
