@@ -88,7 +88,9 @@ def read_tfds(name, split):
             name, split=split, as_supervised=True, data_dir=os.environ.get("TFDS_DATA_DIR")
         )
     except Exception as error:  # tfds raises many kinds: unknown name, no network, no split
-        raise DataError(f"tfds:{name} [{split}] could not be loaded: {error}") from None
+        # Its first line says why; the rest can be the names of all ~500 datasets it knows.
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        raise DataError(f"tfds:{name} [{split}] could not be loaded: {reason}") from None
     pairs = [
         (source.decode("utf-8"), target.decode("utf-8"))
         for source, target in tfds.as_numpy(dataset)
