@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from tests import ROOT  # noqa: E402
+from tests import ROOT
+
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
 
 

@@ -1,7 +1,8 @@
 """The project's own promises: CI runs exactly the test command that README gives."""
 
 
-from tests import ROOT  # noqa: E402
+from tests import ROOT
+
 TEST_COMMAND = 'python -m pip install -e ".[test]" && python -m pytest'
 
 

@@ -1,4 +1,9 @@
-"""Writing files so that a crash never leaves half of one: write beside it, then rename."""
+"""Writing files so that a crash never leaves half of one: write beside it, then rename.
+
+The temporary files and folders are private while they are written (mkstemp, mkdtemp); what is
+renamed into place gets the permissions a plain `open()` or `os.makedirs` would give under the
+process's umask, so that another user (a TF Serving process, say) can read a run and its exports.
+"""
 
 import contextlib
 import json
@@ -17,6 +22,7 @@ def atomic_path(path):
     os.close(handle)
     try:
         yield temporary
+        os.chmod(temporary, 0o666 & ~current_umask())
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
@@ -48,7 +54,15 @@ def atomic_directory(path):
     temporary = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
     try:
         yield temporary
+        os.chmod(temporary, 0o777 & ~current_umask())
         os.rename(temporary, path)
     finally:
         if os.path.exists(temporary):
             shutil.rmtree(temporary, ignore_errors=True)
+
+
+def current_umask():
+    """The process's umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

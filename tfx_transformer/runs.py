@@ -8,10 +8,14 @@ it, `--resume` and the export read it.
     DIR/model.keras        the trained model
     DIR/export/<version>/  SavedModels for TF Serving
     DIR/metrics.json       the final metrics
+    DIR/.lock              while a process trains into DIR: its pid and host
 """
 
+import contextlib
 import json
 import os
+import socket
+import time
 
 
 class RunPaths:
@@ -26,6 +30,7 @@ class RunPaths:
         self.model = os.path.join(output, "model.keras")
         self.export = os.path.join(output, "export")
         self.metrics = os.path.join(output, "metrics.json")
+        self.lock = os.path.join(output, ".lock")
 
     def saved_config(self):
         """config.json as written by training: {"options": {...}, "model": {...}}."""
@@ -36,3 +41,63 @@ class RunPaths:
             )
         with open(self.config, encoding="utf-8") as f:
             return json.load(f)
+
+
+class RunInUse(ValueError):
+    """The run folder is claimed by another process (or by one that died holding it)."""
+
+
+@contextlib.contextmanager
+def claimed(paths):
+    """Holds DIR/.lock for the duration: created with O_EXCL, so that of two processes started
+    together on one folder exactly one gets it; the other is refused at once, before any slow
+    work. The folder is created if need be (which also proves it writable), and removed again if
+    the run ends before writing anything into it."""
+    created = not os.path.exists(paths.output)
+    os.makedirs(paths.output, exist_ok=True)
+    owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    try:
+        handle = os.open(paths.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+    except FileExistsError:
+        raise RunInUse(_holder_message(paths)) from None
+    with os.fdopen(handle, "w", encoding="utf-8") as f:
+        json.dump(owner, f)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(paths.lock)
+        if created and not os.listdir(paths.output):
+            os.rmdir(paths.output)
+
+
+def _holder_message(paths):
+    try:
+        with open(paths.lock, encoding="utf-8") as f:
+            holder = json.load(f)
+        pid, host, started = int(holder["pid"]), str(holder["host"]), holder.get("started", "?")
+    except (OSError, ValueError, KeyError, TypeError):
+        return (
+            f"{paths.output} is claimed by another process ({paths.lock} exists). If none trains "
+            f"into it, delete {paths.lock} and run again."
+        )
+    if host == socket.gethostname() and not _alive(pid):
+        return (
+            f"{paths.lock} was left by process {pid}, which is no longer running (it was killed "
+            f"while training). If no other process uses {paths.output}, delete {paths.lock} and "
+            "run again (with --resume to continue from its last checkpoint)."
+        )
+    return (
+        f"{paths.output} is in use: process {pid} on {host} has been training into it since "
+        f"{started}. Wait for it to finish, or choose another --output."
+    )
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

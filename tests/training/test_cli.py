@@ -18,3 +18,24 @@ def test_task_defaults_in_the_help_come_from_the_task_classes():
         assert f"{name} {task.default_epochs}" in helps["epochs"]
         assert f"{name} {task.default_label_smoothing}" in helps["label_smoothing"]
         assert f"{name} {task.default_data}" in helps["data"]
+
+
+def test_a_run_says_only_what_matters_on_stderr(tmp_path):
+    """TensorFlow's start-up lines (CUDA probing, oneDNN) are not shown without --verbose."""
+    import os
+    import subprocess
+    import sys
+
+    from tests import ROOT
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--output", str(a_file)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: --output {a_file} is a file; a run needs a folder."
+    ]

@@ -12,7 +12,8 @@ import keras
 import numpy as np
 import pytest
 
-from tests import ROOT  # noqa: E402
+from tests import ROOT
+
 TINY = [
     "--preset", "tiny",
     "--set", "d_model=32", "--set", "d_ff=64", "--set", "num_heads=2",
@@ -191,6 +192,10 @@ def test_sigkill_then_resume_continues_to_the_same_total(tmp_path):
     saved_step = int(tf.train.latest_checkpoint(str(checkpoints)).rsplit("-", 1)[1])
     assert 10 <= saved_step < 40
 
+    # The killed process left its claim on the folder: reported, with how to clear it.
+    refused = train([*args, "--resume"], check=False)
+    assert refused.returncode == 4 and "no longer running" in refused.stderr
+    (output / ".lock").unlink()
     result = train([*args, "--resume"])
     assert f"resuming from step {saved_step}" in result.stdout
     metrics = json.loads((output / "metrics.json").read_text())

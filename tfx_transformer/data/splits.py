@@ -3,6 +3,7 @@
 import random
 
 from tfx_transformer.data.readers import DataError
+from tfx_transformer.reporting import log
 
 
 def split_off(data, count, seed=0):
@@ -16,7 +17,12 @@ def split_off(data, count, seed=0):
         raise DataError(
             f"{data.origin}: {len(data)} {data.unit}(s) cannot make training and validation."
         )
-    count = max(1, min(count, len(data) // 10 or 1))
+    asked, count = count, max(1, min(count, len(data) // 10 or 1))
+    if count < asked:
+        log(
+            f"warning: {data.origin} has {len(data)} {data.unit}s; {count} held out for validation "
+            f"(at most a tenth), not the {asked} asked for. Give --valid-data for more."
+        )
     order = list(range(len(data)))
     random.Random(seed).shuffle(order)
     return data.subset(sorted(order[count:])), data.subset(sorted(order[:count]))

@@ -11,6 +11,7 @@ import abc
 
 from tfx_transformer.config import TransformerConfig
 from tfx_transformer.data import Tokenizer
+from tfx_transformer.reporting import log
 
 
 class Task(abc.ABC):
@@ -53,6 +54,16 @@ class Task(abc.ABC):
         elif kind == "builtin":
             test = load(options.data, "test", options.seed)
         return train, valid, test
+
+    @staticmethod
+    def warn_if_mostly_dropped(kept, dropped, unit, max_length):
+        """Most of the training set over the length limit: the run would train on the rest."""
+        if dropped > kept:
+            log(
+                f"warning: {dropped} of {kept + dropped} training {unit}s are longer than "
+                f"{max_length} tokens and were dropped; raise --max-length, or pass --long-pairs "
+                "truncate."
+            )
 
     def model_config(self, vocab_size):
         options = self.options

@@ -9,8 +9,10 @@ from tfx_transformer.config import PRESETS
 from tfx_transformer.data import DataError
 from tfx_transformer.tasks import TASKS
 from tfx_transformer.training.distribute import STRATEGIES
-from tfx_transformer.training.loop import run
+from tfx_transformer.runs import RunInUse
+from tfx_transformer.training.loop import TrainingInterrupted, run
 from tfx_transformer.training.options import TrainOptions
+from tfx_transformer.training.resume import RunFinished
 
 
 def build_parser():
@@ -73,6 +75,7 @@ def build_parser():
     add("--no-export", dest="export", action="store_const", const=False, help="skip the SavedModel")
     add("--resume", action="store_const", const=True, help="continue the run in --output")
     add("--config", help="JSON file of options (a run's config.json works); flags override it")
+    add("--verbose", action="store_true", help="show TensorFlow's start-up messages too")
     return parser
 
 
@@ -83,24 +86,32 @@ def _parse_value(text):
         return text
 
 
+def read_config_file(path):
+    """The options in a --config file: a JSON object of options, or a run's config.json."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--config {path}: no such file.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            loaded = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"--config {path}: not valid JSON ({error}).") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(
+            f"--config {path}: expected a JSON object of options, received a {type(loaded).__name__}."
+        )
+    options = loaded.get("options", loaded)  # a run's config.json nests them
+    if not isinstance(options, dict) or not isinstance(options.get("model", {}), dict):
+        raise ValueError(f"--config {path}: 'options' and 'model' must be JSON objects.")
+    return options
+
+
 def options_from_args(argv=None):
     args = build_parser().parse_args(argv)
-    values = {}
-    if args.config:
-        if not os.path.exists(args.config):
-            raise ValueError(f"--config {args.config}: no such file.")
-        with open(args.config, encoding="utf-8") as f:
-            try:
-                loaded = json.load(f)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"--config {args.config}: not valid JSON ({error}).") from None
-        values.update(loaded.get("options", loaded))  # a run's config.json nests them
-        if "options" in loaded and "model" in loaded:
-            values.setdefault("model", {})
+    values = read_config_file(args.config) if args.config else {}
     flags = {
         key: value
         for key, value in vars(args).items()
-        if value is not None and key not in ("config", "set")
+        if value is not None and key not in ("config", "set", "verbose")
     }
     values.update(flags)
     model = dict(values.get("model", {}))
@@ -113,12 +124,33 @@ def options_from_args(argv=None):
     return TrainOptions.from_dict(values)
 
 
+# Exit codes: 0 done (or nothing to do), 2 bad options or data, 3 a file the job could not
+# read or write, 4 the run folder is in use, 130 interrupted (Ctrl-C).
+EXIT_BAD_INPUT, EXIT_FILE_SYSTEM, EXIT_FOLDER_IN_USE, EXIT_INTERRUPTED = 2, 3, 4, 130
+
+
 def main(argv=None):
     try:
         options = options_from_args(argv)
         run(options)
+    except RunFinished as finished:
+        print(finished)
+        return 0
+    except RunInUse as error:
+        return fail(f"error: {error}", EXIT_FOLDER_IN_USE)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         kind = "data error" if isinstance(error, DataError) else "error"
-        print(f"{kind}: {error}", file=sys.stderr)
-        return 2
+        return fail(f"{kind}: {error}", EXIT_BAD_INPUT)
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        return fail(f"error: cannot use {where}{error.strerror or error}", EXIT_FILE_SYSTEM)
+    except TrainingInterrupted as interrupted:
+        return fail(f"\ninterrupted: {interrupted}", EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        return fail("\ninterrupted before training started; the run folder is as it was.", EXIT_INTERRUPTED)
     return 0
+
+
+def fail(message, code):
+    print(message, file=sys.stderr)
+    return code

@@ -3,8 +3,8 @@ folder), trains (distributed steps, TensorBoard, evaluation, checkpoints, resume
 (test metrics, model.keras, the export, metrics.json). The files are those of `runs.RunPaths`.
 """
 
+import contextlib
 import dataclasses
-import os
 import time
 
 import keras
@@ -13,12 +13,12 @@ from tfx_transformer.data import DataError
 from tfx_transformer.export import export_run
 from tfx_transformer.files import atomic_path, write_json_atomic
 from tfx_transformer.reporting import log, restart_clock
-from tfx_transformer.runs import RunPaths
+from tfx_transformer.runs import RunPaths, claimed
 from tfx_transformer.tasks import task_class
 from tfx_transformer.training import distribute
 from tfx_transformer.training.options import MIXED_PRECISION
 from tfx_transformer.training.progress import Progress
-from tfx_transformer.training.resume import check_output_folder
+from tfx_transformer.training.resume import check_not_finished, check_output_folder
 from tfx_transformer.training.stats import TrainingStats
 from tfx_transformer.training.trainer import Trainer
 
@@ -40,31 +40,56 @@ class Job:
     pad_multiple: int
 
 
+class TrainingInterrupted(Exception):
+    """Ctrl-C during training; the message says where the run can resume from."""
+
+
 def run(options, strategy=None):
-    """Trains as `options` say and returns the final metrics (also written to metrics.json)."""
+    """Trains as `options` say and returns the final metrics (also written to metrics.json).
+
+    Raises RunInUse when another process holds the folder, RunFinished on --resume of a
+    finished run, TrainingInterrupted on Ctrl-C (the folder then resumes with --resume)."""
     started = restart_clock()
-    job = prepare(options, strategy)
-    stats = TrainingStats(job.paths, job.chief)
-    if job.chief:
-        stats.write_hparams(options, job.model_config)
-    evaluator = Evaluator(job, stats)
-    step, metrics = train(job, stats, evaluator)
-    if not job.chief:
-        return {}
-    return finish(job, stats, evaluator, step, metrics, started)
-
-
-# Preparing a run -------------------------------------------------------------------------------
-
-
-def prepare(options, strategy=None):
-    """Checks the folder, reads the data and vocabulary, plans the steps, writes config.json and
-    the vocabulary, builds the trainer and restores it on --resume."""
     paths = RunPaths(options.output)
     if strategy is None:
         distribute.split_cpu(options.cpu_devices)
         strategy = distribute.make_strategy(options.strategy)
     chief = distribute.is_chief(strategy)
+    check_output_folder(options, paths)  # before the folder is claimed (and made)
+    # Only the chief writes the folder; the other workers write scratch folders of their own.
+    with claimed(paths) if chief else contextlib.nullcontext():
+        job = prepare(options, paths, strategy, chief)
+        stats = TrainingStats(job.paths, job.chief)
+        if job.chief:
+            stats.write_hparams(options, job.model_config)
+        evaluator = Evaluator(job, stats)
+        try:
+            step, metrics = train(job, stats, evaluator)
+            if not job.chief:
+                return {}
+            return finish(job, stats, evaluator, step, metrics, started)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(interruption_message(job)) from None
+
+
+def interruption_message(job):
+    latest = job.trainer.manager.latest_checkpoint
+    where = (
+        f"its last checkpoint is step {latest.rsplit('-', 1)[-1]} ({latest})"
+        if latest else "no checkpoint was written yet"
+    )
+    return (
+        f"training stopped at step {job.trainer.step}; {where}. Continue with the same command "
+        "and --resume."
+    )
+
+
+# Preparing a run -------------------------------------------------------------------------------
+
+
+def prepare(options, paths, strategy, chief):
+    """Checks the folder (again: it may have changed before it was claimed), reads the data and
+    vocabulary, plans the steps, writes config.json and the vocabulary, builds the trainer."""
     check_output_folder(options, paths)
     keras.config.set_dtype_policy(MIXED_PRECISION[options.mixed_precision])
     keras.utils.set_random_seed(options.seed)
@@ -83,13 +108,15 @@ def prepare(options, strategy=None):
     total_steps = options.epochs * steps_per_epoch
     if options.steps:
         total_steps = min(total_steps, options.steps)
+    if options.resume:
+        check_not_finished(paths, total_steps)
+    warn_if_degenerate(options, task.train_examples, len(first_batches))
     log(
         f"{task.describe_vocabulary()}; batches: {len(first_batches)} per epoch "
         f"({steps_per_epoch} steps x {replicas} replica(s)), padding {padding:.1%}; "
         f"{total_steps} steps; strategy {distribute.strategy_name(strategy)}"
     )
     if chief:
-        os.makedirs(options.output, exist_ok=True)
         if not options.resume:
             task.save_vocabulary()
         write_json_atomic(
@@ -98,6 +125,16 @@ def prepare(options, strategy=None):
     trainer = Trainer(options, model_config, strategy, paths, task)
     return Job(options, paths, strategy, chief, task, model_config, trainer, steps_per_epoch,
                total_steps, padding, pad_multiple)
+
+
+def warn_if_degenerate(options, examples, batches):
+    """A run that trains, but hardly as asked: say so before the steps start."""
+    per_batch = examples / max(batches, 1)
+    if per_batch < 2:
+        log(
+            f"warning: --batch-tokens {options.batch_tokens} leaves {per_batch:.1f} examples per "
+            "batch; raise it (a batch holds as many examples as fit its token budget)."
+        )
 
 
 # Evaluation ------------------------------------------------------------------------------------

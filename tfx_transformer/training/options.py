@@ -48,6 +48,7 @@ class TrainOptions(JsonDataclass):
     resume: bool = False
 
     def __post_init__(self):
+        check_types(self)
         task = task_class(self.task)
         if self.data is None:
             self.data = task.default_data
@@ -91,3 +92,21 @@ class TrainOptions(JsonDataclass):
         if self.max_length is not None:
             overrides["max_length"] = self.max_length
         return overrides
+
+
+def check_types(options):
+    """Each option has its field's type (a --config file can hold anything JSON can)."""
+    for field in dataclasses.fields(options):
+        value = getattr(options, field.name)
+        kinds = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "dict": (dict,)}
+        spelled = field.type.__name__ if isinstance(field.type, type) else str(field.type)
+        names = [part.strip() for part in spelled.split("|")]
+        allowed = tuple(k for name in names for k in kinds.get(name, ()))
+        optional = "None" in names
+        if value is None and optional:
+            continue
+        wrong_bool = isinstance(value, bool) and bool not in allowed
+        if not isinstance(value, allowed) or wrong_bool:
+            raise ValueError(
+                f"--{field.name.replace('_', '-')} must be {' or '.join(names)}. Received: {value!r}"
+            )

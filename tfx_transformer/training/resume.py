@@ -1,7 +1,13 @@
-"""The rules of a run folder: a new run never writes over an old one, and --resume continues a
-run only with the options it was started with (but those in RESUMABLE_CHANGES)."""
+"""The rules of a run folder: a new run never writes over an old one, --resume continues a run
+only with the options it was started with (but those in RESUMABLE_CHANGES), and a finished run
+is left as it is."""
 
+import json
 import os
+
+class RunFinished(Exception):
+    """--resume on a run that has done all its steps: nothing to do, nothing changed."""
+
 
 # Options that may change when a run is resumed; every other one must match the saved run.
 RESUMABLE_CHANGES = ("epochs", "steps", "resume", "strategy", "cpu_devices", "export")
@@ -9,6 +15,8 @@ RESUMABLE_CHANGES = ("epochs", "steps", "resume", "strategy", "cpu_devices", "ex
 
 def check_output_folder(options, paths):
     """A new run never writes over an old one; --resume needs the old one's config."""
+    if os.path.exists(paths.output) and not os.path.isdir(paths.output):
+        raise ValueError(f"--output {paths.output} is a file; a run needs a folder.")
     if options.resume:
         if not os.path.exists(paths.config):
             raise ValueError(f"--resume: {paths.config} does not exist; there is no run to resume.")
@@ -27,4 +35,17 @@ def check_output_folder(options, paths):
         raise ValueError(
             f"{options.output} already holds a run ({', '.join(os.path.basename(p) for p in leftovers)}). "
             "Pass --resume to continue it, or choose another --output."
+        )
+
+
+def check_not_finished(paths, total_steps):
+    """--resume of a run whose metrics.json says it has done `total_steps` already."""
+    if not os.path.exists(paths.metrics):
+        return
+    with open(paths.metrics, encoding="utf-8") as f:
+        done = json.load(f).get("steps", 0)
+    if done >= total_steps:
+        raise RunFinished(
+            f"{paths.output} is finished: {done} of {total_steps} steps done and metrics.json "
+            "written; nothing to resume. To train further, raise --epochs or --steps."
         )

@@ -52,6 +52,9 @@ class TaggingTask(Task):
             )
         self.valid_encoded = self.encode_for_evaluation(self.valid_text)
         log(self.describe("train", self.train_text, self.train_encoded))
+        self.warn_if_mostly_dropped(
+            len(self.train_encoded.words), self.train_encoded.dropped, "sentence", self.max_length
+        )
         log(self.describe("validation", self.valid_text, self.valid_encoded))
         if self.test_text is not None:
             self.test_encoded = self.encode_for_evaluation(self.test_text)

@@ -50,6 +50,9 @@ class TranslationTask(SentencePieceTask):
                 f"{self.train_text.origin}: every pair is longer than {max_length} tokens."
             )
         log(self.describe("train", self.train_text, self.train_encoded))
+        self.warn_if_mostly_dropped(
+            len(self.train_encoded.sources), self.train_encoded.dropped, "pair", max_length
+        )
         log(self.describe("validation", self.valid_text))
         if self.test_text is not None:
             log(self.describe("test", self.test_text))

@@ -1,0 +1,176 @@
+"""What a run folder guarantees: one process at a time, the umask's permissions, Ctrl-C then
+--resume, a finished run left alone, one-line errors with distinct exit codes, and warnings for
+runs that would train, but hardly as asked."""
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests import ROOT
+from tests.training.test_training import TINY, numbers_tsv, train
+from tfx_transformer.data import split_off
+from tfx_transformer.files import atomic_directory, atomic_path, write_json_atomic
+from tfx_transformer.runs import RunInUse, RunPaths, claimed
+from tfx_transformer.tasks import Task
+from tfx_transformer.tasks.translation.data import ParallelText
+from tfx_transformer.training import cli
+from tfx_transformer.training.loop import warn_if_degenerate
+from tfx_transformer.training.options import TrainOptions
+
+
+def start_training(args, umask=None):
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        preexec_fn=None if umask is None else (lambda: os.umask(umask)),
+    )
+
+
+def mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+# One process at a time -------------------------------------------------------------------------
+
+
+def test_a_claimed_folder_refuses_a_second_claim_and_is_released(tmp_path):
+    paths = RunPaths(str(tmp_path / "run"))
+    with claimed(paths):
+        holder = json.loads(open(paths.lock).read())
+        assert holder["pid"] == os.getpid()
+        with pytest.raises(RunInUse, match="is in use: process"):
+            with claimed(paths):
+                pass
+    assert not os.path.exists(paths.lock)
+
+
+def test_a_lock_left_by_a_dead_process_is_reported_with_how_to_clear_it(tmp_path):
+    paths = RunPaths(str(tmp_path / "run"))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    os.makedirs(paths.output)
+    with open(paths.lock, "w") as f:
+        json.dump({"pid": gone.pid, "host": os.uname().nodename, "started": "earlier"}, f)
+    with pytest.raises(RunInUse, match="no longer running") as refused:
+        with claimed(paths):
+            pass
+    assert f"delete {paths.lock}" in str(refused.value)
+
+
+@pytest.mark.slow
+def test_two_runs_started_together_one_trains_and_the_other_is_refused_at_once(tmp_path):
+    data = numbers_tsv(tmp_path / "train.tsv", 300)
+    output = tmp_path / "out"
+    args = ["--output", str(output), "--data", f"tsv:{data}", "--steps", "4", *TINY]
+    first, second = start_training(args, umask=0o022), start_training(args, umask=0o022)
+    outcomes = sorted(
+        (process.wait(timeout=600), process.communicate()[1]) for process in (first, second)
+    )
+    (trained, _), (refused, message) = outcomes
+    assert (trained, refused) == (0, cli.EXIT_FOLDER_IN_USE), message
+    assert "is in use" in message and "Traceback" not in message
+    assert sorted(os.listdir(output / "export")) == ["1"]
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["steps"] == 4 and not (output / ".lock").exists()
+    # Another user (TF Serving, say) can read what the run wrote, as the umask allows.
+    for name in ("config.json", "metrics.json", "model.keras", "tokenizer/sentencepiece.model"):
+        assert mode(output / name) == 0o644, name
+    assert mode(output / "export" / "1") == 0o755
+
+
+# Permissions -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("umask, file_mode, folder_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
+def test_atomic_writes_get_the_permissions_the_umask_allows(tmp_path, umask, file_mode, folder_mode):
+    previous = os.umask(umask)
+    try:
+        write_json_atomic(str(tmp_path / "a.json"), {"a": 1})
+        with atomic_path(str(tmp_path / "m.keras")) as temporary:
+            with open(temporary, "w") as f:
+                f.write("x")
+        with atomic_directory(str(tmp_path / "export" / "1")) as temporary:
+            open(os.path.join(temporary, "saved_model.pb"), "w").close()
+    finally:
+        os.umask(previous)
+    assert mode(tmp_path / "a.json") == file_mode
+    assert mode(tmp_path / "m.keras") == file_mode
+    assert mode(tmp_path / "export" / "1") == folder_mode
+
+
+# Ctrl-C, --resume, a finished run --------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_how_to_resume_and_a_finished_run_is_left_alone(tmp_path):
+    data = numbers_tsv(tmp_path / "train.tsv", 400)
+    output = tmp_path / "out"
+    args = ["--output", str(output), "--data", f"tsv:{data}", "--steps", "40",
+            "--checkpoint-every", "5", *TINY]
+    process = start_training(args)
+    index = output / "checkpoints" / "checkpoint"
+    deadline = time.time() + 300
+    while not (index.exists() and "ckpt-10" in index.read_text()):
+        if time.time() > deadline or process.poll() is not None:
+            process.kill()
+            pytest.fail("no checkpoint appeared: " + process.communicate()[1][-2000:])
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, message = process.communicate(timeout=120)
+    assert process.returncode == cli.EXIT_INTERRUPTED, message[-2000:]
+    assert "--resume" in message and "last checkpoint is step" in message
+    assert "Traceback" not in message and not (output / ".lock").exists()
+
+    train([*args, "--resume"])
+    metrics = (output / "metrics.json").read_bytes()
+    assert json.loads(metrics)["steps"] == 40
+    again = train([*args, "--resume"])
+    assert "is finished" in again.stdout
+    assert (output / "metrics.json").read_bytes() == metrics
+    assert sorted(os.listdir(output / "export")) == ["1"]
+
+
+# One-line errors -------------------------------------------------------------------------------
+
+
+def test_bad_outputs_and_configs_get_one_line_errors_before_the_data_step(tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    a_list = tmp_path / "list.json"
+    a_list.write_text("[1, 2]")
+    cases = [
+        (["--config", str(a_list)], cli.EXIT_BAD_INPUT, "expected a JSON object"),
+        (["--output", str(a_file)], cli.EXIT_BAD_INPUT, "is a file"),
+        (["--output", str(a_file / "run")], cli.EXIT_FILE_SYSTEM, "cannot use"),
+        (["--set", "d_model=x"], cli.EXIT_BAD_INPUT, "d_model"),
+    ]
+    for args, code, message in cases:
+        # builtin:numbers would take seconds to generate: these fail before it is read.
+        assert cli.main([*args, "--data", "tsv:/nonexistent.tsv"]) == code, args
+        error = capsys.readouterr().err
+        assert message in error and len(error.strip().splitlines()) == 1, error
+
+
+# Runs that train, but hardly as asked ----------------------------------------------------------
+
+
+def test_degenerate_runs_are_warned_about(capsys):
+    Task.warn_if_mostly_dropped(kept=1, dropped=9, unit="pair", max_length=4)
+    warn_if_degenerate(TrainOptions(batch_tokens=1), examples=10, batches=10)
+    pairs = ParallelText(["a", "b", "c"], ["x", "y", "z"], origin="tsv:tiny.tsv")
+    train_part, held_out = split_off(pairs, 20)
+    assert (len(train_part), len(held_out)) == (2, 1)
+    printed = capsys.readouterr().out
+    assert "9 of 10 training pairs are longer than 4 tokens" in printed
+    assert "--batch-tokens 1 leaves 1.0 examples per batch" in printed
+    assert "1 held out for validation" in printed and "not the 20 asked" in printed
+    warn_if_degenerate(TrainOptions(), examples=100, batches=10)
+    Task.warn_if_mostly_dropped(kept=9, dropped=1, unit="pair", max_length=4)
+    assert "warning" not in capsys.readouterr().out
