@@ -53,6 +53,8 @@ def claimed(paths):
     together on one folder exactly one gets it; the other is refused at once, before any slow
     work. The folder is created if need be (which also proves it writable), and removed again if
     the run ends before writing anything into it."""
+    if os.path.exists(paths.output) and not os.path.isdir(paths.output):
+        raise ValueError(f"--output {paths.output} is a file; a run needs a folder.")
     created = not os.path.exists(paths.output)
     os.makedirs(paths.output, exist_ok=True)
     owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}

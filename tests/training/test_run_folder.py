@@ -70,12 +70,14 @@ def test_two_runs_started_together_one_trains_and_the_other_is_refused_at_once(t
     output = tmp_path / "out"
     args = ["--output", str(output), "--data", f"tsv:{data}", "--steps", "4", *TINY]
     first, second = start_training(args, umask=0o022), start_training(args, umask=0o022)
-    outcomes = sorted(
-        (process.wait(timeout=600), process.communicate()[1]) for process in (first, second)
-    )
+    for process in (first, second):
+        process.stderr_text = process.communicate(timeout=600)[1]
+    outcomes = sorted((process.returncode, process.stderr_text) for process in (first, second))
     (trained, _), (refused, message) = outcomes
     assert (trained, refused) == (0, cli.EXIT_FOLDER_IN_USE), message
     assert "is in use" in message and "Traceback" not in message
+    for process in (first, second):
+        assert "cuInit" not in process.stderr_text and "oneDNN" not in process.stderr_text
     assert sorted(os.listdir(output / "export")) == ["1"]
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["steps"] == 4 and not (output / ".lock").exists()
@@ -167,6 +169,7 @@ def test_degenerate_runs_are_warned_about(capsys):
     pairs = ParallelText(["a", "b", "c"], ["x", "y", "z"], origin="tsv:tiny.tsv")
     train_part, held_out = split_off(pairs, 20)
     assert (len(train_part), len(held_out)) == (2, 1)
+    split_off(ParallelText(["a"] * 3000, ["x"] * 3000), 500)  # 300 held out: enough
     printed = capsys.readouterr().out
     assert "9 of 10 training pairs are longer than 4 tokens" in printed
     assert "--batch-tokens 1 leaves 1.0 examples per batch" in printed

@@ -5,6 +5,8 @@ import random
 from tfx_transformer.data.readers import DataError
 from tfx_transformer.reporting import log
 
+NOISY_VALIDATION = 100  # fewer held-out examples than this, and fewer than asked: a warning
+
 
 def split_off(data, count, seed=0):
     """(kept, held out): `count` random examples split off `data` (at most a tenth of it, at
@@ -18,10 +20,11 @@ def split_off(data, count, seed=0):
             f"{data.origin}: {len(data)} {data.unit}(s) cannot make training and validation."
         )
     asked, count = count, max(1, min(count, len(data) // 10 or 1))
-    if count < asked:
+    if count < min(asked, NOISY_VALIDATION):
         log(
             f"warning: {data.origin} has {len(data)} {data.unit}s; {count} held out for validation "
-            f"(at most a tenth), not the {asked} asked for. Give --valid-data for more."
+            f"(at most a tenth), not the {asked} asked for, and scores over so few are noisy. "
+            "Give --valid-data for more."
         )
     order = list(range(len(data)))
     random.Random(seed).shuffle(order)

@@ -55,7 +55,6 @@ def run(options, strategy=None):
         distribute.split_cpu(options.cpu_devices)
         strategy = distribute.make_strategy(options.strategy)
     chief = distribute.is_chief(strategy)
-    check_output_folder(options, paths)  # before the folder is claimed (and made)
     # Only the chief writes the folder; the other workers write scratch folders of their own.
     with claimed(paths) if chief else contextlib.nullcontext():
         job = prepare(options, paths, strategy, chief)
@@ -88,8 +87,8 @@ def interruption_message(job):
 
 
 def prepare(options, paths, strategy, chief):
-    """Checks the folder (again: it may have changed before it was claimed), reads the data and
-    vocabulary, plans the steps, writes config.json and the vocabulary, builds the trainer."""
+    """Checks the (claimed) folder, reads the data and vocabulary, plans the steps, writes
+    config.json and the vocabulary, builds the trainer."""
     check_output_folder(options, paths)
     keras.config.set_dtype_policy(MIXED_PRECISION[options.mixed_precision])
     keras.utils.set_random_seed(options.seed)

@@ -15,8 +15,6 @@ RESUMABLE_CHANGES = ("epochs", "steps", "resume", "strategy", "cpu_devices", "ex
 
 def check_output_folder(options, paths):
     """A new run never writes over an old one; --resume needs the old one's config."""
-    if os.path.exists(paths.output) and not os.path.isdir(paths.output):
-        raise ValueError(f"--output {paths.output} is a file; a run needs a folder.")
     if options.resume:
         if not os.path.exists(paths.config):
             raise ValueError(f"--resume: {paths.config} does not exist; there is no run to resume.")
