@@ -6,7 +6,7 @@ import tensorflow as tf
 from keras import ops
 
 from tfx_transformer import Transformer, TransformerConfig, beam_search, greedy_decode
-from tfx_transformer.decoding import gnmt_length_penalty
+from tfx_transformer.decoding import beam_search_nbest, gnmt_length_penalty, score_targets
 
 START, END = 2, 3
 
@@ -77,12 +77,9 @@ def test_beam_size_one_equals_greedy(rng):
     np.testing.assert_allclose(ops.convert_to_numpy(beam_scores), ops.convert_to_numpy(greedy_scores), atol=1e-4)
 
 
-def test_wide_beam_finds_the_exhaustive_optimum(rng):
-    vocab, max_length = 7, 3  # generable: 1, 3 (end), 4, 5, 6
-    model = make_model(vocab=vocab)
-    src = sources(rng, vocab=vocab, b=2, s=4)
-    generable = [1, 3, 4, 5, 6]
-    # Every complete hypothesis: ends with the end token, or runs to max_length without one.
+def exhaustive(model, src, generable, max_length):
+    """Every complete hypothesis (ending with the end token, or running to max_length without
+    one) and, per source row, its summed log-probability from full forward passes."""
     hypotheses = [
         sequence
         for length in range(1, max_length + 1)
@@ -102,20 +99,100 @@ def test_wide_beam_finds_the_exhaustive_optimum(rng):
                 total += prefix_log_probs[prefix][token]
             row_totals.append(total)
         totals.append(row_totals)
+    return hypotheses, totals
+
+
+def normalized(totals, hypotheses, alpha):
+    return [total / ((5 + len(sequence)) / 6) ** alpha for total, sequence in zip(totals, hypotheses)]
+
+
+def padded(sequence, max_length):
+    return list(sequence) + [0] * (max_length - len(sequence))
+
+
+def test_wide_beam_finds_the_exhaustive_optimum(rng):
+    vocab, max_length = 7, 3  # generable: 1, 3 (end), 4, 5, 6
+    model = make_model(vocab=vocab)
+    src = sources(rng, vocab=vocab, b=2, s=4)
+    hypotheses, totals = exhaustive(model, src, [1, 3, 4, 5, 6], max_length)
     for alpha in (0.0, 0.6, 1.5):
         tokens, scores = beam_search(
             model, src, beam_size=25, length_penalty=alpha, max_length=max_length
         )
         tokens, scores = ops.convert_to_numpy(tokens), ops.convert_to_numpy(scores)
         for row in range(len(src)):
-            normalized = [
-                total / ((5 + len(sequence)) / 6) ** alpha
-                for total, sequence in zip(totals[row], hypotheses)
-            ]
-            best = int(np.argmax(normalized))
-            expected = list(hypotheses[best]) + [0] * (max_length - len(hypotheses[best]))
+            ranked = normalized(totals[row], hypotheses, alpha)
+            best = int(np.argmax(ranked))
+            expected = padded(hypotheses[best], max_length)
             np.testing.assert_array_equal(tokens[row], expected, err_msg=f"alpha={alpha}")
-            assert scores[row] == pytest.approx(normalized[best], abs=1e-3)
+            assert scores[row] == pytest.approx(ranked[best], abs=1e-3)
+
+
+def test_nbest_is_the_exhaustive_ranking_when_the_beam_holds_every_hypothesis(rng):
+    vocab, max_length = 6, 3  # generable: 1, 3 (end), 4, 5: 40 complete hypotheses
+    model = make_model(vocab=vocab)
+    src = sources(rng, vocab=vocab, b=2, s=4)
+    hypotheses, totals = exhaustive(model, src, [1, 3, 4, 5], max_length)
+    assert len(hypotheses) == 40
+    for alpha in (0.0, 0.6):
+        tokens, scores = beam_search_nbest(
+            model, src, num_hypotheses=5, beam_size=40, length_penalty=alpha, max_length=max_length
+        )
+        tokens, scores = ops.convert_to_numpy(tokens), ops.convert_to_numpy(scores)
+        assert tokens.shape == (2, 5, max_length) and scores.shape == (2, 5)
+        best, _ = beam_search(model, src, beam_size=40, length_penalty=alpha, max_length=max_length)
+        np.testing.assert_array_equal(tokens[:, 0], ops.convert_to_numpy(best))
+        for row in range(len(src)):
+            ranked = normalized(totals[row], hypotheses, alpha)
+            order = np.argsort(ranked)[::-1][:5]
+            np.testing.assert_array_equal(
+                tokens[row], [padded(hypotheses[i], max_length) for i in order], err_msg=f"alpha={alpha}"
+            )
+            np.testing.assert_allclose(scores[row], [ranked[i] for i in order], atol=1e-3)
+
+
+def test_a_forced_prefix_starts_every_output_and_the_rest_is_searched(rng):
+    vocab, max_length = 6, 3
+    model = make_model(vocab=vocab)
+    src = sources(rng, vocab=vocab, b=2, s=4)
+    prefixes = np.array([[4, 0], [5, 1]])  # row 0 starts with 4; row 1 with 5, 1
+    hypotheses, totals = exhaustive(model, src, [1, 3, 4, 5], max_length)
+    tokens, scores = beam_search(
+        model, src, beam_size=40, length_penalty=0.6, max_length=max_length, prefix_ids=prefixes
+    )
+    tokens, scores = ops.convert_to_numpy(tokens), ops.convert_to_numpy(scores)
+    for row, prefix in enumerate([(4,), (5, 1)]):
+        ranked = normalized(totals[row], hypotheses, 0.6)
+        allowed = [i for i, h in enumerate(hypotheses) if h[: len(prefix)] == prefix]
+        best = max(allowed, key=lambda i: ranked[i])
+        np.testing.assert_array_equal(tokens[row], padded(hypotheses[best], max_length))
+        assert scores[row] == pytest.approx(ranked[best], abs=1e-3)
+    # Greedy: the prefix, then the most likely token at each step.
+    greedy, greedy_scores = greedy_decode(model, src, max_length=max_length, prefix_ids=prefixes)
+    for row, prefix in enumerate([[4], [5, 1]]):
+        sequence, total = [START], 0.0
+        while len(sequence) <= max_length and sequence[-1] != END:
+            log_probs = reference_log_probs(model, src[row], sequence)
+            token = prefix[len(sequence) - 1] if len(sequence) - 1 < len(prefix) else int(np.argmax(log_probs))
+            sequence.append(token)
+            total += log_probs[token]
+        np.testing.assert_array_equal(ops.convert_to_numpy(greedy)[row], padded(sequence[1:], max_length))
+        assert float(greedy_scores[row]) == pytest.approx(total, abs=1e-3)
+
+
+def test_scoring_given_targets_matches_the_decoders_scores(rng):
+    vocab, max_length = 6, 3
+    model = make_model(vocab=vocab)
+    src = sources(rng, vocab=vocab, b=2, s=4)
+    hypotheses, totals = exhaustive(model, src, [1, 3, 4, 5], max_length)
+    for row in range(len(src)):
+        targets = np.array([padded(h, max_length) for h in hypotheses])
+        per_token, summed = score_targets(model, np.repeat(src[row : row + 1], len(targets), 0), targets)
+        np.testing.assert_allclose(ops.convert_to_numpy(summed), totals[row], atol=1e-3)
+        assert np.all(ops.convert_to_numpy(per_token)[targets == 0] == 0.0)
+    tokens, scores = greedy_decode(model, src, max_length=8)
+    _, summed = score_targets(model, src, tokens)
+    np.testing.assert_allclose(ops.convert_to_numpy(summed), ops.convert_to_numpy(scores), atol=1e-3)
 
 
 def test_beam_search_is_batch_independent(rng):
@@ -155,3 +232,9 @@ def test_decoding_argument_errors(rng):
         greedy_decode(model, sources(rng), max_length=1000)
     with pytest.raises(ValueError, match="beam_size"):
         beam_search(model, sources(rng), beam_size=0)
+    with pytest.raises(ValueError, match="num_hypotheses"):
+        beam_search_nbest(model, sources(rng), num_hypotheses=5, beam_size=4)
+    with pytest.raises(ValueError, match="prefix_ids"):
+        greedy_decode(model, sources(rng), max_length=4, prefix_ids=np.ones((4, 5), "int32"))
+    with pytest.raises(ValueError, match="prefix_ids"):
+        beam_search(model, sources(rng), max_length=4, prefix_ids=np.ones((4,), "int32"))

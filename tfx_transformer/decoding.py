@@ -44,7 +44,7 @@ def _resolve(model, max_length, start_id, end_id):
 class _Stepper:
     """Next-token log-probabilities for rows of a token buffer, cached or recomputed in full."""
 
-    def __init__(self, model, source_ids, repeats, max_length, use_cache):
+    def __init__(self, model, source_ids, repeats, max_length, use_cache, prefix_ids=None):
         self.model = model
         self.use_cache = use_cache
         self.max_length = max_length
@@ -66,6 +66,9 @@ class _Stepper:
             ops.equal(ops.arange(vocab_size), model.model_config.start_id),
         )
         self.banned = banned  # (V,)
+        self.prefix = None
+        if prefix_ids is not None:
+            self.prefix = ops.repeat(_check_prefix(model, prefix_ids, max_length), repeats, axis=0)
 
     def log_probs(self, tokens, index, self_cache):
         """tokens [N, L + 1] with positions 0..index filled -> ([N, V] log-probs, cache)."""
@@ -81,7 +84,32 @@ class _Stepper:
             logits = ops.take(all_logits, index, axis=1)  # (N, V)
         log_probs = ops.log_softmax(logits, axis=-1)
         log_probs = ops.where(self.banned, _IMPOSSIBLE, log_probs)
-        return log_probs, self_cache
+        return self._force_prefix(log_probs, index), self_cache
+
+    def _force_prefix(self, log_probs, index):
+        """A row whose prefix holds a token at `index` may produce only that token (scored at
+        its log-probability); past its prefix (0-padded) it decodes freely."""
+        if self.prefix is None:
+            return log_probs
+        length = self.prefix.shape[1]
+        column = ops.take(self.prefix, ops.minimum(index, length - 1), axis=1)  # (N,)
+        active = ops.logical_and(index < length, ops.not_equal(column, self.model.model_config.pad_id))
+        allowed = ops.equal(
+            ops.expand_dims(ops.arange(ops.shape(log_probs)[1]), 0), ops.expand_dims(column, 1)
+        )  # (N, V)
+        forced = ops.where(allowed, log_probs, _IMPOSSIBLE)
+        return ops.where(ops.expand_dims(active, 1), forced, log_probs)
+
+
+def _check_prefix(model, prefix_ids, max_length):
+    """[B, P] int target prefixes (0-padded on the right), P in [1, max_length]."""
+    prefix_ids = ops.convert_to_tensor(prefix_ids, dtype="int32")
+    if len(prefix_ids.shape) != 2 or not 0 < prefix_ids.shape[1] <= max_length:
+        raise ValueError(
+            f"`prefix_ids` must be [batch, P] with 0 < P <= max_length={max_length}. "
+            f"Received shape: {tuple(prefix_ids.shape)}"
+        )
+    return prefix_ids
 
 
 def _write_column(tokens, index, column):
@@ -95,14 +123,15 @@ def _start_tokens(rows, max_length, start_id):
 
 
 def greedy_decode(
-    model, source_ids, max_length=None, start_id=None, end_id=None, use_cache=True
+    model, source_ids, max_length=None, start_id=None, end_id=None, use_cache=True, prefix_ids=None
 ):
-    """Most likely token at each step, for every source row at once."""
+    """Most likely token at each step, for every source row at once. `prefix_ids` [B, P]
+    (0-padded) forces each row's first tokens; their log-probabilities count in the score."""
     max_length, start_id, end_id = _resolve(model, max_length, start_id, end_id)
     source_ids = ops.convert_to_tensor(source_ids, dtype="int32")
     batch_size = ops.shape(source_ids)[0]
     pad_id = model.model_config.pad_id
-    stepper = _Stepper(model, source_ids, 1, max_length, use_cache)
+    stepper = _Stepper(model, source_ids, 1, max_length, use_cache, prefix_ids)
 
     def condition(index, tokens, scores, finished, cache):
         return ops.logical_and(index < max_length, ops.logical_not(ops.all(finished)))
@@ -141,13 +170,55 @@ def beam_search(
     start_id=None,
     end_id=None,
     use_cache=True,
+    prefix_ids=None,
 ):
     """Beam search with the GNMT length penalty; returns the best beam of each source row.
 
     A beam that has produced `end_id` is kept with its score frozen (its only continuation is
     padding at no cost) and competes with the open beams by its length-normalized score.
     Candidates are ranked by log-probability / ((5 + length) / 6) ** length_penalty.
+    `prefix_ids` [B, P] (0-padded) forces each row's first tokens.
     """
+    tokens, log_probs, lengths = _search(
+        model, source_ids, beam_size, length_penalty, max_length, start_id, end_id, use_cache,
+        prefix_ids,
+    )
+    return _best_beams(tokens, log_probs, lengths, length_penalty, ops.shape(log_probs)[0], beam_size)
+
+
+def beam_search_nbest(
+    model,
+    source_ids,
+    num_hypotheses,
+    beam_size=None,
+    length_penalty=0.6,
+    max_length=None,
+    prefix_ids=None,
+    use_cache=True,
+):
+    """The `num_hypotheses` best beams of each source row, best first: (tokens [B, n, L] int32,
+    length-normalized scores [B, n] float32). `beam_size` defaults to `num_hypotheses`."""
+    beam_size = num_hypotheses if beam_size is None else beam_size
+    if not isinstance(num_hypotheses, int) or not 0 < num_hypotheses <= beam_size:
+        raise ValueError(
+            f"`num_hypotheses` must be a positive integer <= beam_size={beam_size}. "
+            f"Received: num_hypotheses={num_hypotheses!r}"
+        )
+    tokens, log_probs, lengths = _search(
+        model, source_ids, beam_size, length_penalty, max_length, None, None, use_cache, prefix_ids
+    )
+    batch_size = ops.shape(log_probs)[0]
+    scores = log_probs / gnmt_length_penalty(lengths, length_penalty)  # (B, K)
+    best_scores, order = ops.top_k(scores, k=num_hypotheses)  # (B, n), best first
+    tokens = ops.reshape(tokens, (batch_size, beam_size, ops.shape(tokens)[1]))  # (B, K, L + 1)
+    best_tokens = ops.take_along_axis(tokens, ops.expand_dims(order, -1), axis=1)  # (B, n, L + 1)
+    return best_tokens[:, :, 1:], best_scores
+
+
+def _search(model, source_ids, beam_size, length_penalty, max_length, start_id, end_id,
+            use_cache, prefix_ids):
+    """The beam search loop: (tokens [B * K, L + 1] with the start token first, summed
+    log-probabilities [B, K], lengths [B, K]) of every beam when it stops."""
     if not isinstance(beam_size, int) or beam_size < 1:
         raise ValueError(f"`beam_size` must be a positive integer. Received: beam_size={beam_size!r}")
     vocab_size = model.model_config.vocab_size
@@ -156,7 +227,7 @@ def beam_search(
     batch_size = ops.shape(source_ids)[0]
     pad_id = model.model_config.pad_id
     rows = batch_size * beam_size
-    stepper = _Stepper(model, source_ids, beam_size, max_length, use_cache)
+    stepper = _Stepper(model, source_ids, beam_size, max_length, use_cache, prefix_ids)
     # A finished beam's only continuation: padding, at no cost.
     finished_row = ops.where(ops.equal(ops.arange(vocab_size), pad_id), 0.0, _IMPOSSIBLE)  # (V,)
     # Row offsets of each source's beams in the flattened [B * K] batch axis.
@@ -208,7 +279,7 @@ def beam_search(
         ),
         maximum_iterations=max_length,
     )
-    return _best_beams(tokens, log_probs, lengths, length_penalty, batch_size, beam_size)
+    return tokens, log_probs, lengths
 
 
 def _best_beams(tokens, log_probs, lengths, length_penalty, batch_size, beam_size):
@@ -220,6 +291,24 @@ def _best_beams(tokens, log_probs, lengths, length_penalty, batch_size, beam_siz
     best_tokens = ops.take_along_axis(tokens, ops.reshape(best, (batch_size, 1, 1)), axis=1)
     best_scores = ops.take_along_axis(scores, ops.expand_dims(best, 1), axis=1)
     return best_tokens[:, 0, 1:], best_scores[:, 0]
+
+
+def score_targets(model, source_ids, target_ids, start_id=None):
+    """Log-probabilities of given translations: `target_ids` [B, T] are the tokens after the
+    start token (end token included where it should be scored; 0-padded). Returns (per-token
+    natural-log probabilities [B, T] float32, 0 on padding; their sums [B]), what greedy
+    decoding's scores add up for its own tokens."""
+    source_ids = ops.convert_to_tensor(source_ids, dtype="int32")
+    target_ids = ops.convert_to_tensor(target_ids, dtype="int32")
+    config = model.model_config
+    start_id = config.start_id if start_id is None else start_id
+    starts = ops.full((ops.shape(target_ids)[0], 1), start_id, dtype="int32")
+    decoder_input = ops.concatenate([starts, target_ids[:, :-1]], axis=1)  # (B, T): shifted right
+    logits = model({"source_ids": source_ids, "target_ids": decoder_input}, training=False)
+    log_probs = ops.log_softmax(logits, axis=-1)  # (B, T, V)
+    chosen = ops.take_along_axis(log_probs, ops.expand_dims(target_ids, -1), axis=-1)[..., 0]
+    per_token = ops.where(ops.not_equal(target_ids, config.pad_id), chosen, 0.0)
+    return per_token, ops.sum(per_token, axis=1)
 
 
 def translate_ids(model, source_ids, beam_size=4, length_penalty=0.6, max_length=None):
