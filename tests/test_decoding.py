@@ -6,7 +6,12 @@ import tensorflow as tf
 from keras import ops
 
 from tfx_transformer import Transformer, TransformerConfig, beam_search, greedy_decode
-from tfx_transformer.decoding import beam_search_nbest, gnmt_length_penalty, score_targets
+from tfx_transformer.decoding import (
+    beam_search_nbest,
+    gnmt_length_penalty,
+    sample_decode,
+    score_targets,
+)
 
 START, END = 2, 3
 
@@ -226,6 +231,59 @@ def test_length_penalty_formula():
     assert float(gnmt_length_penalty(40, 0.0)) == 1.0
 
 
+def first_token_frequencies(model, source_row, rows=4000, **options):
+    tokens, _ = sample_decode(model, np.repeat(source_row[None], rows, 0), max_length=1, **options)
+    return np.bincount(ops.convert_to_numpy(tokens)[:, 0], minlength=model.model_config.vocab_size) / rows
+
+
+def test_sampling_draws_from_the_tempered_and_truncated_distribution(rng):
+    model = make_model()
+    source_row = sources(rng, b=1)[0]
+    log_probs = reference_log_probs(model, source_row, [START])
+    for temperature in (1.0, 0.5):
+        expected = np.exp(log_probs / temperature - np.logaddexp.reduce(log_probs / temperature))
+        observed = first_token_frequencies(model, source_row, temperature=temperature, seed=7)
+        assert np.abs(observed - expected).max() < 0.03, temperature
+    top3 = np.argsort(log_probs)[::-1][:3]
+    observed = first_token_frequencies(model, source_row, top_k=3, seed=8)
+    assert set(np.flatnonzero(observed)) == set(top3)
+    expected = np.exp(log_probs[top3] - np.logaddexp.reduce(log_probs[top3]))
+    np.testing.assert_allclose(observed[top3], expected, atol=0.03)
+    ranked = np.argsort(log_probs)[::-1]
+    probs = np.exp(log_probs - np.logaddexp.reduce(log_probs))[ranked]  # over the generable tokens
+    mass_before = np.cumsum(probs) - probs
+    nucleus = set(ranked[mass_before < 0.5])
+    observed = first_token_frequencies(model, source_row, top_p=0.5, seed=9)
+    assert set(np.flatnonzero(observed)) == nucleus
+
+
+def test_sampling_is_seeded_traced_once_and_scored_by_the_model(rng):
+    model = make_model()
+    src = sources(rng, b=4)
+    tokens, scores = sample_decode(model, src, seed=3, max_length=8)
+    again, _ = sample_decode(model, src, seed=3, max_length=8)
+    other, _ = sample_decode(model, src, seed=4, max_length=8)
+    np.testing.assert_array_equal(ops.convert_to_numpy(tokens), ops.convert_to_numpy(again))
+    assert not np.array_equal(ops.convert_to_numpy(tokens), ops.convert_to_numpy(other))
+    _, summed = score_targets(model, src, tokens)
+    np.testing.assert_allclose(ops.convert_to_numpy(summed), ops.convert_to_numpy(scores), atol=1e-3)
+    greedy, _ = greedy_decode(model, src, max_length=8)
+    top1, _ = sample_decode(model, src, top_k=1, temperature=2.0, seed=5, max_length=8)
+    np.testing.assert_array_equal(ops.convert_to_numpy(top1), ops.convert_to_numpy(greedy))
+    traces = []
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)])
+    def sample(source):
+        traces.append(1)
+        return sample_decode(model, source, top_p=0.9, seed=3, max_length=8)
+
+    traced, _ = sample(tf.constant(src, tf.int32))
+    sample(tf.constant(src[:2, :4], tf.int32))
+    assert len(traces) == 1
+    eager, _ = sample_decode(model, src, top_p=0.9, seed=3, max_length=8)
+    np.testing.assert_array_equal(traced.numpy(), ops.convert_to_numpy(eager))
+
+
 def test_decoding_argument_errors(rng):
     model = make_model(position="learned")
     with pytest.raises(ValueError, match="max_length"):
@@ -238,3 +296,6 @@ def test_decoding_argument_errors(rng):
         greedy_decode(model, sources(rng), max_length=4, prefix_ids=np.ones((4, 5), "int32"))
     with pytest.raises(ValueError, match="prefix_ids"):
         beam_search(model, sources(rng), max_length=4, prefix_ids=np.ones((4,), "int32"))
+    for bad in ({"temperature": 0}, {"top_k": -1}, {"top_p": 0.0}, {"top_p": 1.5}, {"seed": "x"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            sample_decode(model, sources(rng), max_length=4, **bad)

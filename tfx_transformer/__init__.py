@@ -8,7 +8,13 @@ shares), tasks/ (one folder per task, and the registry), training/ (`python trai
 
 from tfx_transformer import layers
 from tfx_transformer.config import PRESETS, TransformerConfig
-from tfx_transformer.decoding import beam_search, beam_search_nbest, greedy_decode, score_targets
+from tfx_transformer.decoding import (
+    beam_search,
+    beam_search_nbest,
+    greedy_decode,
+    sample_decode,
+    score_targets,
+)
 from tfx_transformer.models import Transformer, TransformerLM, TransformerTagger
 
 __version__ = "0.1.0"
@@ -23,5 +29,6 @@ __all__ = [
     "beam_search_nbest",
     "greedy_decode",
     "layers",
+    "sample_decode",
     "score_targets",
 ]

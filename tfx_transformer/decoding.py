@@ -127,6 +127,105 @@ def greedy_decode(
 ):
     """Most likely token at each step, for every source row at once. `prefix_ids` [B, P]
     (0-padded) forces each row's first tokens; their log-probabilities count in the score."""
+
+    def most_likely(log_probs, index):
+        return ops.argmax(log_probs, axis=-1)
+
+    return _decode_row_by_row(
+        model, source_ids, most_likely, max_length, start_id, end_id, use_cache, prefix_ids
+    )
+
+
+def sample_decode(
+    model,
+    source_ids,
+    temperature=1.0,
+    top_k=0,
+    top_p=1.0,
+    seed=0,
+    max_length=None,
+    prefix_ids=None,
+    use_cache=True,
+):
+    """One sampled translation per source row (back-translation, varied outputs).
+
+    Each step draws from softmax(log-probabilities / temperature), restricted to the `top_k`
+    most likely tokens (0: no limit) and to the smallest set of them whose probability reaches
+    `top_p` (nucleus sampling). The draw for (seed, step, row) comes from a counter-based hash,
+    not from a random state, so a seed gives the same samples eagerly, under tf.function and
+    under jax.jit, and a row's sample depends on its place in the batch, not on the other rows.
+    Scores are the model's own (untempered) log-probabilities of the sampled tokens.
+    """
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature <= 0:
+        raise ValueError(f"`temperature` must be a positive number. Received: temperature={temperature!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise ValueError(f"`top_k` must be a non-negative integer. Received: top_k={top_k!r}")
+    if not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0:
+        raise ValueError(f"`top_p` must be in (0, 1]. Received: top_p={top_p!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"`seed` must be an integer. Received: seed={seed!r}")
+
+    def draw(log_probs, index):
+        scaled = _nucleus(_top_k(log_probs / float(temperature), top_k), top_p)
+        uniform = counter_uniform(seed, index, ops.shape(log_probs)[0], ops.shape(log_probs)[1])
+        gumbel = -ops.log(-ops.log(uniform))  # argmax(logits + Gumbel noise) samples softmax(logits)
+        return ops.argmax(scaled + gumbel, axis=-1)
+
+    return _decode_row_by_row(model, source_ids, draw, max_length, None, None, use_cache, prefix_ids)
+
+
+def _top_k(log_probs, k):
+    """Log-probabilities below the k-th largest of each row made impossible (k = 0: none)."""
+    if not k or k >= log_probs.shape[-1]:
+        return log_probs
+    kth = ops.top_k(log_probs, k=k)[0][:, -1:]  # (N, 1)
+    return ops.where(log_probs >= kth, log_probs, _IMPOSSIBLE)
+
+
+def _nucleus(log_probs, top_p):
+    """Only the most likely tokens whose probability, summed, first reaches `top_p`."""
+    if top_p >= 1.0:
+        return log_probs
+    ranked, _ = ops.top_k(log_probs, k=log_probs.shape[-1])  # (N, V), descending
+    probs = ops.softmax(ranked, axis=-1)
+    before = ops.cumsum(probs, axis=-1) - probs  # mass of the more likely tokens
+    kept = ops.where(before < top_p, ranked, ops.expand_dims(ranked[:, 0], 1))
+    threshold = ops.min(kept, axis=-1, keepdims=True)  # (N, 1): the least likely kept token
+    return ops.where(log_probs >= threshold, log_probs, _IMPOSSIBLE)
+
+
+_MASK31 = 0x7FFFFFFF
+
+
+def _mix(x):
+    """An integer hash kept to 31 bits, so that right shifts are the same on every backend."""
+    x = ops.bitwise_and(x, _MASK31)
+    x = ops.bitwise_xor(x, ops.right_shift(x, 15))
+    x = ops.bitwise_and(x * 0x2C1B3C6D, _MASK31)
+    x = ops.bitwise_xor(x, ops.right_shift(x, 12))
+    x = ops.bitwise_and(x * 0x297A2D39, _MASK31)
+    return ops.bitwise_xor(x, ops.right_shift(x, 15))
+
+
+def counter_uniform(seed, step, rows, vocab_size):
+    """[rows, vocab_size] float32 in (0, 1), a function of (seed, step, row, token) alone."""
+    row = ops.expand_dims(ops.arange(rows, dtype="int32"), 1)
+    token = ops.expand_dims(ops.arange(vocab_size, dtype="int32"), 0)
+    x = _mix(
+        ops.convert_to_tensor(seed, "int32") * 0x3C6EF372
+        + ops.convert_to_tensor(step, "int32") * 0x1B873593
+    )
+    x = _mix(x + row * 0x5BD1E995)
+    x = _mix(x + token * 0x27D4EB2F)  # (rows, V)
+    # 23 bits, so that (x + 0.5) / 2^23 is exact in float32 and never rounds to 0 or 1 (where
+    # the Gumbel noise would be infinite).
+    return (ops.cast(ops.right_shift(x, 8), "float32") + 0.5) / 8388608.0
+
+
+def _decode_row_by_row(model, source_ids, choose, max_length, start_id, end_id, use_cache, prefix_ids):
+    """One token per row and step, `choose(log_probs [B, V], step)` -> [B] ids, until every row
+    has produced the end token or max_length tokens. Returns (tokens [B, L], scores [B]: the
+    summed log-probabilities of the chosen tokens)."""
     max_length, start_id, end_id = _resolve(model, max_length, start_id, end_id)
     source_ids = ops.convert_to_tensor(source_ids, dtype="int32")
     batch_size = ops.shape(source_ids)[0]
@@ -138,10 +237,10 @@ def greedy_decode(
 
     def body(index, tokens, scores, finished, cache):
         log_probs, cache = stepper.log_probs(tokens, index, cache)
-        next_token = ops.cast(ops.argmax(log_probs, axis=-1), "int32")  # (B,)
-        best = ops.max(log_probs, axis=-1)
+        next_token = ops.cast(choose(log_probs, index), "int32")  # (B,)
+        chosen = ops.take_along_axis(log_probs, ops.expand_dims(next_token, 1), axis=1)[:, 0]
         next_token = ops.where(finished, pad_id, next_token)
-        scores = scores + ops.where(finished, 0.0, best)
+        scores = scores + ops.where(finished, 0.0, chosen)
         finished = ops.logical_or(finished, ops.equal(next_token, end_id))
         tokens = _write_column(tokens, index + 1, next_token)
         return index + 1, tokens, scores, finished, cache
