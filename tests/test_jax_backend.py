@@ -56,6 +56,12 @@ JAX_SCRIPT = textwrap.dedent(
     jitted = jax.jit(lambda ids: tt.beam_search(model, ids, beam_size=3, max_length=8))
     np.testing.assert_array_equal(np.asarray(jitted(src)[0]), np.asarray(beam[0]))
     np.testing.assert_array_equal(np.asarray(data["tf_beam"]), np.asarray(beam[0]))
+    # Sampling is stateless: the same seed gives the same samples under jax.jit, n-best too.
+    sampled = np.asarray(tt.sample_decode(model, src, top_p=0.9, seed=2, max_length=8)[0])
+    jitted = jax.jit(lambda ids: tt.sample_decode(model, ids, top_p=0.9, seed=2, max_length=8))
+    np.testing.assert_array_equal(np.asarray(jitted(src)[0]), sampled)
+    nbest = jax.jit(lambda ids: tt.beam_search_nbest(model, ids, 3, max_length=8))(src)[0]
+    np.testing.assert_array_equal(np.asarray(nbest)[:, 0], np.asarray(beam[0]))
 
     # Every layer runs, and a training step lowers the loss.
     x = np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")
