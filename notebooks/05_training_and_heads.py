@@ -26,7 +26,8 @@ from keras import ops
 
 import tfx_transformer as tt
 from tfx_transformer.data import Tokenizer
-from tfx_transformer.tasks.translation.metrics import make_translate_ids, score_translations, translate_texts
+from tfx_transformer.tasks.translation.metrics import score_translations
+from tfx_transformer.tasks.translation.translator import Translator
 from tfx_transformer.tokens import END_ID, START_ID
 from tfx_transformer.training.loop import run
 from tfx_transformer.training.options import TrainOptions
@@ -61,8 +62,7 @@ sentences = [
     "nine hundred and ninety-nine thousand, nine hundred and ninety-nine",
     "four hundred and eighty thousand and eighty",
 ]
-translate_ids = make_translate_ids(model, beam_size=4, length_penalty=0.6)
-translations = translate_texts(translate_ids, tokenizer, sentences, model.model_config.max_length)
+translations = Translator(model, tokenizer, beam_size=4, length_penalty=0.6).translate(sentences)
 for source, translation in zip(sentences, translations):
     print(f"{source}\n  -> {translation}")
 print(f"held-out test exact match after {results['steps']} steps: {results['test_exact_match']:.1%}")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfx_transformer.tasks.translation.metrics import make_translate_ids, translate_texts
+from tfx_transformer.tasks.translation.translator import Translator
 from tfx_transformer.export import export_run, next_version, read_export_info
 
 MIXED = [
@@ -45,8 +45,8 @@ FRESH_PROCESS = textwrap.dedent(
 
 
 def python_side(exported, texts):
-    translate_ids = make_translate_ids(exported["model"], 4, 0.6, exported["max_length"])
-    return translate_texts(translate_ids, exported["tokenizer"], texts, exported["model"].model_config.max_length)
+    translator = Translator(exported["model"], exported["tokenizer"], 4, 0.6, exported["max_length"])
+    return translator.translate(texts)
 
 
 def test_export_loads_alone_in_a_fresh_process_and_matches_python(exported_run, tmp_path):

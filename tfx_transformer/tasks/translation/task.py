@@ -9,12 +9,9 @@ from tfx_transformer.models import Transformer
 from tfx_transformer.reporting import attention_image, log, markdown_table
 from tfx_transformer.tasks.base import SentencePieceTask
 from tfx_transformer.tasks.translation import data as data_lib
-from tfx_transformer.tasks.translation.metrics import (
-    make_translate_ids,
-    score_translations,
-    translate_texts,
-)
+from tfx_transformer.tasks.translation.metrics import score_translations
 from tfx_transformer.tasks.translation.serving import TranslationServingModule
+from tfx_transformer.tasks.translation.translator import Translator
 
 
 class TranslationTask(SentencePieceTask):
@@ -28,7 +25,7 @@ class TranslationTask(SentencePieceTask):
     def __init__(self, options, paths):
         super().__init__(options, paths)
         self.translations = []
-        self._translate_ids = None
+        self._translator = None
 
     # Data and vocabulary ----------------------------------------------------------------------
 
@@ -95,11 +92,11 @@ class TranslationTask(SentencePieceTask):
     # Evaluation -------------------------------------------------------------------------------
 
     def _translate(self, model, texts):
-        if self._translate_ids is None:
-            self._translate_ids = make_translate_ids(
-                model, self.options.beam_size, self.options.length_penalty, self.max_length
+        if self._translator is None:
+            self._translator = Translator(
+                model, self.vocabulary, self.options.beam_size, self.options.length_penalty
             )
-        return translate_texts(self._translate_ids, self.vocabulary, texts, self.max_length)
+        return self._translator.translate(texts)
 
     def evaluate(self, model):
         self.translations = self._translate(model, self.eval_texts[0])

@@ -1,0 +1,169 @@
+"""`Translator`: a trained translation model and its tokenizer, translating lists of strings.
+
+Inputs are tokenized, sorted by length into batches (the results come back in the input order),
+decoded by a compiled function (tf.function on TensorFlow, which traces once per mode; jax.jit
+on JAX, over widths rounded up to a multiple of 16 and full batches, so that it compiles a
+bounded number of times) and detokenized. Modes: the best translation (greedy for beam size 1,
+beam search above), the n best, a sample, and the score of given translations.
+"""
+
+import os
+
+import keras
+import numpy as np
+
+from tfx_transformer import decoding
+from tfx_transformer.data import Tokenizer, pad_rows
+from tfx_transformer.runs import RunPaths
+from tfx_transformer.tokens import END_ID
+
+LONG_INPUTS = ("truncate", "refuse")
+JAX_WIDTH_MULTIPLE = 16
+
+
+class InputTooLong(ValueError):
+    """An input over the model's length with long_inputs="refuse"; `index` is its position."""
+
+    def __init__(self, index, tokens, limit):
+        super().__init__(f"input {index + 1} has {tokens} tokens; the model takes at most {limit}.")
+        self.index = index
+
+
+class Translator:
+    def __init__(self, model, tokenizer, beam_size=4, length_penalty=0.6, max_length=None,
+                 batch_size=64, long_inputs="truncate"):
+        if not isinstance(beam_size, int) or beam_size < 1:
+            raise ValueError(f"`beam_size` must be a positive integer. Received: {beam_size!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive integer. Received: {batch_size!r}")
+        if long_inputs not in LONG_INPUTS:
+            raise ValueError(f"`long_inputs` must be one of {LONG_INPUTS}. Received: {long_inputs!r}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.beam_size = beam_size
+        self.length_penalty = float(length_penalty)
+        self.max_input_length = model.model_config.max_length
+        self.max_length = int(max_length or model.model_config.max_length)
+        self.batch_size = batch_size
+        self.long_inputs = long_inputs
+        self._compiled = {}
+
+    @classmethod
+    def from_run(cls, run_dir, **settings):
+        """The translator of a training run's folder (model.keras and tokenizer/)."""
+        paths = RunPaths(run_dir)
+        if not os.path.exists(paths.model):
+            raise FileNotFoundError(f"{paths.model} does not exist: train first (python train.py).")
+        model = keras.models.load_model(paths.model)
+        return cls(model, Tokenizer.load(paths.tokenizer), **settings)
+
+    # Modes ------------------------------------------------------------------------------------
+
+    def translate(self, texts):
+        """The best translation of each text."""
+        return [text for text, _ in self.translate_with_scores(texts)]
+
+    def translate_with_scores(self, texts):
+        """(translation, score) per text; the score is beam search's length-normalized one (for
+        beam size 1, the summed log-probability)."""
+        decode = self._function(("best",), lambda ids: decoding.translate_ids(
+            self.model, ids, self.beam_size, self.length_penalty, self.max_length
+        ))
+        return self._run(texts, decode, self._one_per_row)
+
+    def nbest(self, texts, num_hypotheses):
+        """The `num_hypotheses` best (translation, score) pairs of each text, best first."""
+        beam_size = max(self.beam_size, num_hypotheses)
+        decode = self._function(("nbest", num_hypotheses), lambda ids: decoding.beam_search_nbest(
+            self.model, ids, num_hypotheses, beam_size, self.length_penalty, self.max_length
+        ))
+        return self._run(texts, decode, self._n_per_row)
+
+    def sample(self, texts, temperature=1.0, top_k=0, top_p=1.0, seed=0):
+        """A sampled (translation, summed log-probability) per text (see `decoding.sample_decode`;
+        a text's sample depends on the seed and on its place in its batch)."""
+        key = ("sample", float(temperature), top_k, float(top_p), seed)
+        decode = self._function(key, lambda ids: decoding.sample_decode(
+            self.model, ids, temperature, top_k, top_p, seed, self.max_length
+        ))
+        return self._run(texts, decode, self._one_per_row)
+
+    def score(self, sources, targets):
+        """(total, per-token log-probabilities) of each target given its source; the end token
+        is scored too."""
+        if len(sources) != len(targets):
+            raise ValueError(f"{len(sources)} sources for {len(targets)} targets.")
+        decode = self._function(("score",), lambda ids, target_ids: decoding.score_targets(
+            self.model, ids, target_ids
+        ))
+        target_ids = self._encode(targets)
+        results = [None] * len(sources)
+        for chunk, source in self._batches(self._encode(sources)):
+            target = self._pad([target_ids[i] for i in chunk], len(chunk))
+            per_token, totals = decode(source, target)
+            per_token, totals = keras.ops.convert_to_numpy(per_token), keras.ops.convert_to_numpy(totals)
+            for row, i in enumerate(chunk):
+                results[i] = (float(totals[row]), per_token[row, : len(target_ids[i])].tolist())
+        return results
+
+    # Batching ---------------------------------------------------------------------------------
+
+    def _encode(self, texts):
+        """Token ids with the end token, cut to the model's length (or refused)."""
+        encoded = []
+        for index, ids in enumerate(self.tokenizer.encode(texts)):
+            if len(ids) + 1 > self.max_input_length:
+                if self.long_inputs == "refuse":
+                    raise InputTooLong(index, len(ids) + 1, self.max_input_length)
+                ids = ids[: self.max_input_length - 1]
+            encoded.append(ids + [END_ID])
+        return encoded
+
+    def _batches(self, encoded):
+        """(indices, padded int32 ids) of batches of similar length."""
+        order = np.argsort([len(ids) for ids in encoded], kind="stable")
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size].tolist()
+            yield chunk, self._pad([encoded[i] for i in chunk], len(chunk))
+
+    def _pad(self, rows, count):
+        if keras.backend.backend() != "jax":
+            return pad_rows(rows)
+        # Bounded shapes, so that jax.jit compiles a bounded number of times.
+        return pad_rows(rows + [[0]] * (self.batch_size - count), JAX_WIDTH_MULTIPLE)
+
+    def _run(self, texts, decode, unpack):
+        texts = list(texts)
+        results = [None] * len(texts)
+        for chunk, source in self._batches(self._encode(texts)):
+            tokens, scores = decode(source)
+            tokens, scores = keras.ops.convert_to_numpy(tokens), keras.ops.convert_to_numpy(scores)
+            for row, i in enumerate(chunk):
+                results[i] = unpack(tokens[row], scores[row])
+        return results
+
+    def _one_per_row(self, tokens, score):
+        return self.tokenizer.decode([tokens])[0], float(score)
+
+    def _n_per_row(self, tokens, scores):
+        return list(zip(self.tokenizer.decode(tokens), scores.astype(float).tolist()))
+
+    def _function(self, key, function):
+        """`function` compiled for this backend, once per mode and settings."""
+        if key not in self._compiled:
+            self._compiled[key] = compile_for_backend(function, inputs=2 if key[0] == "score" else 1)
+        return self._compiled[key]
+
+
+def compile_for_backend(function, inputs=1):
+    """tf.function over [None, None] int32 inputs on TensorFlow (one trace), jax.jit on JAX."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf  # this backend's compiler; the module itself needs neither
+
+        return tf.function(function, input_signature=[tf.TensorSpec([None, None], tf.int32)] * inputs)
+    if backend == "jax":
+        import jax
+
+        return jax.jit(function)
+    return function
