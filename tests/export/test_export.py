@@ -37,9 +37,20 @@ FRESH_PROCESS = textwrap.dedent(
         out = serve(text=tf.constant(texts))
         answers.append({"translation": [t.decode("utf-8") for t in out["translation"].numpy()],
                         "score": out["score"].numpy().tolist()})
+    loaded_model = tf.saved_model.load(folder)
+    nbest = loaded_model.signatures["nbest"](text=tf.constant(batches[0]))
+    scored = loaded_model.signatures["score"](
+        text=tf.constant(batches[0]), translation=tf.constant(answers[0]["translation"])
+    )
+    extra = {
+        "nbest": [[t.decode("utf-8") for t in row] for row in nbest["translations"].numpy()],
+        "nbest_scores": nbest["scores"].numpy().tolist(),
+        "score": scored["score"].numpy().tolist(),
+        "length": scored["length"].numpy().tolist(),
+    }
     # (`import tensorflow` itself loads keras; the package and keras-hub must not be needed.)
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tfx_transformer", "keras_hub"))
-    print(json.dumps({"answers": answers, "loaded": loaded}))
+    print(json.dumps({"answers": answers, "loaded": loaded, **extra}))
     """
 )
 
@@ -70,6 +81,16 @@ def test_export_loads_alone_in_a_fresh_process_and_matches_python(exported_run, 
     for texts, answer in zip(batches, reply["answers"]):
         assert answer["translation"] == python_side(exported_run, texts)
         assert len(answer["score"]) == len(texts) and all(np.isfinite(answer["score"]))
+    # nbest and score, in the same TensorFlow + tensorflow-text process, equal the Python side.
+    translator = Translator(exported_run["model"], exported_run["tokenizer"], 4, 0.6, exported_run["max_length"])
+    for texts_row, expected in zip(reply["nbest"], translator.nbest(batches[0], 4)):
+        assert texts_row == [text for text, _ in expected]
+    np.testing.assert_allclose(
+        reply["nbest_scores"], [[score for _, score in row] for row in translator.nbest(batches[0], 4)], atol=1e-4
+    )
+    expected_scores = translator.score(batches[0], reply["answers"][0]["translation"])
+    np.testing.assert_allclose(reply["score"], [total for total, _ in expected_scores], atol=1e-4)
+    assert reply["length"] == [len(tokens) for _, tokens in expected_scores]
     # A text's answer does not depend on the batch it came in.
     assert reply["answers"][1]["translation"] == reply["answers"][0]["translation"][2:5]
     np.testing.assert_allclose(reply["answers"][1]["score"], reply["answers"][0]["score"][2:5], atol=1e-4)
@@ -141,6 +162,17 @@ def test_saved_model_cli_show_and_run(exported_run):
     assert show.returncode == 0, show.stderr[-2000:]
     for expected in ("serving_default", "inputs['text']", "outputs['translation']", "outputs['score']", "DT_STRING"):
         assert expected in show.stdout
+    # The three signatures as saved_model_cli shows them (what a TF Serving client reads).
+    signatures = show.stdout.split("signature_def['")[1:]
+    described = {block.split("'")[0]: block for block in signatures if not block.startswith("__")}
+    assert set(described) == {"serving_default", "nbest", "score"}
+    for name, names in {
+        "nbest": ("inputs['text']", "outputs['translations']", "outputs['scores']", "(-1, 4)"),
+        "score": ("inputs['text']", "inputs['translation']", "outputs['score']",
+                  "outputs['token_scores']", "outputs['length']", "DT_INT32"),
+    }.items():
+        for expected in names:
+            assert expected in described[name], (name, expected)
     run = subprocess.run(
         [sys.executable, "-m", "tfx_transformer.export.saved_model_cli", "run", "--dir",
          exported_run["version"], "--tag_set", "serve", "--signature_def", "serving_default",

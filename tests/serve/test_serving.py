@@ -213,6 +213,16 @@ def test_odd_but_valid_inputs_are_answered(server, direct):
     assert code == 200
 
 
+def test_nbest_and_score_signatures_over_rest(server, direct):
+    code, reply = post(server, json.dumps({"signature_name": "nbest", "instances": TEXTS[:2]}).encode())
+    assert code == 200 and len(reply["predictions"]) == 2
+    assert reply["predictions"][0]["translations"][0] == direct(TEXTS[:1])[0][0]
+    body = {"signature_name": "score", "instances": [{"text": "one", "translation": "un"}]}
+    code, reply = post(server, json.dumps(body).encode())
+    assert code == 200 and set(reply["predictions"][0]) == {"score", "token_scores", "length"}
+    assert reply["predictions"][0]["score"] < 0
+
+
 @pytest.mark.parametrize(
     "body, path, code, message",
     [

@@ -39,7 +39,8 @@ def export_module(module, export_root):
         archive = keras.export.ExportArchive()
         archive.track(module.model)
         archive.track(module.text_layer)
-        archive.add_endpoint("serving_default", module.serve)
+        for name, function in module.signatures().items():
+            archive.add_endpoint(name, function)
         archive.write_out(temporary, verbose=False)
         os.makedirs(os.path.join(temporary, os.path.dirname(module.info_path)))
         with open(os.path.join(temporary, module.info_path), "w", encoding="utf-8") as f:

@@ -35,6 +35,10 @@ class ServingModule(tf.Module):
         """The layer that turns text into ids, exported beside the model."""
         raise NotImplementedError
 
+    def signatures(self):
+        """{signature name: tf.function} for the SavedModel; `serving_default` first."""
+        return {"serving_default": self.serve}
+
     def _serve(self, text):
         raise NotImplementedError
 
