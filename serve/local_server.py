@@ -76,6 +76,8 @@ def build_parser():
     add("--enable_batching", nargs="?", const="true", help="accepted and ignored")
     add("--batching_parameters_file", help="accepted and ignored")
     add("--model_config_file_poll_wait_seconds", type=float, help="accepted and ignored")
+    add("--monitoring_config_file",
+        help="accepted; the metrics are always at /monitoring/prometheus/metrics")
     add("--max_request_bytes", type=int, default=8 * 1024 * 1024)
     add("--max_instances", type=int, default=256, help="instances per request")
     add("--max_input_bytes", type=int, default=1024 * 1024, help="bytes per input text")

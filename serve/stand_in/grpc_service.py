@@ -2,6 +2,7 @@
 (GetModelStatus), over the same `ModelServer` as the REST API. Needs the `serve` extra
 (grpcio, tensorflow-serving-api)."""
 
+import time
 from concurrent import futures
 
 import grpc
@@ -15,6 +16,7 @@ from tensorflow_serving.apis import (
 )
 
 from stand_in.errors import ServingError, not_found
+from stand_in.models import DEFAULT_SIGNATURE
 from stand_in.rest import signature_def_map
 
 
@@ -32,6 +34,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.model_server = model_server
 
     def Predict(self, request, context):  # noqa: N802
+        started, status = time.time(), "OK"
         try:
             model = self.model_server.model(request.model_spec.name)
             servable = model.get(requested_version(request.model_spec))
@@ -53,7 +56,16 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                     response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
             return response
         except ServingError as error:
+            status = error.grpc
             abort(context, error)
+        except Exception:
+            status = "INTERNAL"
+            raise
+        finally:
+            self.model_server.metrics.record(
+                request.model_spec.name, request.model_spec.signature_name or DEFAULT_SIGNATURE,
+                "gRPC", status, time.time() - started,
+            )
 
     def GetModelMetadata(self, request, context):  # noqa: N802
         try:

@@ -11,6 +11,8 @@ import tensorflow_text  # noqa: F401  (registers the SentencePiece ops the expor
 from tensorflow.core.protobuf import saved_model_pb2
 
 from stand_in.errors import ServingError, not_found
+from stand_in.metrics import Metrics
+from stand_in.warmup import read_warmup_requests
 
 log = logging.getLogger("local_server")
 
@@ -34,6 +36,15 @@ class Servable:
             if not key.startswith("__")
         }
         self.functions = {key: self.loaded.signatures[key] for key in self.signature_defs}
+        self.warmed_up = self.warm_up()
+
+    def warm_up(self):
+        """Replays the export's warm-up records, as TF Serving does before a version is
+        AVAILABLE; returns how many ran."""
+        requests = read_warmup_requests(self.path)
+        for signature, inputs in requests:
+            self.run(signature, inputs)
+        return len(requests)
 
     def signature(self, name):
         name = name or DEFAULT_SIGNATURE
@@ -100,6 +111,7 @@ class Model:
         self.base_path = base_path
         self.policy = policy
         self.servables = {}
+        self.loading = set()
         self.errors = {}
         self.lock = threading.Lock()
 
@@ -116,15 +128,23 @@ class Model:
         wanted = set(self.policy.select(self.available_versions()))
         for version in sorted(wanted - set(self.servables) - set(self.errors)):
             path = os.path.join(self.base_path, str(version))
+            with self.lock:
+                self.loading.add(version)
             try:
                 servable = Servable(self.name, version, path)
             except Exception as error:  # a broken version must not take the server down
                 log.error("could not load %s version %s: %s", self.name, version, error)
-                self.errors[version] = str(error)
+                with self.lock:
+                    self.loading.discard(version)
+                    self.errors[version] = str(error)
                 continue
             with self.lock:
+                self.loading.discard(version)
                 self.servables[version] = servable
-            log.info("serving %s version %s from %s", self.name, version, path)
+            log.info(
+                "serving %s version %s from %s (%d warm-up requests replayed)",
+                self.name, version, path, servable.warmed_up,
+            )
         with self.lock:
             for version in set(self.servables) - wanted:
                 del self.servables[version]
@@ -144,7 +164,7 @@ class Model:
 
     def status(self, version=None):
         with self.lock:
-            versions = sorted(set(self.servables) | set(self.errors), reverse=True)
+            versions = sorted(set(self.servables) | set(self.errors) | self.loading, reverse=True)
             if version is not None:
                 if version not in versions:
                     raise not_found(f"Could not find version {version} of model {self.name}")
@@ -153,6 +173,8 @@ class Model:
             for v in versions:
                 if v in self.servables:
                     statuses.append((v, "AVAILABLE", "OK", ""))
+                elif v in self.loading:  # loading, or replaying its warm-up requests
+                    statuses.append((v, "LOADING", "OK", ""))
                 else:
                     statuses.append((v, "END", "UNKNOWN", self.errors[v]))
         if not statuses:
@@ -167,6 +189,7 @@ class ModelServer:
         """`limits`: a Limits, applied to every request by both front ends."""
         self.models = {model.name: model for model in models}
         self.limits = limits
+        self.metrics = Metrics()
         self.poll_seconds = poll_seconds
         self._stop = threading.Event()
 

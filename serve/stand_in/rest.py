@@ -10,12 +10,14 @@ import binascii
 import json
 import logging
 import re
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 from google.protobuf import json_format
 
 from stand_in.errors import ServingError, not_found
+from stand_in.models import DEFAULT_SIGNATURE
 
 log = logging.getLogger("local_server")
 
@@ -105,6 +107,16 @@ def jsonable(array):
     return array.tolist()
 
 
+HTTP_STATUS_NAMES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 405: "UNIMPLEMENTED",
+                     411: "INVALID_ARGUMENT", 413: "RESOURCE_EXHAUSTED", 500: "INTERNAL"}
+
+
+def route_name(path):
+    """The model a predict path names, for the metrics (None for other paths)."""
+    route = ROUTE.match(path)
+    return route["name"] if route and route["verb"] else None
+
+
 def requested_version(model, digits):
     """The version in a path, or None for the latest; one too long to exist is not found."""
     if not digits:
@@ -137,6 +149,14 @@ class RestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def reply_text(self, code, text):
+        data = text.encode("utf-8")
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def send_error(self, code, message=None, explain=None):
         """The base class's own errors (a malformed request line, an unknown method) as JSON."""
         self.close_connection = True
@@ -152,8 +172,12 @@ class RestHandler(BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_HEAD = do_CONNECT = not_allowed  # noqa: N815
 
     def handle_request(self, method):
+        path = self.path.split("?", 1)[0]
+        if method == "GET" and path.rstrip("/") == "/monitoring/prometheus/metrics":
+            return self.reply_text(200, self.model_server.metrics.prometheus_text())
+        started, self.signature_name, code = time.time(), DEFAULT_SIGNATURE, 200
         try:
-            route = ROUTE.match(self.path.split("?", 1)[0])
+            route = ROUTE.match(path)
             if not route:
                 raise not_found(f"Malformed request: {method} {self.path}")
             if route["label"]:
@@ -170,10 +194,18 @@ class RestHandler(BaseHTTPRequestHandler):
                 raise ServingError(f"{route['verb']} is not supported: the export is a predict signature.")
             raise ServingError(f"Malformed request: {method} {self.path}", 405, "UNIMPLEMENTED")
         except ServingError as error:
+            code = error.code
             self.reply(error.code, {"error": str(error)})
         except Exception as error:  # never a dropped connection: a 500 with the reason
+            code = 500
             log.exception("request failed")
             self.reply(500, {"error": f"Internal error: {error}"})
+        finally:
+            if method == "POST" and route_name(path) is not None:
+                status = "OK" if code == 200 else HTTP_STATUS_NAMES.get(code, str(code))
+                self.model_server.metrics.record(
+                    route_name(path), self.signature_name, "REST", status, time.time() - started
+                )
 
     def read_body(self):
         length = self.headers.get("Content-Length")
@@ -217,6 +249,7 @@ class RestHandler(BaseHTTPRequestHandler):
         signature = body.get("signature_name") if isinstance(body, dict) else None
         if signature is not None and not isinstance(signature, str):
             raise ServingError("'signature_name' must be a string.")
+        self.signature_name = signature or DEFAULT_SIGNATURE
         name, _, signature_def = servable.signature(signature)
         input_names = sorted(signature_def.inputs)
         _, columns, style = parse_predict(body, input_names)

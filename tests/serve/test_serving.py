@@ -213,6 +213,46 @@ def test_odd_but_valid_inputs_are_answered(server, direct):
     assert code == 200
 
 
+def test_warm_up_requests_are_written_with_the_export_and_replayed(exported_run, server):
+    from serve.stand_in.warmup import read_warmup_requests
+
+    requests = read_warmup_requests(exported_run["version"])
+    assert [name for name, _ in requests] == ["serving_default"] * 2 + ["nbest"] * 2 + ["score"] * 2
+    loaded = tf.saved_model.load(exported_run["version"])
+    for name, inputs in requests:
+        loaded.signatures[name](**{key: tf.constant(value) for key, value in inputs.items()})
+    status = server["rest"].status()["model_version_status"][0]
+    assert status["state"] == "AVAILABLE"
+
+
+def test_prometheus_metrics_count_requests_by_signature_front_end_and_status(server):
+    def count(text, **labels):
+        wanted = [f'{key}="{value}"' for key, value in labels.items()]
+        for line in text.splitlines():
+            if line.startswith(":tensorflow:serving:request_count{") and all(w in line for w in wanted):
+                return int(line.rsplit(" ", 1)[1])
+        return 0
+
+    def metrics():
+        with urllib.request.urlopen(server["rest_url"] + "/monitoring/prometheus/metrics", timeout=30) as r:
+            assert r.headers["Content-Type"].startswith("text/plain")
+            return r.read().decode()
+
+    before = metrics()
+    for _ in range(3):
+        server["rest"].predict(["one"])
+    server["grpc"].predict(["one"])
+    post(server, b'{"instances": "one"}')
+    after = metrics()
+    ok_rest = dict(model_name="translator", signature_name="serving_default", entrypoint="REST", status="OK")
+    assert count(after, **ok_rest) - count(before, **ok_rest) == 3
+    ok_grpc = dict(ok_rest, entrypoint="gRPC")
+    assert count(after, **ok_grpc) - count(before, **ok_grpc) == 1
+    bad = dict(ok_rest, status="INVALID_ARGUMENT")
+    assert count(after, **bad) - count(before, **bad) == 1
+    assert ':tensorflow:serving:request_latency_bucket{model_name="translator"' in after
+
+
 def test_nbest_and_score_signatures_over_rest(server, direct):
     code, reply = post(server, json.dumps({"signature_name": "nbest", "instances": TEXTS[:2]}).encode())
     assert code == 200 and len(reply["predictions"]) == 2
@@ -319,14 +359,36 @@ def test_a_new_version_is_picked_up_and_served(server, exported_run):
     shutil.copytree(exported_run["version"], staging)
     staging.rename(base / "2")  # as the export does: complete, then renamed into place
     deadline = time.time() + 60
+    states = set()
     while time.time() < deadline:
-        versions = [s["version"] for s in server["rest"].status()["model_version_status"]]
-        if "2" in versions:
+        statuses = server["rest"].status()["model_version_status"]
+        states |= {(s["version"], s["state"]) for s in statuses}
+        versions = [s["version"] for s in statuses]
+        if ("2", "AVAILABLE") in states and versions == ["2"]:
             break
-        time.sleep(0.3)
-    assert versions == ["2"]  # the default policy serves the latest version only
+        time.sleep(0.1)
+    # LOADING while it loads and replays its warm-up requests (if the poll saw it), then AVAILABLE;
+    # the default policy serves the latest version only.
+    assert versions == ["2"] and states <= {("1", "AVAILABLE"), ("2", "LOADING"), ("2", "AVAILABLE")}
     assert server["rest"].metadata()["model_spec"]["version"] == "2"
     assert server["grpc"].predict(["one"])[0]["translation"] == server["rest"].predict(["one"])[0]["translation"]
+
+
+def test_compose_health_check_waits_for_available_and_monitoring_config_parses(server):
+    compose = (ROOT / "serve" / "docker-compose.yml").read_text()
+    assert "--monitoring_config_file=/config/monitoring.config" in compose
+    command = json.loads(compose.split("test: ", 1)[1].splitlines()[0])
+    assert command[:3] == ["CMD", "bash", "-c"]
+    port = server["rest_url"].rsplit(":", 1)[1]
+    # The same command, against the stand-in server on its port: healthy once AVAILABLE.
+    check = subprocess.run(["bash", "-c", command[3].replace("8501", port)], timeout=30)
+    assert check.returncode == 0
+    unknown = command[3].replace("8501", port).replace("/v1/models/translator", "/v1/models/nothing")
+    assert subprocess.run(["bash", "-c", unknown], timeout=30).returncode != 0
+    # (tensorflow-serving-api ships no monitoring_config proto to parse it with.)
+    lines = [line.split("#")[0] for line in (ROOT / "serve" / "monitoring.config").read_text().splitlines()]
+    config = " ".join(" ".join(lines).split())
+    assert config == 'prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }'
 
 
 def test_repository_models_config_parses_as_a_tf_serving_proto():

@@ -14,6 +14,7 @@ import os
 
 import keras
 
+from tfx_transformer.export.warmup import write_warmup_requests
 from tfx_transformer.files import atomic_directory
 from tfx_transformer.runs import RunPaths
 from tfx_transformer.tasks import TASKS, task_class
@@ -45,6 +46,7 @@ def export_module(module, export_root):
         os.makedirs(os.path.join(temporary, os.path.dirname(module.info_path)))
         with open(os.path.join(temporary, module.info_path), "w", encoding="utf-8") as f:
             json.dump(module.info, f, indent=2, sort_keys=True)
+        write_warmup_requests(temporary, module.warmup_requests())
     return path
 
 

@@ -9,6 +9,10 @@ import os
 import tensorflow as tf
 
 INFO_FOLDER = "assets.extra"  # TF Serving ignores it, except for warm-up requests
+WARMUP_TEXTS = (
+    ["warm up"],
+    ["a longer sentence , so that the first requests after a load find the decoder ready", "one"],
+)
 
 
 def repair_utf8(text):
@@ -38,6 +42,11 @@ class ServingModule(tf.Module):
     def signatures(self):
         """{signature name: tf.function} for the SavedModel; `serving_default` first."""
         return {"serving_default": self.serve}
+
+    def warmup_requests(self):
+        """[(signature, {input: strings})] that TF Serving replays before serving: a short and a
+        longer batch for each signature."""
+        return [("serving_default", {"text": texts}) for texts in WARMUP_TEXTS]
 
     def _serve(self, text):
         raise NotImplementedError

@@ -16,7 +16,7 @@ detokenized. An empty (or all-blank) input gives an empty translation with score
 import tensorflow as tf
 
 from tfx_transformer.decoding import beam_search_nbest, score_targets, translate_ids
-from tfx_transformer.tasks.serving import ServingModule, info_path, repair_utf8
+from tfx_transformer.tasks.serving import WARMUP_TEXTS, ServingModule, info_path, repair_utf8
 from tfx_transformer.tokens import END_ID, PAD_ID, START_ID
 
 
@@ -69,6 +69,12 @@ class TranslationServingModule(ServingModule):
                 self._score, input_signature=[text, tf.TensorSpec([None], tf.string, name="translation")]
             ),
         }
+
+    def warmup_requests(self):
+        requests = super().warmup_requests()
+        requests += [("nbest", {"text": texts}) for texts in WARMUP_TEXTS]
+        requests += [("score", {"text": texts, "translation": texts}) for texts in WARMUP_TEXTS]
+        return requests
 
     def _decode(self, source_ids):
         return translate_ids(
