@@ -438,3 +438,17 @@ def test_model_config_file_and_version_policy(exported_run, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_load_benchmark_runs_bounded_and_loses_nothing(exported_run):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "serving_load.py"), "--export",
+         exported_run["version"], "--clients", "4", "--requests", "3", "--seconds", "60"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith(("rest ", "grpc "))]
+    assert [(row[0], row[1], row[2], row[3]) for row in rows] == [("rest", "4", "12", "0"), ("grpc", "4", "12", "0")]
+    assert "with warm-up records" in result.stdout and "without warm-up records" in result.stdout
