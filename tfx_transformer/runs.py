@@ -7,6 +7,7 @@ it, `--resume` and the export read it.
     DIR/checkpoints/       for --resume
     DIR/model.keras        the trained model
     DIR/export/<version>/  SavedModels for TF Serving
+    DIR/ctranslate2/<version>/  CTranslate2 models (python -m tfx_transformer.export --format ctranslate2)
     DIR/metrics.json       the final metrics
     DIR/.lock              while a process trains into DIR: its pid and host
 """
@@ -29,6 +30,7 @@ class RunPaths:
         self.checkpoints = os.path.join(output, "checkpoints")
         self.model = os.path.join(output, "model.keras")
         self.export = os.path.join(output, "export")
+        self.ctranslate2 = os.path.join(output, "ctranslate2")  # not under export/: TF Serving polls it
         self.metrics = os.path.join(output, "metrics.json")
         self.lock = os.path.join(output, ".lock")
 
