@@ -59,6 +59,14 @@ def pad(rows):
     return [row + [0] * (width - len(row)) for row in rows]
 
 
+def test_a_run_of_another_task_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text('{"options": {"task": "tagging"}}')
+    with pytest.raises(ValueError, match="--task tagging run"):
+        Translator.from_run(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="train first"):
+        Translator.from_run(str(tmp_path / "nothing"))
+
+
 def test_long_inputs_are_cut_or_refused(translator):
     long_text = "seventy " * 100
     assert len(translator.translate([long_text, "one"])) == 2

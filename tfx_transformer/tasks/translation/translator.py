@@ -52,6 +52,9 @@ class Translator:
     def from_run(cls, run_dir, **settings):
         """The translator of a training run's folder (model.keras and tokenizer/)."""
         paths = RunPaths(run_dir)
+        task = paths.saved_config()["options"].get("task", "translation")
+        if task != "translation":
+            raise ValueError(f"{run_dir} is a --task {task} run; a Translator needs a translation run.")
         if not os.path.exists(paths.model):
             raise FileNotFoundError(f"{paths.model} does not exist: train first (python train.py).")
         model = keras.models.load_model(paths.model)
