@@ -51,7 +51,7 @@ class RunInUse(ValueError):
 
 @contextlib.contextmanager
 def claimed(paths):
-    """Holds DIR/.lock for the duration: created with O_EXCL, so that of two processes started
+    """Holds DIR/.lock for the duration: created atomically, so that of two processes started
     together on one folder exactly one gets it; the other is refused at once, before any slow
     work. The folder is created if need be (which also proves it writable), and removed again if
     the run ends before writing anything into it."""
@@ -60,12 +60,7 @@ def claimed(paths):
     created = not os.path.exists(paths.output)
     os.makedirs(paths.output, exist_ok=True)
     owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    try:
-        handle = os.open(paths.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-    except FileExistsError:
-        raise RunInUse(_holder_message(paths)) from None
-    with os.fdopen(handle, "w", encoding="utf-8") as f:
-        json.dump(owner, f)
+    _create_lock(paths, owner)
     try:
         yield
     finally:
@@ -73,6 +68,28 @@ def claimed(paths):
             os.remove(paths.lock)
         if created and not os.listdir(paths.output):
             os.rmdir(paths.output)
+
+
+def _create_lock(paths, owner):
+    """DIR/.lock with its owner inside, created whole or not at all: written beside it, then
+    hard-linked into place (which fails if it exists), so that a second process never reads a
+    half-written lock. Where hard links are not supported, an O_EXCL create and a write."""
+    temporary = f"{paths.lock}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as f:
+        json.dump(owner, f)
+    try:
+        os.link(temporary, paths.lock)
+    except FileExistsError:
+        raise RunInUse(_holder_message(paths)) from None
+    except OSError:  # no hard links on this file system
+        try:
+            handle = os.open(paths.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            raise RunInUse(_holder_message(paths)) from None
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            json.dump(owner, f)
+    finally:
+        os.remove(temporary)
 
 
 def _holder_message(paths):
