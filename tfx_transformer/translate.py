@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from tfx_transformer.data import DataError, read_lines
+from tfx_transformer.data import DataError, decode_lines, read_lines
 from tfx_transformer.files import write_text_atomic
 from tfx_transformer.tasks.translation.translator import LONG_INPUTS, InputTooLong, Translator
 
@@ -50,13 +50,7 @@ def read_text(path):
     """Lines of a file, or of stdin for "-", as strings; invalid UTF-8 named by line."""
     if path != "-":
         return [] if os.path.isfile(path) and os.path.getsize(path) == 0 else read_lines(path)
-    lines = []
-    for number, raw in enumerate(sys.stdin.buffer.read().splitlines(), start=1):
-        try:
-            lines.append(raw.decode("utf-8"))
-        except UnicodeDecodeError as error:
-            raise DataError(f"<stdin>:{number}: invalid UTF-8 at byte {error.start} of the line.") from None
-    return lines
+    return decode_lines(sys.stdin.buffer.read().splitlines(), "<stdin>")
 
 
 def output_lines(translator, args, lines, targets=None):

@@ -5,7 +5,7 @@ A task's own formats, built-in sets and encodings live in its folder under `task
 """
 
 from tfx_transformer.data.batching import batch_indices, bucket_boundaries, pad_rows, padding_fraction
-from tfx_transformer.data.readers import DataError, read_lines
+from tfx_transformer.data.readers import DataError, decode_lines, read_lines
 from tfx_transformer.data.splits import split_off
 from tfx_transformer.data.tokenizer import Tokenizer
 
@@ -14,6 +14,7 @@ __all__ = [
     "Tokenizer",
     "batch_indices",
     "bucket_boundaries",
+    "decode_lines",
     "pad_rows",
     "padding_fraction",
     "read_lines",

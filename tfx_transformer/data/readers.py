@@ -17,14 +17,20 @@ def read_lines(path):
         raw_lines = f.read().splitlines()
     if not raw_lines:
         raise DataError(f"{path}: the file is empty.")
+    lines = decode_lines(raw_lines, path)
+    if len(lines) == 1 and lines[0].startswith("\ufeff"):
+        lines[0] = lines[0][1:]
+    return lines
+
+
+def decode_lines(raw_lines, source):
+    """Byte lines -> strings; invalid UTF-8 is a DataError naming `source` and the line."""
     lines = []
     for number, raw in enumerate(raw_lines, start=1):
         try:
             lines.append(raw.decode("utf-8"))
         except UnicodeDecodeError as error:
             raise DataError(
-                f"{path}:{number}: invalid UTF-8 at byte {error.start} of the line."
+                f"{source}:{number}: invalid UTF-8 at byte {error.start} of the line."
             ) from None
-    if number == 1 and lines[0].startswith("\ufeff"):
-        lines[0] = lines[0][1:]
     return lines
