@@ -18,6 +18,8 @@ import os
 import socket
 import time
 
+import keras
+
 
 class RunPaths:
     def __init__(self, output):
@@ -43,6 +45,16 @@ class RunPaths:
             )
         with open(self.config, encoding="utf-8") as f:
             return json.load(f)
+
+    def task_name(self):
+        """The --task the run trained (config.json; runs from before --task are translation)."""
+        return self.saved_config()["options"].get("task", "translation")
+
+    def trained_model(self):
+        """model.keras, loaded (the package's classes are registered by importing it)."""
+        if not os.path.exists(self.model):
+            raise FileNotFoundError(f"{self.model} does not exist: train first (python train.py).")
+        return keras.models.load_model(self.model)
 
 
 class RunInUse(ValueError):

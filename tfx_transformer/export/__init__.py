@@ -58,11 +58,9 @@ def export_run(run_dir, model=None, vocabulary=None, **settings):
     (translation: beam_size, length_penalty, max_length, jit_compile; tagging takes none).
     """
     paths = RunPaths(run_dir)
-    task = task_class(paths.saved_config()["options"].get("task", "translation"))
+    task = task_class(paths.task_name())
     if model is None:
-        if not os.path.exists(paths.model):
-            raise FileNotFoundError(f"{paths.model} does not exist: train first (python train.py).")
-        model = keras.models.load_model(paths.model)
+        model = paths.trained_model()
     if vocabulary is None:
         vocabulary = task.load_vocabulary(paths.tokenizer)
     return export_module(task.serving_module(model, vocabulary, **settings), paths.export)

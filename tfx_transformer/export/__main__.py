@@ -6,8 +6,6 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
-import keras  # noqa: E402
-
 from tfx_transformer.data import Tokenizer  # noqa: E402
 from tfx_transformer.export import export_run, next_version  # noqa: E402
 from tfx_transformer.runs import RunPaths  # noqa: E402
@@ -54,11 +52,9 @@ def export_run_ctranslate2(run_dir, quantization=None):
         raise ValueError("--format ctranslate2 needs the ctranslate2 package: "
                          "pip install 'tfx_transformer[ctranslate2]'.") from None
     paths = RunPaths(run_dir)
-    if paths.saved_config()["options"].get("task", "translation") != "translation":
+    if paths.task_name() != "translation":
         raise ValueError("--format ctranslate2 exports translation runs only.")
-    if not os.path.exists(paths.model):
-        raise FileNotFoundError(f"{paths.model} does not exist: train first (python train.py).")
-    model = keras.models.load_model(paths.model)
+    model = paths.trained_model()
     path = os.path.join(paths.ctranslate2, str(next_version(paths.ctranslate2)))
     return export_ctranslate2(model, Tokenizer.load(paths.tokenizer), path, quantization)
 

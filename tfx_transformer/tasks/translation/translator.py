@@ -7,8 +7,6 @@ bounded number of times) and detokenized. Modes: the best translation (greedy fo
 beam search above), the n best, a sample, and the score of given translations.
 """
 
-import os
-
 import keras
 import numpy as np
 
@@ -52,13 +50,10 @@ class Translator:
     def from_run(cls, run_dir, **settings):
         """The translator of a training run's folder (model.keras and tokenizer/)."""
         paths = RunPaths(run_dir)
-        task = paths.saved_config()["options"].get("task", "translation")
+        task = paths.task_name()
         if task != "translation":
             raise ValueError(f"{run_dir} is a --task {task} run; a Translator needs a translation run.")
-        if not os.path.exists(paths.model):
-            raise FileNotFoundError(f"{paths.model} does not exist: train first (python train.py).")
-        model = keras.models.load_model(paths.model)
-        return cls(model, Tokenizer.load(paths.tokenizer), **settings)
+        return cls(paths.trained_model(), Tokenizer.load(paths.tokenizer), **settings)
 
     # Modes ------------------------------------------------------------------------------------
 
