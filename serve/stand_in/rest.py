@@ -107,16 +107,6 @@ def jsonable(array):
     return array.tolist()
 
 
-HTTP_STATUS_NAMES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 405: "UNIMPLEMENTED",
-                     411: "INVALID_ARGUMENT", 413: "RESOURCE_EXHAUSTED", 500: "INTERNAL"}
-
-
-def route_name(path):
-    """The model a predict path names, for the metrics (None for other paths)."""
-    route = ROUTE.match(path)
-    return route["name"] if route and route["verb"] else None
-
-
 def requested_version(model, digits):
     """The version in a path, or None for the latest; one too long to exist is not found."""
     if not digits:
@@ -175,9 +165,9 @@ class RestHandler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if method == "GET" and path.rstrip("/") == "/monitoring/prometheus/metrics":
             return self.reply_text(200, self.model_server.metrics.prometheus_text())
-        started, self.signature_name, code = time.time(), DEFAULT_SIGNATURE, 200
+        started, self.signature_name, status = time.time(), DEFAULT_SIGNATURE, "OK"
+        route = ROUTE.match(path)
         try:
-            route = ROUTE.match(path)
             if not route:
                 raise not_found(f"Malformed request: {method} {self.path}")
             if route["label"]:
@@ -194,17 +184,16 @@ class RestHandler(BaseHTTPRequestHandler):
                 raise ServingError(f"{route['verb']} is not supported: the export is a predict signature.")
             raise ServingError(f"Malformed request: {method} {self.path}", 405, "UNIMPLEMENTED")
         except ServingError as error:
-            code = error.code
+            status = error.grpc  # the same status names as the gRPC front end records
             self.reply(error.code, {"error": str(error)})
         except Exception as error:  # never a dropped connection: a 500 with the reason
-            code = 500
+            status = "INTERNAL"
             log.exception("request failed")
             self.reply(500, {"error": f"Internal error: {error}"})
         finally:
-            if method == "POST" and route_name(path) is not None:
-                status = "OK" if code == 200 else HTTP_STATUS_NAMES.get(code, str(code))
+            if method == "POST" and route and route["verb"]:
                 self.model_server.metrics.record(
-                    route_name(path), self.signature_name, "REST", status, time.time() - started
+                    route["name"], self.signature_name, "REST", status, time.time() - started
                 )
 
     def read_body(self):
