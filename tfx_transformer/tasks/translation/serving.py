@@ -43,7 +43,7 @@ class TranslationServingModule(ServingModule):
             )
         self.info = {
             "beam_size": beam_size,
-            "signatures": ["serving_default", "nbest", "score"],
+            "signatures": list(self.signatures()),
             "length_penalty": self.length_penalty,
             "max_input_tokens": self.max_input_length,
             "max_output_tokens": self.max_output_length,
