@@ -93,7 +93,7 @@ class Translator:
             raise ValueError(f"{len(sources)} sources for {len(targets)} targets.")
         decode = self._function(("score",), lambda ids, target_ids: decoding.score_targets(
             self.model, ids, target_ids
-        ))
+        ), inputs=2)
         target_ids = self._encode(targets)
         results = [None] * len(sources)
         for chunk, source in self._batches(self._encode(sources)):
@@ -146,10 +146,10 @@ class Translator:
     def _n_per_row(self, tokens, scores):
         return list(zip(self.tokenizer.decode(tokens), scores.astype(float).tolist()))
 
-    def _function(self, key, function):
-        """`function` compiled for this backend, once per mode and settings."""
+    def _function(self, key, function, inputs=1):
+        """`function` of `inputs` id tensors, compiled for this backend once per mode and settings."""
         if key not in self._compiled:
-            self._compiled[key] = compile_for_backend(function, inputs=2 if key[0] == "score" else 1)
+            self._compiled[key] = compile_for_backend(function, inputs)
         return self._compiled[key]
 
 
