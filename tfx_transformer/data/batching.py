@@ -2,7 +2,41 @@
 member, 0-padded int32 arrays. Done in NumPy ahead of an epoch, so the number of batches and the
 padding are known before training starts (progress bar, resume and distribution want them)."""
 
+import dataclasses
+
 import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchShapes:
+    """How a task shapes its batches.
+
+    `multiple`: every width is rounded up to it (XLA's tiles like multiples of 8).
+    `fixed`: one shape per length bucket, so that a compiled step sees a bounded set of shapes
+    (JAX compiles once per shape): every array of a batch is padded to its bucket's width and
+    to the bucket's row count, `batch_tokens // width` per replica, with empty rows.
+    `replicas`: with `fixed`, a batch is split over that many devices; it holds `replicas` times
+    the rows, so that --batch-tokens stays the budget of one device.
+    """
+
+    multiple: int = 1
+    fixed: bool = False
+    replicas: int = 1
+
+    def widths(self, max_length):
+        """`fixed`: the widths batches take (one per bucket), none over `max_length`."""
+        return sorted({min(-(-b // self.multiple) * self.multiple, max_length)
+                       for b in bucket_boundaries(max_length)})
+
+    def rows(self, batch_tokens, width):
+        """`fixed`: the rows of a batch `width` wide."""
+        return max(1, batch_tokens // width) * self.replicas
+
+    def shape_for(self, longest, batch_tokens, max_length):
+        """`fixed`: (rows, width) of the batch whose longest member has `longest` tokens."""
+        widths = self.widths(max_length)
+        width = widths[min(int(np.searchsorted(widths, longest)), len(widths) - 1)]
+        return self.rows(batch_tokens, width), width
 
 
 def bucket_boundaries(max_length, smallest=8, growth=1.25):
@@ -14,20 +48,24 @@ def bucket_boundaries(max_length, smallest=8, growth=1.25):
     return bounds + [max_length]
 
 
-def batch_indices(lengths, batch_tokens, max_length, shuffle_seed=None, sort_by_length=True):
+def batch_indices(lengths, batch_tokens, max_length, shuffle_seed=None, sort_by_length=True,
+                  shapes=None):
     """Groups example indices into batches of similar length, each within `batch_tokens`
     padded tokens. Examples fall into length buckets (`bucket_boundaries`); a batch takes a
     bucket's members until one more would pass the budget at the batch's longest length.
     With `sort_by_length` the members are sorted by length first, so batches are as little
     padded as the lengths allow; without, they stay in shuffled order, so batches mix lengths
     (and whatever goes with length) more. Shuffled (examples before bucketing, which orders
-    equal lengths, then the batches) when `shuffle_seed` is given; in bucket order otherwise."""
+    equal lengths, then the batches) when `shuffle_seed` is given; in bucket order otherwise.
+    With `shapes.fixed` (a `BatchShapes`) the buckets are its widths and each batch takes its
+    bucket's fixed row count of members (the last of a bucket fewer)."""
+    fixed = shapes is not None and shapes.fixed
     lengths = np.asarray(lengths)
     order = np.arange(len(lengths))
     rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
     if rng is not None:
         order = rng.permutation(order)
-    bounds = bucket_boundaries(max_length)
+    bounds = shapes.widths(max_length) if fixed else bucket_boundaries(max_length)
     buckets = {}
     for index in order:
         bound = bounds[int(np.searchsorted(bounds, lengths[index]))]
@@ -38,6 +76,10 @@ def batch_indices(lengths, batch_tokens, max_length, shuffle_seed=None, sort_by_
         members = buckets[bound]
         if sort_by_length:
             members = sorted(members, key=lambda i: lengths[i])  # stable: keeps the shuffle
+        if fixed:
+            size = shapes.rows(batch_tokens, bound)
+            chunks.extend(members[i : i + size] for i in range(0, len(members), size))
+            continue
         for index in members:
             length = max(int(lengths[index]), longest)
             if chunk and (len(chunk) + 1) * length > batch_tokens:
@@ -58,11 +100,16 @@ def padding_fraction(arrays):
     return 1.0 - real / total if total else 0.0
 
 
-def pad_rows(rows, multiple=1):
+def pad_rows(rows, multiple=1, shape=None):
     """Lists of ids -> int32 [len(rows), width], 0-padded on the right; the width is the longest
-    row's length rounded up to `multiple`."""
+    row's length rounded up to `multiple`. `shape` (rows, width) pads to that instead, with
+    empty rows below."""
     longest = max(len(r) for r in rows)
-    padded = np.zeros((len(rows), -(-longest // multiple) * multiple), "int32")
+    if shape is None:
+        shape = (len(rows), -(-longest // multiple) * multiple)
+    if shape[0] < len(rows) or shape[1] < longest:
+        raise ValueError(f"{len(rows)} rows of up to {longest} ids do not fit shape {shape}.")
+    padded = np.zeros(shape, "int32")
     for row, ids in enumerate(rows):
         padded[row, : len(ids)] = ids
     return padded

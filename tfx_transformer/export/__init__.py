@@ -68,7 +68,9 @@ def export_run(run_dir, model=None, vocabulary=None, **settings):
 
 def read_export_info(version_dir):
     """The settings an export was written with (its task's info file in assets.extra/)."""
-    info_paths = [t.serving_class.info_path for t in TASKS.values() if t.serving_class is not None]
+    info_paths = [
+        t.load_serving_class().info_path for t in TASKS.values() if t.serving_class is not None
+    ]
     for info_path in info_paths:
         path = os.path.join(version_dir, info_path)
         if os.path.exists(path):

@@ -172,7 +172,14 @@ class MultiHeadAttention(keras.layers.Layer):
 
     Returns the output [B, T, d_model], then the weights when asked, then the cache when one was
     passed: `output`, `(output, weights)`, `(output, cache)` or `(output, weights, cache)`.
+
+    On JAX, scaled dot-product attention without a cache, without weights asked for and without
+    attention dropout (rate 0, or not training) runs as one `keras.ops.dot_product_attention`
+    (cuDNN's fused kernel on a GPU where it takes the shapes, XLA's otherwise), on heads laid out
+    [B, T, h, d_head] so that neither side transposes; `fuse_attention = False` turns it off.
     """
+
+    fuse_attention = True
 
     def __init__(
         self,
@@ -233,9 +240,9 @@ class MultiHeadAttention(keras.layers.Layer):
         self.attention.build(head_shape, head_shape, head_shape)
         self.built = True
 
-    def _project_heads(self, x, *denses):
+    def _project_heads(self, x, *denses, heads_first=True):
         """x [B, T, d_in] through head projections sharing that input -> one [B, h, T, d_head]
-        tensor per projection.
+        tensor per projection ([B, T, h, d_head] without `heads_first`).
 
         The projections run as one 2-D matmul with their kernels side by side: a 3-D einsum
         becomes a batched matmul whose kernel gradient is summed over the batch afterwards, and
@@ -251,16 +258,19 @@ class MultiHeadAttention(keras.layers.Layer):
             biases = [ops.reshape(ops.cast(dense.bias, x.dtype), (width,)) for dense in denses]
             y = y + (biases[0] if len(biases) == 1 else ops.concatenate(biases, axis=-1))
         parts = ops.split(y, len(denses), axis=-1) if len(denses) > 1 else [y]
-        return tuple(
-            ops.transpose(ops.reshape(part, (batch, length, self.num_heads, self.head_size)), (0, 2, 1, 3))
-            for part in parts
-        )
+        parts = [ops.reshape(part, (batch, length, self.num_heads, self.head_size)) for part in parts]
+        if heads_first:
+            parts = [ops.transpose(part, (0, 2, 1, 3)) for part in parts]
+        return tuple(parts)
 
-    def _merge_heads(self, context):
-        """[B, h, T, d_head] -> W_o applied to the concatenated heads, [B, T, d_model]."""
-        batch, length = ops.shape(context)[0], ops.shape(context)[2]
+    def _merge_heads(self, context, heads_first=True):
+        """[B, h, T, d_head] ([B, T, h, d_head] without `heads_first`) -> W_o applied to the
+        concatenated heads, [B, T, d_model]."""
+        if heads_first:
+            context = ops.transpose(context, (0, 2, 1, 3))
+        batch, length = ops.shape(context)[0], ops.shape(context)[1]
         width = self.num_heads * self.head_size
-        merged = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (-1, width))
+        merged = ops.reshape(context, (-1, width))
         kernel = ops.reshape(ops.cast(self.output_dense.kernel, merged.dtype), (width, self._d_model))
         output = ops.matmul(merged, kernel)
         if self.use_bias:
@@ -289,6 +299,8 @@ class MultiHeadAttention(keras.layers.Layer):
     ):
         value = query if value is None else value
         key = value if key is None else key
+        if cache is None and not return_attention_scores and self._fusable(training):
+            return self._fused(query, key, value, attention_mask)
         if cache is not None and cache_update_index is None:
             (queries,) = self._project_heads(query, self.query_dense)
             keys, values = cache  # (B, h, S, d_head) each: cross-attention while decoding
@@ -325,6 +337,34 @@ class MultiHeadAttention(keras.layers.Layer):
         if cache is not None:
             outputs += (tuple(cache),)
         return outputs[0] if len(outputs) == 1 else outputs
+
+    def _fusable(self, training):
+        return (
+            self.fuse_attention
+            and keras.backend.backend() == "jax"
+            and self.score == "scaled_dot"
+            and type(self)._attend is MultiHeadAttention._attend  # position-aware ones score their own
+            and (not training or not self.dropout)
+        )
+
+    def _fused(self, query, key, value, attention_mask):
+        if key is query and value is query:
+            queries, keys, values = self._project_heads(
+                query, self.query_dense, self.key_dense, self.value_dense, heads_first=False
+            )
+        else:
+            (queries,) = self._project_heads(query, self.query_dense, heads_first=False)
+            if value is key:
+                keys, values = self._project_heads(key, self.key_dense, self.value_dense, heads_first=False)
+            else:
+                (keys,) = self._project_heads(key, self.key_dense, heads_first=False)
+                (values,) = self._project_heads(value, self.value_dense, heads_first=False)
+        if attention_mask is not None:
+            attention_mask = ops.expand_dims(ops.cast(attention_mask, "bool"), axis=1)  # every head
+        context = ops.dot_product_attention(
+            queries, keys, values, mask=attention_mask, scale=1.0 / math.sqrt(self.head_size)
+        )  # (B, T, h, d_head)
+        return self._merge_heads(context, heads_first=False)
 
     def _attend(self, queries, keys, values, attention_mask, query_offset, training):
         """Per-head attention [B, h, T, d_head] x [B, h, S, d_head] -> (context, weights).

@@ -60,12 +60,14 @@ class DecoderBlock(TransformerBlockBase):
 
         def self_attend(h):
             if self_attention_cache is None:
-                output, weights = self.self_attention(
+                # Weights only when asked: without them the attention can run fused.
+                result = self.self_attention(
                     h,
                     attention_mask=self_attention_mask,
-                    return_attention_scores=True,
+                    return_attention_scores=return_attention_scores,
                     training=training,
                 )
+                output, weights = result if return_attention_scores else (result, None)
                 return output, (weights, None)
             output, weights, cache = self.self_attention(
                 h,
@@ -78,14 +80,16 @@ class DecoderBlock(TransformerBlockBase):
             return output, (weights, cache)
 
         def cross_attend(h):
-            return self.cross_attention(
+            asked = return_attention_scores or cross_attention_cache is not None
+            result = self.cross_attention(
                 h,
                 encoder_output,
                 attention_mask=cross_attention_mask,
                 cache=cross_attention_cache,
-                return_attention_scores=True,
+                return_attention_scores=asked,
                 training=training,
-            )[:2]
+            )
+            return result[:2] if asked else (result, None)
 
         def feed_forward(h):
             return self.feed_forward(h, training=training), None
@@ -169,14 +173,16 @@ class Decoder(TransformerStackBase):
                 cross_attention_cache=(
                     None if cross_attention_cache is None else cross_attention_cache[i]
                 ),
-                return_attention_scores=True,
+                return_attention_scores=return_attention_scores,
                 training=training,
             )
-            x, block_self_weights, block_cross_weights = outputs[:3]
-            self_weights.append(block_self_weights)
-            cross_weights.append(block_cross_weights)
+            outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+            x = outputs[0]
+            if return_attention_scores:
+                self_weights.append(outputs[1])
+                cross_weights.append(outputs[2])
             if self_attention_cache is not None:
-                new_caches.append(outputs[3])
+                new_caches.append(outputs[-1])
         if self.final_norm is not None:
             x = self.final_norm(x)
         outputs = (x,)

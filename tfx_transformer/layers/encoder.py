@@ -45,14 +45,16 @@ class EncoderBlock(TransformerBlockBase):
                 # The memory holds block inputs; under pre-LN the keys see them normalized too.
                 remembered = self.self_attention_norm(memory) if self.norm_first else memory
                 keys_values = ops.concatenate([ops.cast(remembered, h.dtype), h], axis=1)
-            return self.self_attention(
+            # Weights only when asked: without them the attention can run fused.
+            result = self.self_attention(
                 h,
                 keys_values,
                 attention_mask=attention_mask,
                 query_offset=query_offset,
-                return_attention_scores=True,
+                return_attention_scores=return_attention_scores,
                 training=training,
             )
+            return result if return_attention_scores else (result, None)
 
         def feed_forward(h):
             return self.feed_forward(h, training=training), None
@@ -100,14 +102,15 @@ class Encoder(TransformerStackBase):
         all_weights, block_inputs = [], []
         for i, block in enumerate(self.blocks):
             block_inputs.append(x)
-            x, weights = block(
+            result = block(
                 x,
                 attention_mask=attention_mask,
                 memory=None if memory is None else memory[i],
                 query_offset=query_offset,
-                return_attention_scores=True,
+                return_attention_scores=return_attention_scores,
                 training=training,
             )
+            x, weights = result if return_attention_scores else (result, None)
             all_weights.append(weights)
         if self.final_norm is not None:
             x = self.final_norm(x)

@@ -8,9 +8,10 @@ graph (`serving_class`); `tfx_transformer.export` writes it.
 """
 
 import abc
+import importlib
 
 from tfx_transformer.config import TransformerConfig
-from tfx_transformer.data import Tokenizer
+from tfx_transformer.data import BatchShapes, Tokenizer
 from tfx_transformer.reporting import log
 
 
@@ -25,7 +26,9 @@ class Task(abc.ABC):
     default_epochs = None
     default_label_smoothing = 0.1
     batch_arity = None  # arrays per batch, labels last
-    serving_class = None  # its export's ServingModule; None: the task has no SavedModel export
+    # Its export's ServingModule by dotted name, imported only by the export (it needs
+    # TensorFlow, which training on JAX does not); None: the task has no SavedModel export.
+    serving_class = None
 
     def __init__(self, options, paths):
         self.options = options
@@ -95,11 +98,12 @@ class Task(abc.ABC):
         """How many training examples the batches hold."""
 
     @abc.abstractmethod
-    def train_batches(self, seed, pad_multiple=1):
-        """(list of batches, padding fraction) for one epoch, shuffled by `seed`."""
+    def train_batches(self, seed, shapes=BatchShapes()):
+        """(list of batches, padding fraction) for one epoch, shuffled by `seed`, shaped as
+        `shapes` (a `data.BatchShapes`) says."""
 
     @abc.abstractmethod
-    def valid_batches(self):
+    def valid_batches(self, shapes=BatchShapes()):
         """The validation batches, in a fixed order."""
 
     @abc.abstractmethod
@@ -114,8 +118,9 @@ class Task(abc.ABC):
     def evaluate(self, model):
         """The task's validation metrics (besides loss and accuracy), as a dict of floats."""
 
-    def write_summaries(self, model, valid_batches):
-        """TensorBoard text and images of the last evaluation (a default writer is set)."""
+    def write_summaries(self, model, valid_batches, writer, step):
+        """TensorBoard text and images of the last evaluation, through `writer` (a
+        `training.summaries.SummaryWriter`) at `step`."""
 
     @abc.abstractmethod
     def describe_metrics(self, metrics):
@@ -136,7 +141,13 @@ class Task(abc.ABC):
             raise ValueError(
                 f"{type(model).__name__} has no serving export; export a translation or tagging run."
             )
-        return cls.serving_class(model, vocabulary, **settings)
+        return cls.load_serving_class()(model, vocabulary, **settings)
+
+    @classmethod
+    def load_serving_class(cls):
+        """The ServingModule class that `serving_class` names (imports TensorFlow)."""
+        module, _, name = cls.serving_class.rpartition(".")
+        return getattr(importlib.import_module(module), name)
 
     @abc.abstractmethod
     def report(self, results):

@@ -8,10 +8,9 @@ import sys
 from tfx_transformer.config import PRESETS
 from tfx_transformer.data import DataError
 from tfx_transformer.tasks import TASKS
-from tfx_transformer.training.distribute import STRATEGIES
 from tfx_transformer.runs import RunInUse
 from tfx_transformer.training.loop import TrainingInterrupted, run
-from tfx_transformer.training.options import TrainOptions
+from tfx_transformer.training.options import STRATEGIES, TrainOptions
 from tfx_transformer.training.resume import RunFinished
 
 
@@ -58,11 +57,15 @@ def build_parser():
     add("--label-smoothing", type=float, help=f"(default: {task_smoothing})")
     add("--clipnorm", type=float, help="clip each gradient to this norm")
     add("--strategy", choices=list(STRATEGIES),
-        help="tf.distribute strategy (default auto: multiworker with TF_CONFIG, mirrored on "
-        "several GPUs, else default)")
+        help="TensorFlow: the tf.distribute strategy (default auto: multiworker with TF_CONFIG, "
+        "mirrored on several GPUs, else default). JAX: auto and mirrored split each batch over "
+        "every local device (keras.distribution.DataParallel), default uses one, multiworker "
+        "every process that keras.distribution.initialize() joined")
     add("--cpu-devices", type=int, help="split the CPU into N logical devices (to try mirrored)")
-    add("--mixed-precision", choices=["none", "bf16", "fp16"], help="(default none)")
-    add("--jit-compile", action="store_const", const=True, help="XLA-compile the training step")
+    add("--mixed-precision", choices=["auto", "none", "bf16", "fp16"],
+        help="(default auto: bf16 on a GPU or TPU, none on a CPU; fp16 on TensorFlow only)")
+    add("--jit-compile", action="store_const", const=True,
+        help="TensorFlow: XLA-compile the training step (JAX always compiles it)")
     add("--seed", type=int, help=f"(default {defaults.seed})")
     add("--eval-every", type=int, help="steps between evaluations (default: every epoch)")
     add("--eval-examples", type=int, help="validation pairs decoded; validation sentences held "

@@ -7,7 +7,7 @@ import tempfile
 
 import tensorflow as tf
 
-STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+from tfx_transformer.training.options import STRATEGIES
 
 
 def split_cpu(count):

@@ -1,43 +1,50 @@
 """The training job behind `python train.py`: `run` prepares the run (data, vocabulary, model,
 folder), trains (distributed steps, TensorBoard, evaluation, checkpoints, resume) and finishes
 (test metrics, model.keras, the export, metrics.json). The files are those of `runs.RunPaths`.
+
+The steps run on the Keras backend's engine (`training.backends`): TensorFlow or JAX. This
+module imports neither, so that a JAX run needs no TensorFlow until its export.
 """
 
 import contextlib
 import dataclasses
+import importlib.util
+import os
+import subprocess
+import sys
 import time
 
 import keras
 
 from tfx_transformer.data import DataError
-from tfx_transformer.export import export_run
 from tfx_transformer.files import atomic_path, write_json_atomic
 from tfx_transformer.reporting import log, restart_clock
 from tfx_transformer.runs import RunPaths, claimed
 from tfx_transformer.tasks import task_class
-from tfx_transformer.training import distribute
+from tfx_transformer.training import backends
 from tfx_transformer.training.options import MIXED_PRECISION
 from tfx_transformer.training.progress import Progress
 from tfx_transformer.training.resume import check_not_finished, check_output_folder
 from tfx_transformer.training.stats import TrainingStats
-from tfx_transformer.training.trainer import Trainer
 
 
 @dataclasses.dataclass
 class Job:
-    """What a prepared run holds: its options, folder, strategy, task, trainer and step plan."""
+    """What a prepared run holds: its options, folder, placement, task, trainer and step plan."""
 
     options: object
     paths: RunPaths
-    strategy: object
-    chief: bool
+    placement: backends.Placement
     task: object
     model_config: object
-    trainer: Trainer
+    trainer: object  # the engine's Trainer
     steps_per_epoch: int
     total_steps: int
     padding: float
-    pad_multiple: int
+
+    @property
+    def chief(self):
+        return self.placement.chief
 
 
 class TrainingInterrupted(Exception):
@@ -47,17 +54,17 @@ class TrainingInterrupted(Exception):
 def run(options, strategy=None):
     """Trains as `options` say and returns the final metrics (also written to metrics.json).
 
-    Raises RunInUse when another process holds the folder, RunFinished on --resume of a
-    finished run, TrainingInterrupted on Ctrl-C (the folder then resumes with --resume)."""
+    `strategy`: a tf.distribute strategy to train under (TensorFlow backend), instead of the one
+    --strategy names. Raises RunInUse when another process holds the folder, RunFinished on
+    --resume of a finished run, TrainingInterrupted on Ctrl-C (the folder then resumes with
+    --resume)."""
     started = restart_clock()
     paths = RunPaths(options.output)
-    if strategy is None:
-        distribute.split_cpu(options.cpu_devices)
-        strategy = distribute.make_strategy(options.strategy)
-    chief = distribute.is_chief(strategy)
+    engine = backends.engine()
+    placement = engine.setup(options, strategy)
     # Only the chief writes the folder; the other workers write scratch folders of their own.
-    with claimed(paths) if chief else contextlib.nullcontext():
-        job = prepare(options, paths, strategy, chief)
+    with claimed(paths) if placement.chief else contextlib.nullcontext():
+        job = prepare(options, paths, placement, engine)
         stats = TrainingStats(job.paths, job.chief)
         if job.chief:
             stats.write_hparams(options, job.model_config)
@@ -72,7 +79,7 @@ def run(options, strategy=None):
 
 
 def interruption_message(job):
-    latest = job.trainer.manager.latest_checkpoint
+    latest = job.trainer.latest_checkpoint
     where = (
         f"its last checkpoint is step {latest.rsplit('-', 1)[-1]} ({latest})"
         if latest else "no checkpoint was written yet"
@@ -86,22 +93,22 @@ def interruption_message(job):
 # Preparing a run -------------------------------------------------------------------------------
 
 
-def prepare(options, paths, strategy, chief):
+def prepare(options, paths, placement, engine):
     """Checks the (claimed) folder, reads the data and vocabulary, plans the steps, writes
     config.json and the vocabulary, builds the trainer."""
     check_output_folder(options, paths)
-    keras.config.set_dtype_policy(MIXED_PRECISION[options.mixed_precision])
+    policy = mixed_precision_policy(options.mixed_precision)
+    keras.config.set_dtype_policy(policy)
     keras.utils.set_random_seed(options.seed)
 
     task = task_class(options.task)(options, paths)
     model_config = task.prepare()
-    replicas = strategy.num_replicas_in_sync
-    pad_multiple = 8 if options.jit_compile else 1
-    first_batches, padding = task.train_batches(options.seed, pad_multiple)
-    steps_per_epoch = len(first_batches) // replicas
+    per_step = placement.batches_per_step
+    first_batches, padding = task.train_batches(options.seed, placement.shapes)
+    steps_per_epoch = len(first_batches) // per_step
     if steps_per_epoch == 0:
         raise DataError(
-            f"{len(first_batches)} batch(es) cannot feed {replicas} replicas; use more data or a "
+            f"{len(first_batches)} batch(es) cannot feed {per_step} replicas; use more data or a "
             "smaller --batch-tokens."
         )
     total_steps = options.epochs * steps_per_epoch
@@ -112,18 +119,28 @@ def prepare(options, paths, strategy, chief):
     warn_if_degenerate(options, task.train_examples, len(first_batches))
     log(
         f"{task.describe_vocabulary()}; batches: {len(first_batches)} per epoch "
-        f"({steps_per_epoch} steps x {replicas} replica(s)), padding {padding:.1%}; "
-        f"{total_steps} steps; strategy {distribute.strategy_name(strategy)}"
+        f"({steps_per_epoch} steps x {per_step} batch(es)), padding {padding:.1%}; "
+        f"{total_steps} steps; {keras.backend.backend()} backend, {placement.name}, {policy}"
     )
-    if chief:
+    if placement.chief:
         if not options.resume:
             task.save_vocabulary()
         write_json_atomic(
             paths.config, {"options": options.to_dict(), "model": model_config.to_dict()}
         )
-    trainer = Trainer(options, model_config, strategy, paths, task)
-    return Job(options, paths, strategy, chief, task, model_config, trainer, steps_per_epoch,
-               total_steps, padding, pad_multiple)
+    trainer = engine.Trainer(options, model_config, placement, paths, task)
+    if placement.shapes.fixed:
+        log(f"batches take at most {len(placement.shapes.widths(model_config.max_length))} "
+            "shapes (one compilation of the step each)")
+    return Job(options, paths, placement, task, model_config, trainer, steps_per_epoch,
+               total_steps, padding)
+
+
+def mixed_precision_policy(name):
+    """The Keras dtype policy of --mixed-precision (auto: bf16 on an accelerator)."""
+    if name == "auto":
+        return MIXED_PRECISION["bf16"] if backends.on_accelerator() else MIXED_PRECISION["none"]
+    return MIXED_PRECISION[name]
 
 
 def warn_if_degenerate(options, examples, batches):
@@ -147,10 +164,12 @@ class Evaluator:
         self.task = job.task
         self.model = job.trainer.model
         self.stats = stats
+        self.trainer = job.trainer
         self.eval_step = job.trainer.make_eval_step()
-        self.batches = job.task.valid_batches()
+        self.batches = job.task.valid_batches(job.placement.shapes)
 
     def __call__(self, step):
+        self.trainer.sync()
         loss_sum = correct = tokens = 0.0
         for batch in self.batches:
             batch_loss, batch_correct, batch_tokens = self.eval_step(*batch)
@@ -163,7 +182,8 @@ class Evaluator:
             **self.task.evaluate(self.model),
         }
         self.stats.write_validation(
-            step, metrics, lambda: self.task.write_summaries(self.model, self.batches)
+            step, metrics,
+            lambda writer, at: self.task.write_summaries(self.model, self.batches, writer, at),
         )
         return metrics
 
@@ -178,26 +198,19 @@ def train(job, stats, evaluator):
     step = trainer.restore() if options.resume else 0
     if options.resume:
         log(f"resuming from step {step}")
-    train_step = trainer.make_train_step()
     progress = Progress(job.total_steps, job.chief)
     metrics = {}
     while step < job.total_steps:
         epoch, offset = divmod(step, job.steps_per_epoch)
-        batches, _ = task.train_batches(options.seed + epoch, job.pad_multiple)
-        iterator = iter(
-            distribute.distributed_batches(job.strategy, batches, job.steps_per_epoch, offset)
-        )
-        for _ in range(offset, job.steps_per_epoch):
-            if step >= job.total_steps:
-                break
-            loss_sum, correct, tokens = train_step(iterator)
+        batches, _ = task.train_batches(options.seed + epoch, job.placement.shapes)
+        for loss_sum, correct, tokens in trainer.steps(batches, job.steps_per_epoch, offset):
             step += 1
             tokens = float(tokens)
             stats.add(tokens)
             loss = float(loss_sum) / max(tokens, 1.0)
             accuracy = float(correct) / max(tokens, 1.0)
             if step % options.log_every == 0 or step == job.total_steps:
-                stats.close_interval(step, loss, accuracy, float(trainer.optimizer.learning_rate))
+                stats.close_interval(step, loss, accuracy, trainer.learning_rate())
             progress.update(step, loss, accuracy, stats.running_rate())
             if step % options.checkpoint_every == 0:
                 trainer.save_checkpoint()
@@ -208,6 +221,8 @@ def train(job, stats, evaluator):
                     f"\nstep {step}: validation loss {metrics['loss']:.4f}, accuracy "
                     f"{metrics['accuracy']:.4f}, {task.describe_metrics(metrics)}"
                 )
+            if step >= job.total_steps:
+                break
     if step != trainer.step:
         raise RuntimeError(f"step bookkeeping is off: {step} vs optimizer {trainer.step}")
     trainer.save_checkpoint()
@@ -229,6 +244,7 @@ def finish(job, stats, evaluator, step, metrics, started):
     options, paths, task, model = job.options, job.paths, job.task, job.trainer.model
     if not metrics:  # resumed at the end: nothing was evaluated in this process
         metrics = evaluator(step)
+    job.trainer.sync()
     results = {
         **metrics,
         "steps": step,
@@ -242,10 +258,9 @@ def finish(job, stats, evaluator, step, metrics, started):
     if options.export and task.serving_class is None:
         log(f"no SavedModel export for --task {task.name}: model.keras is the trained model")
     elif options.export:
-        results["export"] = export_run(
-            paths.output, model=model, vocabulary=task.vocabulary, **task.export_settings()
-        )
-        log(f"exported {results['export']}")
+        results["export"] = export(paths, model, task)
+        if results["export"]:
+            log(f"exported {results['export']}")
     results["seconds"] = time.time() - started
     write_json_atomic(paths.metrics, results)
     stats.close()
@@ -255,3 +270,35 @@ def finish(job, stats, evaluator, step, metrics, started):
         f"tokens/s; {summary}\noutputs in {options.output}"
     )
     return results
+
+
+def export(paths, model, task):
+    """The SavedModel of a finished run: written here on TensorFlow; from JAX, by
+    `python -m tfx_transformer.export` in a TensorFlow-backend process when TensorFlow is
+    installed (it reads model.keras), else skipped with how to export later. Returns its path,
+    or None when skipped."""
+    settings = task.export_settings()
+    if keras.backend.backend() == "tensorflow":
+        from tfx_transformer.export import export_run  # TensorFlow: imported only to export
+
+        return export_run(paths.output, model=model, vocabulary=task.vocabulary, **settings)
+    command = [sys.executable, "-m", "tfx_transformer.export", "--run", paths.output]
+    for name, value in settings.items():
+        command += [f"--{name.replace('_', '-')}", str(value)]
+    if importlib.util.find_spec("tensorflow") is None:
+        log(
+            "no SavedModel export: it needs TensorFlow, which is not installed here. model.keras "
+            f"is the trained model; export it on a machine with TensorFlow: {' '.join(command[1:])}"
+        )
+        return None
+    log("exporting with TensorFlow (a process on the TensorFlow backend reads model.keras)")
+    result = subprocess.run(
+        command, capture_output=True, text=True,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"the export failed (model.keras is saved; retry with {' '.join(command[1:])}):\n"
+            + result.stderr[-2000:]
+        )
+    return result.stdout.strip().splitlines()[-1]

@@ -5,9 +5,12 @@ import dataclasses
 
 from tfx_transformer.config import PRESETS, JsonDataclass, TransformerConfig
 from tfx_transformer.tasks import task_class
-from tfx_transformer.training.distribute import STRATEGIES
-
-MIXED_PRECISION = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+# auto: MultiWorkerMirrored with TF_CONFIG (JAX: every process keras.distribution.initialize
+# joined), every local device when there are several, else one; default: one device; mirrored:
+# every local device; multiworker: every process.
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+# auto: bf16 on an accelerator (GPU or TPU), none on a CPU.
+MIXED_PRECISION = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16", "auto": None}
 
 
 @dataclasses.dataclass
@@ -33,7 +36,7 @@ class TrainOptions(JsonDataclass):
     clipnorm: float | None = None
     strategy: str = "auto"
     cpu_devices: int = 0
-    mixed_precision: str = "none"
+    mixed_precision: str = "auto"
     jit_compile: bool = False
     seed: int = 0
     eval_every: int = 0  # steps between evaluations; 0: at the end of every epoch

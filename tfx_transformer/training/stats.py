@@ -5,8 +5,7 @@ speed, and the scalars written for train/ and validation/."""
 import contextlib
 import time
 
-import tensorflow as tf
-from tensorboard.plugins.hparams import api as hparams_api
+from tfx_transformer.training.summaries import SummaryWriter
 
 
 class TrainingStats:
@@ -16,8 +15,8 @@ class TrainingStats:
         self.writers = {}
         if chief:
             self.writers = {
-                "train": tf.summary.create_file_writer(paths.train_logs),
-                "validation": tf.summary.create_file_writer(paths.validation_logs),
+                "train": SummaryWriter(paths.train_logs),
+                "validation": SummaryWriter(paths.validation_logs),
             }
         self.interval_tokens = 0.0
         self.interval_start = time.time()
@@ -35,11 +34,11 @@ class TrainingStats:
         self.trained_tokens += self.interval_tokens
         self.trained_seconds += elapsed
         if "train" in self.writers:
-            with self.writers["train"].as_default(step=step):
-                tf.summary.scalar("loss", loss)
-                tf.summary.scalar("accuracy", accuracy)
-                tf.summary.scalar("learning_rate", learning_rate)
-                tf.summary.scalar("tokens_per_sec", self.tokens_per_sec)
+            writer = self.writers["train"]
+            for name, value in (("loss", loss), ("accuracy", accuracy),
+                                ("learning_rate", learning_rate),
+                                ("tokens_per_sec", self.tokens_per_sec)):
+                writer.scalar(name, value, step)
         self.interval_tokens, self.interval_start = 0.0, time.time()
 
     def running_rate(self):
@@ -62,19 +61,19 @@ class TrainingStats:
             self.interval_start += time.time() - pause
 
     def write_validation(self, step, metrics, write_task_summaries):
-        with self.writers["validation"].as_default(step=step):
-            for name, value in metrics.items():
-                tf.summary.scalar(name, value)
-            write_task_summaries()
-        self.writers["validation"].flush()
+        """The metrics as scalars; `write_task_summaries(writer, step)` adds the task's own."""
+        writer = self.writers["validation"]
+        for name, value in metrics.items():
+            writer.scalar(name, value, step)
+        write_task_summaries(writer, step)
+        writer.flush()
 
     def write_hparams(self, options, model_config):
         flat = {}
         for key, value in {**options.to_dict(), **model_config.to_dict()}.items():
             if isinstance(value, (bool, int, float, str)):
                 flat[key] = value
-        with self.writers["train"].as_default():
-            hparams_api.hparams(flat)
+        self.writers["train"].hparams(flat)
 
     def close(self):
         for writer in self.writers.values():

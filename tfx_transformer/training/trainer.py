@@ -1,12 +1,31 @@
-"""`Trainer`: the model, optimizer, checkpoints and compiled steps of one run (TensorFlow)."""
+"""The TensorFlow training engine: `setup` (the tf.distribute strategy) and `Trainer` (the model,
+optimizer, checkpoints and compiled steps of one run). `jax_trainer` is its JAX twin."""
 
 import keras
 import tensorflow as tf
 
+from tfx_transformer.data import BatchShapes
 from tfx_transformer.tasks import task_class
 from tfx_transformer.training import distribute
+from tfx_transformer.training.backends import Placement
 from tfx_transformer.training.losses import smoothed_token_losses, token_accuracy_counts
 from tfx_transformer.training.optimization import make_optimizer
+
+
+def setup(options, strategy=None):
+    """The run's Placement: `strategy`, or the one --strategy names (--cpu-devices split first)."""
+    if strategy is None:
+        distribute.split_cpu(options.cpu_devices)
+        strategy = distribute.make_strategy(options.strategy)
+    replicas = strategy.num_replicas_in_sync
+    return Placement(
+        name=f"strategy {distribute.strategy_name(strategy)}",
+        replicas=replicas,
+        batches_per_step=replicas,
+        chief=distribute.is_chief(strategy),
+        shapes=BatchShapes(multiple=8 if options.jit_compile else 1),
+        strategy=strategy,
+    )
 
 
 class Trainer:
@@ -36,10 +55,32 @@ class Trainer:
             max_to_keep=2,
         )
         self._compute = tf.function(self._compute_gradients, jit_compile=options.jit_compile)
+        self._train_step = None
 
     @property
     def step(self):
         return int(self.optimizer.iterations.numpy())
+
+    @property
+    def latest_checkpoint(self):
+        return self.manager.latest_checkpoint
+
+    def learning_rate(self):
+        return float(self.optimizer.learning_rate)
+
+    def sync(self):
+        """The model's variables are the trained ones already (the loop's JAX twin copies)."""
+
+    def steps(self, batches, steps_per_epoch, offset):
+        """Trains on the epoch's `batches` from step `offset`; yields (loss sum, correct
+        predictions, target tokens) after each step, lazily: stop iterating to stop training."""
+        if self._train_step is None:
+            self._train_step = self.make_train_step()
+        iterator = iter(
+            distribute.distributed_batches(self.strategy, batches, steps_per_epoch, offset)
+        )
+        for _ in range(offset, steps_per_epoch):
+            yield self._train_step(iterator)
 
     def restore(self):
         latest = self.manager.latest_checkpoint

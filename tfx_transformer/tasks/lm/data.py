@@ -12,7 +12,7 @@ import random
 
 import numpy as np
 
-from tfx_transformer.data import DataError, padding_fraction, read_lines
+from tfx_transformer.data import BatchShapes, DataError, padding_fraction, read_lines
 from tfx_transformer.tokens import END_ID
 
 COUNTING_SPLITS = {"train": 600, "validation": 40, "test": 80}  # runs of 20 to 60 numbers
@@ -79,13 +79,15 @@ def token_stream(tokenizer, text):
     return np.asarray(pieces, "int32")
 
 
-def segment_batches(stream, segment_length, memory_length, batch_tokens, shuffle_seed=None):
+def segment_batches(stream, segment_length, memory_length, batch_tokens, shuffle_seed=None,
+                    shapes=BatchShapes()):
     """Batches of ([context [B, M],] inputs [B, L], labels [B, L]) int32 and the padding.
 
     Segments start every L tokens (from a random offset below L when `shuffle_seed` is given,
     so epochs cut the text differently); labels are the next tokens; the context is the M tokens
     before the segment (0-padded at the start of the stream), from which the model rebuilds the
-    Transformer-XL memory. Without a memory (M = 0) batches are (inputs, labels).
+    Transformer-XL memory. Without a memory (M = 0) batches are (inputs, labels). With
+    `shapes.fixed` the last batch is padded with empty rows to the others' count.
     """
     rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
     offset = int(rng.integers(segment_length)) if rng is not None else 0
@@ -93,15 +95,17 @@ def segment_batches(stream, segment_length, memory_length, batch_tokens, shuffle
     starts = np.arange(offset, last, segment_length)
     if rng is not None:
         starts = rng.permutation(starts)
-    rows = max(1, batch_tokens // segment_length)
+    rows = max(1, batch_tokens // segment_length) * (shapes.replicas if shapes.fixed else 1)
     batches = []
     for first in range(0, len(starts), rows):
         chunk = starts[first : first + rows]
         inputs, labels = segments_at(stream, chunk, segment_length)
+        if shapes.fixed:
+            inputs, labels = (np.pad(a, ((0, rows - len(chunk)), (0, 0))) for a in (inputs, labels))
         if not memory_length:
             batches.append((inputs, labels))
             continue
-        context = np.zeros((len(chunk), memory_length), "int32")
+        context = np.zeros((len(inputs), memory_length), "int32")
         for row, start in enumerate(chunk):
             before = stream[max(0, start - memory_length) : start]
             context[row, memory_length - len(before) :] = before

@@ -15,15 +15,29 @@ import math
 import time
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
+from tfx_transformer.compiling import compile_for_backend
 from tfx_transformer.tasks.lm.data import segments_at
 
 
 def _log_probs_of(logits, labels):
-    """Natural-log probability of each label under float32 logits [..., V]."""
-    log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
-    return tf.gather(log_probs, labels, batch_dims=len(labels.shape))
+    """Natural-log probability of each label [...] under logits [..., V], in float32."""
+    log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+    return ops.squeeze(ops.take_along_axis(log_probs, ops.expand_dims(labels, -1), axis=-1), -1)
+
+
+def _scorer(model, last_only=False):
+    """(ids [B, L], labels [B, L]) -> log-probabilities [B, L], compiled; with `last_only`,
+    labels [B, 1] of the last position and log-probabilities [B]."""
+
+    def score(ids, labels):
+        logits = model(ids, training=False)
+        if last_only:
+            return _log_probs_of(logits[:, -1], labels[:, 0])
+        return _log_probs_of(logits, labels)
+
+    return compile_for_backend(score, inputs=2, model=model)
 
 
 def _result(total_log_prob, count, started):
@@ -40,11 +54,11 @@ def per_segment(model, stream, batch_size=32):
     stream = np.asarray(stream, "int32")
     length = model.model_config.max_length
     inputs, labels = segments(stream, length)
-    score = tf.function(lambda ids: model(ids, training=False))
+    score = _scorer(model)
     total, count = 0.0, 0
     for start in range(0, len(inputs), batch_size):
         ids, targets = inputs[start : start + batch_size], labels[start : start + batch_size]
-        log_probs = _log_probs_of(score(tf.constant(ids)), tf.constant(targets)).numpy()
+        log_probs = ops.convert_to_numpy(score(ids, targets))
         real = targets != 0
         total += float(log_probs[real].sum())
         count += int(real.sum())
@@ -56,22 +70,17 @@ def sliding_window(model, stream, batch_size=128):
     started = time.time()
     stream = np.asarray(stream, "int32")
     length = model.model_config.max_length
-    score = tf.function(lambda ids: model(ids, training=False))
     predictions = len(stream) - 1
     # The first L - 1 predictions share the first window (the model is causal, so what follows
     # position t cannot change its prediction); each later one has its own window ending at t.
     head = min(length, predictions)
-    total = float(
-        _log_probs_of(score(tf.constant(stream[None, :head])), tf.constant(stream[None, 1 : head + 1]))
-        .numpy()
-        .sum()
-    )
+    total = float(ops.convert_to_numpy(_scorer(model)(stream[None, :head], stream[None, 1 : head + 1])).sum())
+    score_last = _scorer(model, last_only=True)
     ends = np.arange(head, predictions)  # predict stream[end + 1] from a window ending at `end`
     for start in range(0, len(ends), batch_size):
         chunk = ends[start : start + batch_size]
         windows = np.stack([stream[end - length + 1 : end + 1] for end in chunk])
-        logits = score(tf.constant(windows))[:, -1]  # (b, V)
-        total += float(_log_probs_of(logits, tf.constant(stream[chunk + 1])).numpy().sum())
+        total += float(ops.convert_to_numpy(score_last(windows, stream[chunk + 1][:, None])).sum())
     return _result(total, predictions, started)
 
 
@@ -80,12 +89,17 @@ def with_memory(model, stream):
     started = time.time()
     stream = np.asarray(stream, "int32")
     inputs, labels = segments(stream, model.model_config.max_length)
-    step = tf.function(lambda ids, memory: model.step(ids, memory, training=False))
+
+    def step(ids, labels, memory):
+        logits, memory = model.step(ids, memory, training=False)
+        return _log_probs_of(logits, labels), memory
+
+    step = compile_for_backend(step, inputs=None, model=model)  # the memory is a nested tuple
     memory = model.empty_memory(1)
     total, count = 0.0, 0
     for ids, targets in zip(inputs, labels):
-        logits, memory = step(tf.constant(ids[None]), memory)
-        log_probs = _log_probs_of(logits, tf.constant(targets[None])).numpy()[0]
+        log_probs, memory = step(ids[None], targets[None], memory)
+        log_probs = ops.convert_to_numpy(log_probs)[0]
         real = targets != 0
         total += float(log_probs[real].sum())
         count += int(real.sum())

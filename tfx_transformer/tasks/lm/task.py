@@ -8,7 +8,7 @@ perplexity is per segment (vanilla) or with memory (XL); the test text is scored
 applies (per segment, sliding window, with memory), each with its time.
 """
 
-from tfx_transformer.data import DataError
+from tfx_transformer.data import BatchShapes, DataError
 from tfx_transformer.models import TransformerLM
 from tfx_transformer.models.lm import check_lm_config
 from tfx_transformer.reporting import log
@@ -58,14 +58,16 @@ class LanguageModelTask(SentencePieceTask):
     def train_examples(self):
         return -(-(len(self.train_stream) - 1) // self.segment_length)
 
-    def train_batches(self, seed, pad_multiple=1):
+    def train_batches(self, seed, shapes=BatchShapes()):
         return lm_data.segment_batches(
-            self.train_stream, self.segment_length, self.memory_length, self.options.batch_tokens, seed
+            self.train_stream, self.segment_length, self.memory_length, self.options.batch_tokens,
+            seed, shapes,
         )
 
-    def valid_batches(self):
+    def valid_batches(self, shapes=BatchShapes()):
         batches, _ = lm_data.segment_batches(
-            self.valid_stream, self.segment_length, self.memory_length, self.options.batch_tokens
+            self.valid_stream, self.segment_length, self.memory_length, self.options.batch_tokens,
+            shapes=shapes,
         )
         return batches
 

@@ -14,7 +14,14 @@ import re
 
 import numpy as np
 
-from tfx_transformer.data import DataError, batch_indices, pad_rows, padding_fraction, read_lines
+from tfx_transformer.data import (
+    BatchShapes,
+    DataError,
+    batch_indices,
+    pad_rows,
+    padding_fraction,
+    read_lines,
+)
 from tfx_transformer.tokens import PAD_ID, UNK_ID
 
 TAG_PATTERN = re.compile(r"^(O|[BIES]-\S+)$")
@@ -232,7 +239,7 @@ def encode_tagged(vocabulary, data, max_length, long_sentences="drop"):
 
 
 def make_batches(
-    encoded, batch_tokens, max_length, shuffle_seed=None, pad_to_multiple=1, word_dropout=0.0
+    encoded, batch_tokens, max_length, shuffle_seed=None, shapes=BatchShapes(), word_dropout=0.0
 ):
     """(word ids [B, S], tag ids [B, S]) int32 batches within `batch_tokens`, and the padding.
 
@@ -241,14 +248,18 @@ def make_batches(
     """
     # Unsorted: in sentences made from templates, equal length often means the same template,
     # and batches of one template cost the built-in task ~2 F1 points (validation 97.38 vs 99.05).
+    lengths = [len(w) for w in encoded.words]
     chunks = batch_indices(
-        [len(w) for w in encoded.words], batch_tokens, max_length, shuffle_seed, sort_by_length=False
+        lengths, batch_tokens, max_length, shuffle_seed, sort_by_length=False, shapes=shapes
     )
     rng = np.random.default_rng(None if shuffle_seed is None else shuffle_seed + 1)
     batches = []
     for chunk in chunks:
-        words = pad_rows([encoded.words[i] for i in chunk], pad_to_multiple)
-        tags = pad_rows([encoded.tags[i] for i in chunk], pad_to_multiple)
+        shape = None
+        if shapes.fixed:
+            shape = shapes.shape_for(max(lengths[i] for i in chunk), batch_tokens, max_length)
+        words = pad_rows([encoded.words[i] for i in chunk], shapes.multiple, shape)
+        tags = pad_rows([encoded.tags[i] for i in chunk], shapes.multiple, shape)
         if word_dropout:
             unknown = (rng.random(words.shape) < word_dropout) & (words != PAD_ID)
             words = np.where(unknown, UNK_ID, words).astype("int32")

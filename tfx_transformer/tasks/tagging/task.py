@@ -1,16 +1,16 @@
 """`--task tagging`: CoNLL-style or built-in tagged sentences, a word vocabulary, the encoder-only
 `TransformerTagger`, entity-level precision / recall / F1, and the tagging export."""
 
+import keras
 import numpy as np
-import tensorflow as tf
 
-from tfx_transformer.data import DataError, pad_rows, split_off
+from tfx_transformer.compiling import compile_for_backend
+from tfx_transformer.data import BatchShapes, DataError, pad_rows, split_off
 from tfx_transformer.models import TransformerTagger
 from tfx_transformer.reporting import attention_image, log, markdown_table
 from tfx_transformer.tasks.base import Task
 from tfx_transformer.tasks.tagging import data as tagging_data
 from tfx_transformer.tasks.tagging.metrics import entity_scores
-from tfx_transformer.tasks.tagging.serving import TaggingServingModule
 from tfx_transformer.tasks.tagging.vocabulary import TagVocabulary
 
 
@@ -20,7 +20,7 @@ class TaggingTask(Task):
     data_specs = "builtin:entities or conll:PATH (token and tag per line, blank line between sentences)"
     default_epochs = 20
     batch_arity = 2  # (word ids, tag ids)
-    serving_class = TaggingServingModule
+    serving_class = "tfx_transformer.tasks.tagging.serving.TaggingServingModule"
 
     def __init__(self, options, paths):
         super().__init__(options, paths)
@@ -87,19 +87,19 @@ class TaggingTask(Task):
     def train_examples(self):
         return len(self.train_encoded.words)
 
-    def train_batches(self, seed, pad_multiple=1):
+    def train_batches(self, seed, shapes=BatchShapes()):
         return tagging_data.make_batches(
             self.train_encoded,
             self.options.batch_tokens,
             self.max_length,
             seed,
-            pad_multiple,
+            shapes,
             word_dropout=self.options.word_dropout,
         )
 
-    def valid_batches(self):
+    def valid_batches(self, shapes=BatchShapes()):
         batches, _ = tagging_data.make_batches(
-            self.valid_encoded, self.options.batch_tokens, self.max_length
+            self.valid_encoded, self.options.batch_tokens, self.max_length, shapes=shapes
         )
         return batches
 
@@ -116,14 +116,12 @@ class TaggingTask(Task):
     def predict(self, model, data, encoded, batch_size=64):
         """Tag strings per sentence, one per token of `data` (O past the model's max_length)."""
         if self._predict_ids is None:
-            self._predict_ids = tf.function(
-                model.predict_tags, input_signature=[tf.TensorSpec([None, None], tf.int32)]
-            )
+            self._predict_ids = compile_for_backend(model.predict_tags, model=model)
         predict = self._predict_ids
         results = []
         for start in range(0, len(encoded.words), batch_size):
             rows = encoded.words[start : start + batch_size]
-            tag_ids = predict(tf.constant(pad_rows(rows))).numpy()
+            tag_ids = keras.ops.convert_to_numpy(predict(pad_rows(rows)))
             for row, ids in enumerate(rows):
                 results.append(self.vocabulary.decode_tags(tag_ids[row, : len(ids)]))
         return [
@@ -134,17 +132,17 @@ class TaggingTask(Task):
         self.predicted = self.predict(model, self.valid_text, self.valid_encoded)
         return entity_scores(self.valid_text.tags, self.predicted)
 
-    def write_summaries(self, model, valid_batches):
+    def write_summaries(self, model, valid_batches, writer, step):
         rows = []
         for tokens, truth, predicted in list(
             zip(self.valid_text.tokens, self.valid_text.tags, self.predicted)
         )[: self.options.samples]:
             rows.append((" ".join(tokens), " ".join(truth), " ".join(predicted)))
-        tf.summary.text("samples", markdown_table(["tokens", "reference", "predicted"], rows))
+        writer.text("samples", markdown_table(["tokens", "reference", "predicted"], rows), step)
         words, _ = valid_batches[0]
         _, weights = model(words[:1], training=False, return_attention_scores=True)
         last = np.asarray(weights[-1])[0].mean(axis=0)  # (S, S), heads averaged
-        tf.summary.image("self_attention", attention_image(last))
+        writer.image("self_attention", attention_image(last), step)
 
     def describe_metrics(self, metrics):
         return (
@@ -164,7 +162,7 @@ class TaggingTask(Task):
 
     @classmethod
     def serving_module(cls, model, vocabulary, **settings):
-        return cls.serving_class(model, vocabulary)  # decode settings do not apply to tagging
+        return cls.load_serving_class()(model, vocabulary)  # decode settings do not apply to tagging
 
     def report(self, results):
         log("\nsample taggings:")

@@ -10,7 +10,14 @@ import os
 
 import numpy as np
 
-from tfx_transformer.data import DataError, batch_indices, pad_rows, padding_fraction, read_lines
+from tfx_transformer.data import (
+    BatchShapes,
+    DataError,
+    batch_indices,
+    pad_rows,
+    padding_fraction,
+    read_lines,
+)
 from tfx_transformer.tokens import END_ID, START_ID
 
 
@@ -225,21 +232,27 @@ def encode_pairs(tokenizer, data, max_length, long_pairs="drop"):
     return Encoded(sources, targets, dropped, truncated)
 
 
-def make_batches(encoded, batch_tokens, max_length, shuffle_seed=None, pad_to_multiple=1):
+def make_batches(encoded, batch_tokens, max_length, shuffle_seed=None, shapes=BatchShapes()):
     """Batches of similar length within `batch_tokens` padded tokens (see `batch_indices`).
 
     Returns a list of
     (source [B, S], decoder input [B, T], labels [B, T]) int32 arrays, shuffled by batch when
-    `shuffle_seed` is given, and the fraction of padding in sources and labels.
+    `shuffle_seed` is given, and the fraction of padding in sources and labels. `shapes` (a
+    `BatchShapes`) rounds the widths, or fixes one shape per bucket.
     """
     lengths = [max(len(s), len(t)) for s, t in zip(encoded.sources, encoded.targets)]
-    chunks = batch_indices(lengths, batch_tokens, max_length, shuffle_seed)
-    batches = [_pad_batch(encoded, chunk, pad_to_multiple) for chunk in chunks]
+    chunks = batch_indices(lengths, batch_tokens, max_length, shuffle_seed, shapes=shapes)
+    batches = []
+    for chunk in chunks:
+        shape = None
+        if shapes.fixed:
+            shape = shapes.shape_for(max(lengths[i] for i in chunk), batch_tokens, max_length)
+        batches.append(_pad_batch(encoded, chunk, shapes.multiple, shape))
     return batches, padding_fraction([a for b in batches for a in (b[0], b[2])])
 
 
-def _pad_batch(encoded, indices, multiple):
+def _pad_batch(encoded, indices, multiple, shape=None):
     sources = [encoded.sources[i] for i in indices]
     targets = [encoded.targets[i] for i in indices]
     decoder_inputs = [[START_ID] + t[:-1] for t in targets]
-    return pad_rows(sources, multiple), pad_rows(decoder_inputs, multiple), pad_rows(targets, multiple)
+    return tuple(pad_rows(rows, multiple, shape) for rows in (sources, decoder_inputs, targets))

@@ -2,15 +2,13 @@
 `Transformer`, BLEU / chrF / exact match, and the translation export."""
 
 import numpy as np
-import tensorflow as tf
 
-from tfx_transformer.data import DataError, split_off
+from tfx_transformer.data import BatchShapes, DataError, split_off
 from tfx_transformer.models import Transformer
 from tfx_transformer.reporting import attention_image, log, markdown_table
 from tfx_transformer.tasks.base import SentencePieceTask
 from tfx_transformer.tasks.translation import data as data_lib
 from tfx_transformer.tasks.translation.metrics import score_translations
-from tfx_transformer.tasks.translation.serving import TranslationServingModule
 from tfx_transformer.tasks.translation.translator import Translator
 
 
@@ -20,7 +18,7 @@ class TranslationTask(SentencePieceTask):
     data_specs = "builtin:numbers[:en-fr], tsv:PATH, parallel:SRC,TGT or tfds:NAME"
     default_epochs = 6
     batch_arity = 3  # (source, decoder input, labels)
-    serving_class = TranslationServingModule
+    serving_class = "tfx_transformer.tasks.translation.serving.TranslationServingModule"
 
     def __init__(self, options, paths):
         super().__init__(options, paths)
@@ -72,13 +70,15 @@ class TranslationTask(SentencePieceTask):
     def train_examples(self):
         return len(self.train_encoded.sources)
 
-    def train_batches(self, seed, pad_multiple=1):
+    def train_batches(self, seed, shapes=BatchShapes()):
         return data_lib.make_batches(
-            self.train_encoded, self.options.batch_tokens, self.max_length, seed, pad_multiple
+            self.train_encoded, self.options.batch_tokens, self.max_length, seed, shapes
         )
 
-    def valid_batches(self):
-        return data_lib.make_batches(self.valid_encoded, self.options.batch_tokens, self.max_length)[0]
+    def valid_batches(self, shapes=BatchShapes()):
+        return data_lib.make_batches(
+            self.valid_encoded, self.options.batch_tokens, self.max_length, shapes=shapes
+        )[0]
 
     # The model --------------------------------------------------------------------------------
 
@@ -102,20 +102,21 @@ class TranslationTask(SentencePieceTask):
         self.translations = self._translate(model, self.eval_texts[0])
         return score_translations(self.translations, self.eval_texts[1])
 
-    def write_summaries(self, model, valid_batches):
+    def write_summaries(self, model, valid_batches, writer, step):
         count = self.options.samples
         sources, references = (texts[:count] for texts in self.eval_texts)
-        tf.summary.text(
+        writer.text(
             "samples",
             markdown_table(
                 ["source", "reference", "translation"],
                 zip(sources, references, self.translations[:count]),
             ),
+            step,
         )
         source, decoder_in, _ = valid_batches[0]
         maps = model.attention_maps({"source_ids": source[:1], "target_ids": decoder_in[:1]})
         cross = np.asarray(maps["decoder_cross"][-1])[0].mean(axis=0)  # (T, S), heads averaged
-        tf.summary.image("cross_attention", attention_image(cross))
+        writer.image("cross_attention", attention_image(cross), step)
 
     def describe_metrics(self, metrics):
         return (

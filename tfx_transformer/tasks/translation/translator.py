@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from tfx_transformer import decoding
+from tfx_transformer.compiling import compile_for_backend
 from tfx_transformer.data import Tokenizer, pad_rows
 from tfx_transformer.runs import RunPaths
 from tfx_transformer.tokens import END_ID
@@ -149,19 +150,6 @@ class Translator:
     def _function(self, key, function, inputs=1):
         """`function` of `inputs` id tensors, compiled for this backend once per mode and settings."""
         if key not in self._compiled:
-            self._compiled[key] = compile_for_backend(function, inputs)
+            self._compiled[key] = compile_for_backend(function, inputs, self.model)
         return self._compiled[key]
 
-
-def compile_for_backend(function, inputs=1):
-    """tf.function over [None, None] int32 inputs on TensorFlow (one trace), jax.jit on JAX."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf  # this backend's compiler; the module itself needs neither
-
-        return tf.function(function, input_signature=[tf.TensorSpec([None, None], tf.int32)] * inputs)
-    if backend == "jax":
-        import jax
-
-        return jax.jit(function)
-    return function

@@ -1,0 +1,52 @@
+"""Which training engine runs a job: `trainer` (TensorFlow: tf.distribute, tf.function) or
+`jax_trainer` (JAX: a jitted stateless step, keras.distribution). Both give a `Placement` (where
+the steps run, who writes the run folder, how batches are shaped) and a `Trainer` with the same
+methods, so that `loop` reads the same on either backend and imports neither itself."""
+
+import dataclasses
+import importlib
+
+import keras
+
+from tfx_transformer.data import BatchShapes
+
+ENGINES = {"tensorflow": "tfx_transformer.training.trainer", "jax": "tfx_transformer.training.jax_trainer"}
+
+
+@dataclasses.dataclass
+class Placement:
+    """Where a run's steps run.
+
+    `batches_per_step`: batches of the task's list that one step takes (TensorFlow: one per
+    replica; JAX: one, split over the devices); `shapes`: how the task shapes its batches;
+    `strategy`: the tf.distribute strategy (TensorFlow), `devices` the JAX devices.
+    """
+
+    name: str
+    replicas: int
+    batches_per_step: int
+    chief: bool
+    shapes: BatchShapes
+    strategy: object = None
+    devices: tuple = ()
+
+
+def engine():
+    """The training engine module of the running Keras backend."""
+    backend = keras.backend.backend()
+    if backend not in ENGINES:
+        raise ValueError(
+            f"train.py runs on the TensorFlow or JAX backend; KERAS_BACKEND is {backend!r}."
+        )
+    return importlib.import_module(ENGINES[backend])
+
+
+def on_accelerator():
+    """Whether the running backend sees a GPU or TPU."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.default_backend() in ("gpu", "cuda", "rocm", "tpu")
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))

@@ -1,0 +1,58 @@
+"""`ArrayCheckpoints`: a run's checkpoints as numbered .npz files of named arrays (the JAX engine's;
+the TensorFlow engine keeps tf.train.Checkpoint's own format)."""
+
+import os
+import re
+
+import numpy as np
+
+from tfx_transformer.files import atomic_path
+
+NAME = re.compile(r"^ckpt-(\d+)\.npz$")
+
+
+class ArrayCheckpoints:
+    """`ckpt-<step>.npz` files in `folder`, the newest `keep` kept. Each is written to a
+    temporary file and renamed into place, so a checkpoint is whole or absent, never torn."""
+
+    def __init__(self, folder, keep=2):
+        self.folder = str(folder)
+        self.keep = keep
+
+    def steps(self):
+        """The steps that have a checkpoint, oldest first."""
+        if not os.path.isdir(self.folder):
+            return []
+        found = (NAME.match(name) for name in os.listdir(self.folder))
+        return sorted(int(match.group(1)) for match in found if match)
+
+    def path(self, step):
+        return os.path.join(self.folder, f"ckpt-{step}.npz")
+
+    def latest(self):
+        """The newest checkpoint's path; None when there is none."""
+        steps = self.steps()
+        return self.path(steps[-1]) if steps else None
+
+    def save(self, step, arrays):
+        """Writes {name: array} as the checkpoint of `step` and drops the oldest over `keep`."""
+        with atomic_path(self.path(step)) as temporary:
+            with open(temporary, "wb") as f:
+                # bfloat16 and other extension dtypes have no .npz spelling: kept as float32.
+                np.savez(f, **{name: _storable(array) for name, array in arrays.items()})
+                f.flush()
+                os.fsync(f.fileno())
+        for old in self.steps()[: -self.keep]:
+            os.remove(self.path(old))
+
+    @staticmethod
+    def load(path):
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+
+
+def _storable(array):
+    array = np.asarray(array)
+    if array.dtype.kind == "V" or array.dtype.name == "bfloat16":
+        return array.astype("float32")
+    return array

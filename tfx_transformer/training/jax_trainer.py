@@ -1,0 +1,250 @@
+"""The JAX training engine: `setup` (the devices, keras.distribution) and `Trainer` (a jitted
+step over the weights and optimizer state as arguments, donated; checkpoints as .npz files).
+Needs JAX and Keras only: no TensorFlow.
+
+Data parallelism: with several devices the model's variables are replicated
+(`keras.distribution.DataParallel`) and each global batch is split along its rows, one slice
+per device; with several processes (`keras.distribution.initialize`) each process feeds the
+rows of its own devices. Batches have one shape per length bucket (`BatchShapes(fixed=True)`),
+so the step compiles once per bucket width: `Trainer.shape_count` says how many.
+"""
+
+import os
+
+import jax
+import keras
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from keras import ops
+
+from tfx_transformer.data import BatchShapes
+from tfx_transformer.reporting import log
+from tfx_transformer.tasks import task_class
+from tfx_transformer.training.backends import Placement
+from tfx_transformer.training.checkpoints import ArrayCheckpoints
+from tfx_transformer.training.losses import smoothed_token_losses, token_accuracy_counts
+from tfx_transformer.training.optimization import make_optimizer
+
+BATCH_AXIS = "batch"  # keras.distribution.DataParallel's name for the data axis
+
+
+def setup(options, strategy=None):
+    """The run's Placement: one device, or every device of every joined process."""
+    if strategy is not None:
+        raise ValueError("A tf.distribute strategy needs the TensorFlow backend; on JAX, use "
+                         "--strategy (keras.distribution).")
+    if options.cpu_devices and options.cpu_devices > 1:
+        split_cpu(options.cpu_devices)
+    if options.strategy == "multiworker" and jax.process_count() == 1:
+        keras.distribution.initialize()  # reads KERAS_DISTRIBUTION_* (see README)
+    several = options.strategy in ("mirrored", "multiworker") or (
+        options.strategy == "auto" and (jax.device_count() > 1)
+    )
+    devices = tuple(jax.devices()) if several else (jax.local_devices()[0],)
+    if len(devices) > 1:
+        keras.distribution.set_distribution(
+            keras.distribution.DataParallel(devices=list(devices))
+        )
+    else:
+        keras.distribution.set_distribution(None)
+    processes = jax.process_count() if several else 1
+    kind = devices[0].platform.upper()
+    name = f"{len(devices)} {kind} device(s)"
+    if len(devices) > 1:
+        name += f" (keras.distribution.DataParallel over {processes} process(es))"
+    return Placement(
+        name=name,
+        replicas=len(devices),
+        batches_per_step=1,
+        chief=jax.process_index() == 0,
+        shapes=BatchShapes(multiple=8, fixed=True, replicas=len(devices)),
+        devices=devices,
+    )
+
+
+def split_cpu(count):
+    """`count` CPU devices, to try data parallelism without accelerators; JAX must not have
+    started its CPU backend yet."""
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except Exception:  # JAX started already, or too old for the option: XLA's flag
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={count}"
+        )
+    if jax.default_backend() == "cpu" and jax.local_device_count() != count:
+        raise ValueError(
+            f"--cpu-devices {count}: JAX started with {jax.local_device_count()} CPU device(s) "
+            f"already; set XLA_FLAGS=--xla_force_host_platform_device_count={count} instead."
+        )
+
+
+class Trainer:
+    """The model, optimizer and checkpoints of one run, and its jitted steps.
+
+    The weights and optimizer state live in `self.state` (trainable, non-trainable, optimizer
+    variables), which each step takes and returns; `sync` copies it into the model's variables
+    when the model itself is used (evaluation, model.keras).
+    """
+
+    def __init__(self, options, model_config, placement, paths, task=None):
+        if options.mixed_precision == "fp16":
+            raise ValueError(
+                "--mixed-precision fp16 needs loss scaling, which the JAX engine does not do; use "
+                "bf16 (the default on accelerators)."
+            )
+        self.options = options
+        self.placement = placement
+        self.paths = paths
+        self.task = task or task_class(options.task)(options, paths)
+        self.model = self.task.build_model(model_config)
+        self.optimizer = make_optimizer(
+            model_config.d_model, options.warmup_steps, options.learning_rate_scale, options.clipnorm
+        )
+        self.optimizer.build(self.model.trainable_variables)
+        self.schedule = self.optimizer._learning_rate  # the TransformerSchedule it was given
+        self.checkpoints = ArrayCheckpoints(paths.checkpoints, keep=2)
+        self._variables = (
+            self.model.trainable_variables,
+            self.model.non_trainable_variables,
+            self.optimizer.variables,
+        )
+        self.state = self._read_variables()
+        self._shared_with_variables = True
+        self._step = 0
+        devices = placement.devices or (jax.local_devices()[0],)
+        self._data_sharding = NamedSharding(Mesh(np.array(devices), (BATCH_AXIS,)), PartitionSpec(BATCH_AXIS))
+        self._train_step = jax.jit(self._train, donate_argnums=0)
+        self._eval_step = jax.jit(self._evaluate)
+
+    # State ------------------------------------------------------------------------------------
+
+    def _read_variables(self):
+        return tuple([v.value for v in group] for group in self._variables)
+
+    def sync(self):
+        """Writes the trained state into the model's (and optimizer's) variables."""
+        for group, values in zip(self._variables, self.state):
+            for variable, value in zip(group, values):
+                variable.assign(value)
+        # The next step donates its state: it must not take the arrays the variables now hold.
+        self._shared_with_variables = True
+
+    @property
+    def step(self):
+        return self._step
+
+    def learning_rate(self):
+        return float(self.schedule(self._step))
+
+    # Checkpoints ------------------------------------------------------------------------------
+
+    @property
+    def latest_checkpoint(self):
+        return self.checkpoints.latest()
+
+    def save_checkpoint(self):
+        if not self.placement.chief:
+            return
+        arrays = {}
+        for name, group, values in zip(("model", "model_state", "optimizer"), self._variables, self.state):
+            for index, (variable, value) in enumerate(zip(group, values)):
+                arrays[f"{name}/{index:04d}/{variable.path}"] = np.asarray(value)
+        self.checkpoints.save(self._step, arrays)
+
+    def restore(self):
+        latest = self.checkpoints.latest()
+        if latest is None:
+            return 0
+        arrays = self.checkpoints.load(latest)
+        expected = [
+            (f"{name}/{index:04d}/{variable.path}", variable)
+            for name, group in zip(("model", "model_state", "optimizer"), self._variables)
+            for index, variable in enumerate(group)
+        ]
+        missing = [key for key, _ in expected if key not in arrays]
+        if missing or len(arrays) != len(expected):
+            raise ValueError(
+                f"{latest} does not hold this run's variables (missing {missing[:3]}...); was the "
+                "model changed since it was written?"
+            )
+        for key, variable in expected:
+            value = arrays[key]
+            if tuple(value.shape) != tuple(variable.shape):
+                raise ValueError(f"{latest}: {key} has shape {value.shape}, the model {variable.shape}.")
+            variable.assign(value.astype(variable.dtype))
+        self.state = self._read_variables()
+        self._shared_with_variables = True
+        self._step = int(self.optimizer.iterations.numpy())
+        return self._step
+
+    # Steps ------------------------------------------------------------------------------------
+
+    def shape_count(self, max_length):
+        """How many batch shapes (so compilations of the step) a run can see, at most."""
+        return len(self.placement.shapes.widths(max_length))
+
+    def _loss(self, trainable, non_trainable, batch):
+        features, labels = batch[:-1], batch[-1]
+        logits, non_trainable = self.model.stateless_call(
+            trainable, non_trainable, self.task.model_inputs(features), training=True
+        )
+        losses, tokens = smoothed_token_losses(labels, logits, self.options.label_smoothing)
+        loss_sum = ops.sum(losses)
+        correct, _ = token_accuracy_counts(labels, logits)
+        # The mean over the global batch's real tokens: its gradient is the one the TensorFlow
+        # engine gets by dividing each replica's summed gradients by the global token count.
+        return loss_sum / ops.maximum(tokens, 1.0), (non_trainable, loss_sum, correct, tokens)
+
+    def _train(self, state, batch):
+        trainable, non_trainable, optimizer_variables = state
+        (_, (non_trainable, loss_sum, correct, tokens)), gradients = jax.value_and_grad(
+            self._loss, has_aux=True
+        )(trainable, non_trainable, batch)
+        trainable, optimizer_variables = self.optimizer.stateless_apply(
+            optimizer_variables, gradients, trainable
+        )
+        return (trainable, non_trainable, optimizer_variables), (loss_sum, correct, tokens)
+
+    def _evaluate(self, trainable, non_trainable, batch):
+        features, labels = batch[:-1], batch[-1]
+        logits, _ = self.model.stateless_call(
+            trainable, non_trainable, self.task.model_inputs(features), training=False
+        )
+        losses, tokens = smoothed_token_losses(labels, logits, self.options.label_smoothing)
+        correct, _ = token_accuracy_counts(labels, logits)
+        return ops.sum(losses), correct, tokens
+
+    def _place(self, batch):
+        """A global batch as arrays split by rows over the devices; with several processes each
+        contributes the rows of its own devices (every process holds the same batch list)."""
+        processes = jax.process_count() if len(self.placement.devices) > 1 else 1
+        arrays = []
+        for array in batch:
+            if processes > 1:
+                rows = len(array) // processes
+                array = array[jax.process_index() * rows : (jax.process_index() + 1) * rows]
+            arrays.append(
+                jax.make_array_from_process_local_data(self._data_sharding, np.asarray(array, "int32"))
+            )
+        return tuple(arrays)
+
+    def steps(self, batches, steps_per_epoch, offset):
+        """Trains on the epoch's `batches` from step `offset`; yields (loss sum, correct
+        predictions, target tokens) after each step, lazily: stop iterating to stop training."""
+        for index in range(offset, steps_per_epoch):
+            if self._shared_with_variables:
+                self.state = jax.tree_util.tree_map(lambda a: a.copy(), self.state)
+                self._shared_with_variables = False
+            self.state, results = self._train_step(self.state, self._place(batches[index]))
+            self._step += 1
+            yield results
+
+    def make_eval_step(self):
+        def eval_step(*batch):
+            trainable, non_trainable, _ = self.state
+            return self._eval_step(trainable, non_trainable, self._place(batch))
+
+        return eval_step
+
+    def describe(self, max_length):
+        log(f"JAX: the step compiles once per batch shape, at most {self.shape_count(max_length)}")

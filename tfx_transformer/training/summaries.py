@@ -1,0 +1,82 @@
+"""TensorBoard event files written with tensorboard's own protos and writer, not tf.summary, so
+that a run on the JAX backend writes the same logs where TensorFlow is not installed.
+
+The summaries are those tf.summary writes (scalars, text, images and hparams as their plugins
+expect them), so TensorBoard and `tf.compat.v1.train.summary_iterator` read them alike.
+"""
+
+import struct
+import time
+import zlib
+
+import numpy as np
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.plugins.hparams import summary_v2 as hparams_summary
+from tensorboard.plugins.histogram import summary_v2 as histogram_summary
+from tensorboard.plugins.image import metadata as image_metadata
+from tensorboard.plugins.scalar import summary_v2 as scalar_summary
+from tensorboard.plugins.text import summary_v2 as text_summary
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from tensorboard.util import tensor_util
+
+
+class SummaryWriter:
+    """One folder's event file: `scalar`, `text`, `image`, `histogram` at a step, `hparams`."""
+
+    def __init__(self, folder):
+        self._writer = EventFileWriter(str(folder))
+
+    def _write(self, summary, step):
+        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+
+    def scalar(self, name, value, step):
+        self._write(scalar_summary.scalar_pb(name, float(value)), step)
+
+    def text(self, name, markdown, step):
+        self._write(text_summary.text_pb(name, markdown), step)
+
+    def histogram(self, name, values, step, buckets=30):
+        self._write(histogram_summary.histogram_pb(name, np.asarray(values, "float64"), buckets), step)
+
+    def image(self, name, pixels, step):
+        """`pixels`: uint8 [H, W, 3] or [1, H, W, 3] (what `reporting.attention_image` makes)."""
+        pixels = np.asarray(pixels, "uint8")
+        if pixels.ndim == 4:
+            pixels = pixels[0]
+        height, width = pixels.shape[:2]
+        # The image plugin's own layout: [width, height, PNG...] as a string tensor.
+        tensor = tensor_util.make_tensor_proto(
+            [str(width).encode(), str(height).encode(), encode_png(pixels)], dtype="string"
+        )
+        metadata = image_metadata.create_summary_metadata(display_name=name, description="")
+        value = summary_pb2.Summary.Value(tag=name, tensor=tensor, metadata=metadata)
+        self._write(summary_pb2.Summary(value=[value]), step)
+
+    def hparams(self, values):
+        self._write(hparams_summary.hparams_pb(values), 0)
+
+    def flush(self):
+        self._writer.flush()
+
+    def close(self):
+        self._writer.close()
+
+
+def encode_png(pixels):
+    """uint8 [H, W, 3] RGB -> PNG bytes (no imaging library needed)."""
+    height, width, channels = pixels.shape
+    if channels != 3:
+        raise ValueError(f"encode_png takes RGB pixels [H, W, 3]. Received shape {pixels.shape}")
+    rows = np.concatenate([np.zeros((height, 1), "uint8"), pixels.reshape(height, -1)], axis=1)
+
+    def chunk(kind, data):
+        return (
+            struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows.tobytes())) + chunk(b"IEND", b"")
+    )
