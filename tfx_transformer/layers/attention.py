@@ -360,7 +360,13 @@ class MultiHeadAttention(keras.layers.Layer):
                 (keys,) = self._project_heads(key, self.key_dense, heads_first=False)
                 (values,) = self._project_heads(value, self.value_dense, heads_first=False)
         if attention_mask is not None:
-            attention_mask = ops.expand_dims(ops.cast(attention_mask, "bool"), axis=1)  # every head
+            # [B, 1, T, S], the mask broadcast to every query: cuDNN's fused kernel refuses a
+            # mask (it becomes a bias) whose query axis is 1.
+            batch, length = ops.shape(queries)[0], ops.shape(queries)[1]
+            attention_mask = ops.broadcast_to(
+                ops.expand_dims(ops.cast(attention_mask, "bool"), axis=1),
+                (batch, 1, length, ops.shape(keys)[1]),
+            )
         context = ops.dot_product_attention(
             queries, keys, values, mask=attention_mask, scale=1.0 / math.sqrt(self.head_size)
         )  # (B, T, h, d_head)

@@ -36,6 +36,8 @@ class Trainer:
     """
 
     def __init__(self, options, model_config, strategy, paths, task=None):
+        if isinstance(strategy, Placement):  # what `setup` gives; a bare strategy works too
+            strategy = strategy.strategy
         self.options = options
         self.strategy = strategy
         self.paths = paths
