@@ -38,6 +38,27 @@ JAX_SCRIPT = textwrap.dedent(
     logits = np.asarray(model(inputs))
     np.testing.assert_allclose(logits, data["logits"], rtol=1e-4, atol=1e-4)
 
+    # Fused attention (keras.ops.dot_product_attention, the default here) equals the written-out
+    # one: logits with padding and the causal mask, and gradients while training.
+    from tfx_transformer.layers.attention import MultiHeadAttention
+    MultiHeadAttention.fuse_attention = False
+    np.testing.assert_allclose(np.asarray(model(inputs)), logits, rtol=1e-5, atol=1e-5)
+    plain = tt.Transformer(tt.TransformerConfig.preset("tiny", vocab_size=50, dropout=0.0))
+    plain(inputs)
+
+    def gradients():
+        values = [v.value for v in plain.trainable_variables]
+        def loss(values):
+            logits, _ = plain.stateless_call(
+                values, [v.value for v in plain.non_trainable_variables], inputs, training=True)
+            return (logits ** 2).mean()
+        return jax.grad(loss)(values)
+
+    unfused_gradients = gradients()
+    MultiHeadAttention.fuse_attention = True
+    for fused, unfused in zip(gradients(), unfused_gradients):
+        np.testing.assert_allclose(np.asarray(fused), np.asarray(unfused), rtol=1e-4, atol=1e-6)
+
     # Masks: later target tokens do not change earlier logits.
     changed = dict(inputs, target_ids=inputs["target_ids"].copy())
     changed["target_ids"][:, 3:] = 7
@@ -159,6 +180,7 @@ def test_gpu_benchmark_runs_on_jax_without_tensorflow():
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     losses = [float(line.rsplit(" ", 1)[1]) for line in result.stdout.splitlines() if "first loss" in line]
-    assert len(losses) == 2 and all(4.0 < loss < 8.0 for loss in losses)  # near ln(300) = 5.7
+    assert len(losses) == 3 and all(4.0 < loss < 8.0 for loss in losses)  # near ln(300) = 5.7
     ratio = [line for line in result.stdout.splitlines() if line.startswith("ours / keras-hub:")]
     assert ratio and float(ratio[0].split()[-1].rstrip("x")) > 0
+    assert any(line.startswith("ours-fused / keras-hub:") for line in result.stdout.splitlines())

@@ -86,7 +86,8 @@ class Trainer:
     when the model itself is used (evaluation, model.keras).
     """
 
-    def __init__(self, options, model_config, placement, paths, task=None):
+    def __init__(self, options, model_config, placement, paths, task=None, optimizer=None):
+        """`optimizer`: instead of the paper's Adam and schedule (a loop of one's own, a test)."""
         if options.mixed_precision == "fp16":
             raise ValueError(
                 "--mixed-precision fp16 needs loss scaling, which the JAX engine does not do; use "
@@ -97,11 +98,11 @@ class Trainer:
         self.paths = paths
         self.task = task or task_class(options.task)(options, paths)
         self.model = self.task.build_model(model_config)
-        self.optimizer = make_optimizer(
+        self.optimizer = optimizer or make_optimizer(
             model_config.d_model, options.warmup_steps, options.learning_rate_scale, options.clipnorm
         )
         self.optimizer.build(self.model.trainable_variables)
-        self.schedule = self.optimizer._learning_rate  # the TransformerSchedule it was given
+        self.schedule = self.optimizer._learning_rate  # a schedule, or a constant rate
         self.checkpoints = ArrayCheckpoints(paths.checkpoints, keep=2)
         self._variables = (
             self.model.trainable_variables,
@@ -134,7 +135,7 @@ class Trainer:
         return self._step
 
     def learning_rate(self):
-        return float(self.schedule(self._step))
+        return float(self.schedule(self._step) if callable(self.schedule) else self.schedule)
 
     # Checkpoints ------------------------------------------------------------------------------
 

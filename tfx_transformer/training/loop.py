@@ -120,7 +120,8 @@ def prepare(options, paths, placement, engine):
     log(
         f"{task.describe_vocabulary()}; batches: {len(first_batches)} per epoch "
         f"({steps_per_epoch} steps x {per_step} batch(es)), padding {padding:.1%}; "
-        f"{total_steps} steps; {keras.backend.backend()} backend, {placement.name}, {policy}"
+        f"{total_steps} steps; {keras.backend.backend()} backend, {placement.name}, "
+        f"{placement.replicas} replica(s), {policy}"
     )
     if placement.chief:
         if not options.resume:
@@ -285,7 +286,7 @@ def export(paths, model, task):
     command = [sys.executable, "-m", "tfx_transformer.export", "--run", paths.output]
     for name, value in settings.items():
         command += [f"--{name.replace('_', '-')}", str(value)]
-    if importlib.util.find_spec("tensorflow") is None:
+    if not tensorflow_installed():
         log(
             "no SavedModel export: it needs TensorFlow, which is not installed here. model.keras "
             f"is the trained model; export it on a machine with TensorFlow: {' '.join(command[1:])}"
@@ -302,3 +303,10 @@ def export(paths, model, task):
             + result.stderr[-2000:]
         )
     return result.stdout.strip().splitlines()[-1]
+
+
+def tensorflow_installed():
+    try:
+        return importlib.util.find_spec("tensorflow") is not None
+    except (ImportError, ValueError):  # a finder that refuses it, or a broken install
+        return False

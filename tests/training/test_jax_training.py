@@ -1,0 +1,171 @@
+"""`python train.py` on the JAX backend: every task end to end, resume, a run with TensorFlow
+blocked, the export of a JAX run's model.keras by TensorFlow, data parallelism over two CPU
+devices, and the loss it reaches against the TensorFlow engine's.
+
+Keras fixes its backend at import, so every JAX case runs in its own process.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from tests.training.test_training import ROOT, TINY, event_tags, numbers_tsv, train
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+
+JAX = {"KERAS_BACKEND": "jax"}
+
+# Imports of tensorflow (and its add-ons) fail, as on a machine without it; then train.py runs.
+WITHOUT_TENSORFLOW = textwrap.dedent(
+    """
+    import runpy, sys
+
+    class NoTensorFlow:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("tensorflow", "tensorflow_text", "tf_keras"):
+                raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+
+    sys.meta_path.insert(0, NoTensorFlow())
+    sys.argv = sys.argv[1:]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+    """
+)
+
+
+@pytest.mark.slow
+def test_translation_trains_resumes_and_exports_on_jax(tmp_path):
+    data = numbers_tsv(tmp_path / "train.tsv", 300)
+    output = tmp_path / "out"
+    args = ["--output", str(output), "--data", f"tsv:{data}", *TINY, "--checkpoint-every", "4"]
+    first = train([*args, "--steps", "8", "--no-export"], env=JAX)
+    assert "jax backend" in first.stdout and "shapes" in first.stdout
+    assert sorted(p.name for p in (output / "checkpoints").iterdir()) == ["ckpt-4.npz", "ckpt-8.npz"]
+    (output / "metrics.json").unlink()  # the run as a longer one would find it mid-way
+    result = train([*args, "--steps", "12", "--resume"], env=JAX)
+    assert "resuming from step 8" in result.stdout
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["steps"] == 12 and np.isfinite(metrics["loss"])
+    # model.keras from JAX, exported by a TensorFlow-backend process.
+    assert metrics["export"].endswith(os.path.join("export", "1"))
+    assert (output / "export" / "1" / "saved_model.pb").exists()
+    tags = event_tags(output / "logs" / "validation")
+    assert "text" in tags["samples"] and "images" in tags["cross_attention"]
+    assert any("hparams" in plugins for plugins in event_tags(output / "logs" / "train").values())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "task, extra",
+    [
+        ("tagging", ["--epochs", "1"]),
+        ("lm", ["--steps", "6", "--set", "max_length=16", "--eval-examples", "4"]),
+        ("lm", ["--steps", "6", "--set", "max_length=16", "--eval-examples", "4",
+                "--set", "memory_length=8", "--set", "position=transformer_xl"]),
+    ],
+)
+def test_the_other_tasks_train_on_jax(tmp_path, task, extra):
+    output = tmp_path / "out"
+    small = [a for a in TINY if a not in ("--eval-examples", "16")]
+    train(["--output", str(output), "--task", task, *small, *extra, "--no-export"], env=JAX)
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert np.isfinite(metrics["loss"])
+    assert (output / "model.keras").exists()
+
+
+@pytest.mark.slow
+def test_a_run_without_tensorflow_trains_and_says_how_to_export(tmp_path):
+    data = numbers_tsv(tmp_path / "train.tsv", 200)
+    output = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TENSORFLOW, str(ROOT / "train.py"), "--output", str(output),
+         "--data", f"tsv:{data}", "--steps", "6", *TINY],
+        capture_output=True, text=True, timeout=600, cwd=ROOT, env={**os.environ, **JAX},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "it needs TensorFlow" in result.stdout
+    assert f"tfx_transformer.export --run {output}" in result.stdout
+    assert not (output / "export").exists()
+    for name in ("model.keras", "metrics.json", "checkpoints/ckpt-6.npz"):
+        assert (output / name).exists(), name
+    tags = event_tags(output / "logs" / "train")
+    assert {"loss", "accuracy", "learning_rate"} <= set(tags)
+
+
+DATA_PARALLEL_SCRIPT = textwrap.dedent(
+    """
+    import numpy as np, keras, jax
+    from tfx_transformer.config import TransformerConfig
+    from tfx_transformer.runs import RunPaths
+    from tfx_transformer.training import jax_trainer
+    from tfx_transformer.training.options import TrainOptions
+
+    assert jax.local_device_count() == 2, jax.devices()
+    config = TransformerConfig.preset("tiny", vocab_size=40, dropout=0.0)
+    rng = np.random.default_rng(0)
+    source = rng.integers(4, 40, size=(8, 8)).astype("int32")
+    source[5:, 4:] = 0
+    labels = rng.integers(4, 40, size=(8, 8)).astype("int32")
+    labels[2:, 3:] = 0  # the two devices' halves hold different numbers of real tokens
+    decoder_in = np.concatenate([np.full((8, 1), 2, "int32"), labels[:, :-1]], axis=1)
+    decoder_in[labels == 0] = 0
+
+    def after_two_steps(strategy):
+        options = TrainOptions(output="{output}/" + strategy, strategy=strategy)
+        placement = jax_trainer.setup(options)
+        keras.utils.set_random_seed(0)
+        # Plain SGD: the weight change is the gradient itself, so the comparison is well
+        # conditioned (Adam's first step is about lr * sign(g), which float noise can flip).
+        trainer = jax_trainer.Trainer(options, config, placement, RunPaths(options.output),
+                                      optimizer=keras.optimizers.SGD(0.5))
+        initial = [np.asarray(w) for w in trainer.model.get_weights()]
+        losses = []
+        for loss_sum, correct, tokens in trainer.steps([(source, decoder_in, labels)] * 2, 2, 0):
+            losses.append(float(loss_sum) / float(tokens))
+        trainer.sync()
+        weights = [np.asarray(w) for w in trainer.model.get_weights()]
+        assert any(np.abs(w - i).max() > 1e-3 for w, i in zip(weights, initial))
+        return placement.replicas, losses, weights
+
+    one, one_losses, one_weights = after_two_steps("default")
+    two, two_losses, two_weights = after_two_steps("mirrored")
+    assert (one, two) == (1, 2), (one, two)
+    np.testing.assert_allclose(two_losses, one_losses, rtol=1e-5)
+    for a, b in zip(one_weights, two_weights):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    print("ok")
+    """
+)
+
+
+@pytest.mark.slow
+def test_two_cpu_devices_train_as_one(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", DATA_PARALLEL_SCRIPT.replace("{output}", str(tmp_path))],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        env={**os.environ, **JAX, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+    )
+    assert result.returncode == 0 and "ok" in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_jax_and_tensorflow_reach_close_losses(tmp_path):
+    """Same seed, data and steps, dropout off. The initial weights differ (each backend draws
+    them with its own generator) and so do the batches (JAX's have one shape per length bucket),
+    so the validation losses agree within a tolerance, not exactly: after 60 steps both have
+    fallen well below the start (~ln 100) and lie within 10% of each other."""
+    data = numbers_tsv(tmp_path / "train.tsv", 400)
+    args = ["--data", f"tsv:{data}", "--steps", "60", *TINY, "--set", "dropout=0",
+            "--no-export", "--seed", "3"]
+    train(["--output", str(tmp_path / "tf"), *args])
+    train(["--output", str(tmp_path / "jax"), *args], env=JAX)
+    tf_loss, jax_loss = (
+        json.loads((tmp_path / name / "metrics.json").read_text())["loss"] for name in ("tf", "jax")
+    )
+    assert tf_loss < 3.3 and jax_loss < 3.3, (tf_loss, jax_loss)
+    assert abs(tf_loss - jax_loss) / tf_loss < 0.10, (tf_loss, jax_loss)
