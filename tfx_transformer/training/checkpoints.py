@@ -53,6 +53,8 @@ class ArrayCheckpoints:
 
 def _storable(array):
     array = np.asarray(array)
+    if array.dtype == object:
+        raise TypeError(f"A checkpoint holds numeric arrays; received {type(array.item()).__name__}.")
     if array.dtype.kind == "V" or array.dtype.name == "bfloat16":
         return array.astype("float32")
     return array

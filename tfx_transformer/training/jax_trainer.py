@@ -6,7 +6,7 @@ Data parallelism: with several devices the model's variables are replicated
 (`keras.distribution.DataParallel`) and each global batch is split along its rows, one slice
 per device; with several processes (`keras.distribution.initialize`) each process feeds the
 rows of its own devices. Batches have one shape per length bucket (`BatchShapes(fixed=True)`),
-so the step compiles once per bucket width: `Trainer.shape_count` says how many.
+so the step compiles once per bucket width (`BatchShapes.widths`; the run's log says how many).
 """
 
 import os
@@ -18,7 +18,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from keras import ops
 
 from tfx_transformer.data import BatchShapes
-from tfx_transformer.reporting import log
 from tfx_transformer.tasks import task_class
 from tfx_transformer.training.backends import Placement
 from tfx_transformer.training.checkpoints import ArrayCheckpoints
@@ -180,10 +179,6 @@ class Trainer:
 
     # Steps ------------------------------------------------------------------------------------
 
-    def shape_count(self, max_length):
-        """How many batch shapes (so compilations of the step) a run can see, at most."""
-        return len(self.placement.shapes.widths(max_length))
-
     def _loss(self, trainable, non_trainable, batch):
         features, labels = batch[:-1], batch[-1]
         logits, non_trainable = self.model.stateless_call(
@@ -246,6 +241,3 @@ class Trainer:
             return self._eval_step(trainable, non_trainable, self._place(batch))
 
         return eval_step
-
-    def describe(self, max_length):
-        log(f"JAX: the step compiles once per batch shape, at most {self.shape_count(max_length)}")

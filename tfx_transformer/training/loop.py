@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import time
@@ -81,13 +82,18 @@ def run(options, strategy=None):
 def interruption_message(job):
     latest = job.trainer.latest_checkpoint
     where = (
-        f"its last checkpoint is step {latest.rsplit('-', 1)[-1]} ({latest})"
+        f"its last checkpoint is step {checkpoint_step(latest)} ({latest})"
         if latest else "no checkpoint was written yet"
     )
     return (
         f"training stopped at step {job.trainer.step}; {where}. Continue with the same command "
         "and --resume."
     )
+
+
+def checkpoint_step(path):
+    """The step in a checkpoint's name: ckpt-120 (TensorFlow's) or ckpt-120.npz (JAX's)."""
+    return int(re.search(r"ckpt-(\d+)(\.npz)?$", path).group(1))
 
 
 # Preparing a run -------------------------------------------------------------------------------
