@@ -299,3 +299,41 @@ def test_decoding_argument_errors(rng):
     for bad in ({"temperature": 0}, {"top_k": -1}, {"top_p": 0.0}, {"top_p": 1.5}, {"seed": "x"}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             sample_decode(model, sources(rng), max_length=4, **bad)
+
+
+class EndFirstModel:
+    """A stand-in decoder whose first step prefers the end token (log-probability ~ -0.02) and
+    whose later steps are uniform: the best beam ends at once, the other beams stay open."""
+
+    def __init__(self, vocab=8, max_length=10):
+        self.model_config = TransformerConfig.preset(
+            "tiny", vocab_size=vocab, max_length=max_length, dropout=0.0
+        )
+
+    def encode(self, source_ids, training=False):
+        return ops.cast(ops.expand_dims(source_ids, -1), "float32"), ops.not_equal(source_ids, 0)
+
+    def start_decoding(self, encoder_output, max_length):
+        return ops.zeros((ops.shape(encoder_output)[0], 1)), None
+
+    def decode_step(self, current, index, self_cache, cross_cache, source_mask):
+        vocab = self.model_config.vocab_size
+        first = ops.where(ops.equal(ops.arange(vocab), END), 8.0, 0.0)
+        logits = ops.where(index == 0, first, ops.zeros((vocab,)))
+        return ops.zeros((ops.shape(current)[0], 1)) + ops.expand_dims(logits, 0), self_cache
+
+
+def test_the_search_ends_when_the_best_beam_has_ended(rng):
+    model = EndFirstModel()
+    src = rng.integers(4, 8, size=(2, 3))
+    tokens, scores = beam_search(model, src, beam_size=3, max_length=10)
+    np.testing.assert_array_equal(ops.convert_to_numpy(tokens)[:, 0], [END, END])
+    # The open beams were closed at the first step rather than extended to max_length.
+    from tfx_transformer.decoding import _search
+
+    _, _, lengths = _search(model, src, 3, 0.6, 10, None, None, True, None, settled_by=1)
+    np.testing.assert_array_equal(ops.convert_to_numpy(lengths), np.ones((2, 3)))
+    # The n best wait until n beams have ended: the 2 open beams go on past the first step.
+    nbest, _ = beam_search_nbest(model, src, num_hypotheses=3, max_length=10)
+    nbest = ops.convert_to_numpy(nbest)
+    assert (nbest[:, 0, 0] == END).all() and (nbest[:, 1:, 1] != 0).all()

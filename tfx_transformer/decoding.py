@@ -275,12 +275,15 @@ def beam_search(
 
     A beam that has produced `end_id` is kept with its score frozen (its only continuation is
     padding at no cost) and competes with the open beams by its length-normalized score.
-    Candidates are ranked by log-probability / ((5 + length) / 6) ** length_penalty.
+    Candidates are ranked by log-probability / ((5 + length) / 6) ** length_penalty. A source's
+    search ends as soon as its best-ranked beam has ended (as in CTranslate2 and OpenNMT): its
+    open beams are dropped rather than extended to `max_length`, though with a length penalty
+    one of them could, rarely, have ranked above it later.
     `prefix_ids` [B, P] (0-padded) forces each row's first tokens.
     """
     tokens, log_probs, lengths = _search(
         model, source_ids, beam_size, length_penalty, max_length, start_id, end_id, use_cache,
-        prefix_ids,
+        prefix_ids, settled_by=1,
     )
     return _best_beams(tokens, log_probs, lengths, length_penalty, ops.shape(log_probs)[0], beam_size)
 
@@ -296,7 +299,8 @@ def beam_search_nbest(
     use_cache=True,
 ):
     """The `num_hypotheses` best beams of each source row, best first: (tokens [B, n, L] int32,
-    length-normalized scores [B, n] float32). `beam_size` defaults to `num_hypotheses`."""
+    length-normalized scores [B, n] float32). `beam_size` defaults to `num_hypotheses`. A
+    source's search ends once its `num_hypotheses` best-ranked beams have ended."""
     beam_size = num_hypotheses if beam_size is None else beam_size
     if not isinstance(num_hypotheses, int) or not 0 < num_hypotheses <= beam_size:
         raise ValueError(
@@ -304,7 +308,8 @@ def beam_search_nbest(
             f"Received: num_hypotheses={num_hypotheses!r}"
         )
     tokens, log_probs, lengths = _search(
-        model, source_ids, beam_size, length_penalty, max_length, None, None, use_cache, prefix_ids
+        model, source_ids, beam_size, length_penalty, max_length, None, None, use_cache, prefix_ids,
+        settled_by=num_hypotheses,
     )
     batch_size = ops.shape(log_probs)[0]
     scores = log_probs / gnmt_length_penalty(lengths, length_penalty)  # (B, K)
@@ -315,9 +320,11 @@ def beam_search_nbest(
 
 
 def _search(model, source_ids, beam_size, length_penalty, max_length, start_id, end_id,
-            use_cache, prefix_ids):
+            use_cache, prefix_ids, settled_by):
     """The beam search loop: (tokens [B * K, L + 1] with the start token first, summed
-    log-probabilities [B, K], lengths [B, K]) of every beam when it stops."""
+    log-probabilities [B, K], lengths [B, K]) of every beam when it stops. A source is settled,
+    and its open beams closed, once its `settled_by` best-ranked beams have ended; the loop
+    stops when every source is settled (or at `max_length`)."""
     if not isinstance(beam_size, int) or beam_size < 1:
         raise ValueError(f"`beam_size` must be a positive integer. Received: beam_size={beam_size!r}")
     vocab_size = model.model_config.vocab_size
@@ -354,6 +361,9 @@ def _search(model, source_ids, beam_size, length_penalty, max_length, start_id, 
         lengths = ops.take_along_axis(candidate_lengths, parent, axis=1)
         was_finished = ops.take_along_axis(finished, parent, axis=1)
         finished = ops.logical_or(was_finished, ops.equal(next_token, end_id))
+        # top_k ranks the beams best first: a source whose best ones have all ended is settled.
+        settled = ops.all(finished[:, :settled_by], axis=1, keepdims=True)  # (B, 1)
+        finished = ops.logical_or(finished, settled)
         source_rows = ops.reshape(beam_offsets + parent, (rows,))  # (B*K,)
         tokens = ops.take(tokens, source_rows, axis=0)
         tokens = _write_column(tokens, index + 1, ops.reshape(next_token, (rows,)))
