@@ -44,7 +44,18 @@ def filter_native_stderr():
     atexit.register(restore)
 
 
+def print_help():
+    """`--help` alone: the saved help text (tfx_transformer/training/cli.py says why)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tfx_transformer", "training",
+                        "train_help.txt")
+    with open(path, encoding="utf-8") as f:
+        sys.stdout.write(f.read())
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] in (["--help"], ["-h"]):
+        print_help()
+        sys.exit(0)
     if "--verbose" not in sys.argv[1:]:
         filter_native_stderr()
     from tfx_transformer.training.cli import main

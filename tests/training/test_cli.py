@@ -23,6 +23,7 @@ def test_task_defaults_in_the_help_come_from_the_task_classes():
 def test_a_run_says_only_what_matters_on_stderr(tmp_path):
     """TensorFlow's start-up lines (CUDA probing, oneDNN) are not shown without --verbose."""
     import os
+    import os
     import subprocess
     import sys
 
@@ -39,3 +40,27 @@ def test_a_run_says_only_what_matters_on_stderr(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"error: --output {a_file} is a file; a run needs a folder."
     ]
+
+
+def test_the_saved_help_is_the_parsers_and_prints_without_tensorflow():
+    import os
+    import subprocess
+    import sys
+
+    from tests import ROOT
+    from tfx_transformer.training.cli import HELP_FILE, format_help
+    from tests.training.test_jax_training import WITHOUT_TENSORFLOW
+
+    with open(HELP_FILE, encoding="utf-8") as f:
+        saved = f.read()
+    assert saved == format_help(), (
+        "the flags changed: python -c 'from tfx_transformer.training.cli import write_help; write_help()'"
+    )
+    result = subprocess.run(
+        # On the TensorFlow backend, importing Keras (or the package) would import TensorFlow.
+        [sys.executable, "-c", WITHOUT_TENSORFLOW, str(ROOT / "train.py"), "--help"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == saved

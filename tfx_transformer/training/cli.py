@@ -82,6 +82,32 @@ def build_parser():
     return parser
 
 
+# `python train.py --help` prints this file, so that help needs no import of the package (whose
+# import registers its Keras classes and so loads TensorFlow, seconds on a CPU). It is the parser's
+# own help at HELP_COLUMNS columns; tests/training/test_cli.py keeps the two equal, and
+# `write_help()` writes it again after the flags change.
+HELP_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_help.txt")
+HELP_COLUMNS = 100
+
+
+def format_help():
+    """The parser's help as `python train.py --help` prints it."""
+    previous = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(HELP_COLUMNS)  # argparse wraps to $COLUMNS
+    try:
+        return build_parser().format_help()
+    finally:
+        if previous is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = previous
+
+
+def write_help():
+    with open(HELP_FILE, "w", encoding="utf-8") as f:
+        f.write(format_help())
+
+
 def _parse_value(text):
     try:
         return json.loads(text)
