@@ -337,3 +337,18 @@ def test_the_search_ends_when_the_best_beam_has_ended(rng):
     nbest, _ = beam_search_nbest(model, src, num_hypotheses=3, max_length=10)
     nbest = ops.convert_to_numpy(nbest)
     assert (nbest[:, 0, 0] == END).all() and (nbest[:, 1:, 1] != 0).all()
+
+
+def test_max_length_factor_cuts_each_row_at_its_own_limit(rng):
+    model = EndFirstModel()  # after its first step, uniform: beams rarely end on their own
+    src = np.array([[4, 5, 3, 0, 0, 0], [4, 5, 6, 7, 5, 3]])  # 3 and 6 real tokens
+    from tfx_transformer.decoding import _search
+
+    _, _, lengths = _search(model, src, 3, 0.6, 10, None, None, True, None, settled_by=3,
+                            max_length_factor=1.5)
+    lengths = ops.convert_to_numpy(lengths)
+    assert lengths[0].max() <= 5 and lengths[1].max() <= 9  # ceil(1.5 * 3), ceil(1.5 * 6)
+    tokens, _ = greedy_decode(model, src, max_length=10, max_length_factor=1.0)
+    assert (ops.convert_to_numpy(tokens)[:, :1] == END).all()  # greedy ends at once here anyway
+    with pytest.raises(ValueError, match="max_length_factor"):
+        beam_search(model, src, max_length_factor=0)

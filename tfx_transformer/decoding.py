@@ -19,6 +19,10 @@ from tfx_transformer.layers.cache import write_positions
 # Log-probability of a continuation that must never be chosen. Scores are float32 throughout, so
 # a large finite value is safe here and, unlike -inf, never produces NaN in the arithmetic below.
 _IMPOSSIBLE = -1e9
+# What the Translator, the export and the translate command cut a translation at, in source tokens
+# (Marian's default max-length-factor): a model that falls into repeating itself stops there
+# instead of at max_length, and so does the batch it holds up.
+DEFAULT_MAX_LENGTH_FACTOR = 3.0
 
 
 def gnmt_length_penalty(length, alpha):
@@ -39,6 +43,19 @@ def _resolve(model, max_length, start_id, end_id):
     start_id = config.start_id if start_id is None else start_id
     end_id = config.end_id if end_id is None else end_id
     return max_length, start_id, end_id
+
+
+def _length_limits(model, source_ids, max_length, max_length_factor):
+    """Each source row's longest output [B] int32: `max_length`, or with `max_length_factor`
+    at most that times the row's real tokens (its end token included), rounded up."""
+    if max_length_factor is None:
+        return None
+    if not isinstance(max_length_factor, (int, float)) or max_length_factor <= 0:
+        raise ValueError(
+            f"`max_length_factor` must be a positive number. Received: {max_length_factor!r}"
+        )
+    real = ops.sum(ops.cast(ops.not_equal(source_ids, model.model_config.pad_id), "float32"), axis=1)
+    return ops.minimum(ops.cast(ops.ceil(real * float(max_length_factor)), "int32"), max_length)
 
 
 class _Stepper:
@@ -123,16 +140,19 @@ def _start_tokens(rows, max_length, start_id):
 
 
 def greedy_decode(
-    model, source_ids, max_length=None, start_id=None, end_id=None, use_cache=True, prefix_ids=None
+    model, source_ids, max_length=None, start_id=None, end_id=None, use_cache=True, prefix_ids=None,
+    max_length_factor=None,
 ):
     """Most likely token at each step, for every source row at once. `prefix_ids` [B, P]
-    (0-padded) forces each row's first tokens; their log-probabilities count in the score."""
+    (0-padded) forces each row's first tokens; their log-probabilities count in the score.
+    `max_length_factor`: a row's output is also cut at that many times its source tokens."""
 
     def most_likely(log_probs, index):
         return ops.argmax(log_probs, axis=-1)
 
     return _decode_row_by_row(
-        model, source_ids, most_likely, max_length, start_id, end_id, use_cache, prefix_ids
+        model, source_ids, most_likely, max_length, start_id, end_id, use_cache, prefix_ids,
+        max_length_factor,
     )
 
 
@@ -146,6 +166,7 @@ def sample_decode(
     max_length=None,
     prefix_ids=None,
     use_cache=True,
+    max_length_factor=None,
 ):
     """One sampled translation per source row (back-translation, varied outputs).
 
@@ -155,6 +176,7 @@ def sample_decode(
     not from a random state, so a seed gives the same samples eagerly, under tf.function and
     under jax.jit, and a row's sample depends on its place in the batch, not on the other rows.
     Scores are the model's own (untempered) log-probabilities of the sampled tokens.
+    `max_length_factor` as in `greedy_decode`.
     """
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature <= 0:
         raise ValueError(f"`temperature` must be a positive number. Received: temperature={temperature!r}")
@@ -171,7 +193,9 @@ def sample_decode(
         gumbel = -ops.log(-ops.log(uniform))  # argmax(logits + Gumbel noise) samples softmax(logits)
         return ops.argmax(scaled + gumbel, axis=-1)
 
-    return _decode_row_by_row(model, source_ids, draw, max_length, None, None, use_cache, prefix_ids)
+    return _decode_row_by_row(
+        model, source_ids, draw, max_length, None, None, use_cache, prefix_ids, max_length_factor
+    )
 
 
 def _top_k(log_probs, k):
@@ -222,7 +246,8 @@ def counter_uniform(seed, step, rows, vocab_size):
     return (ops.cast(ops.right_shift(x, 8), "float32") + 0.5) / 8388608.0
 
 
-def _decode_row_by_row(model, source_ids, choose, max_length, start_id, end_id, use_cache, prefix_ids):
+def _decode_row_by_row(model, source_ids, choose, max_length, start_id, end_id, use_cache, prefix_ids,
+                       max_length_factor=None):
     """One token per row and step, `choose(log_probs [B, V], step)` -> [B] ids, until every row
     has produced the end token or max_length tokens. Returns (tokens [B, L], scores [B]: the
     summed log-probabilities of the chosen tokens)."""
@@ -231,6 +256,7 @@ def _decode_row_by_row(model, source_ids, choose, max_length, start_id, end_id, 
     batch_size = ops.shape(source_ids)[0]
     pad_id = model.model_config.pad_id
     stepper = _Stepper(model, source_ids, 1, max_length, use_cache, prefix_ids)
+    limits = _length_limits(model, source_ids, max_length, max_length_factor)
 
     def condition(index, tokens, scores, finished, cache):
         return ops.logical_and(index < max_length, ops.logical_not(ops.all(finished)))
@@ -242,6 +268,8 @@ def _decode_row_by_row(model, source_ids, choose, max_length, start_id, end_id, 
         next_token = ops.where(finished, pad_id, next_token)
         scores = scores + ops.where(finished, 0.0, chosen)
         finished = ops.logical_or(finished, ops.equal(next_token, end_id))
+        if limits is not None:
+            finished = ops.logical_or(finished, index + 1 >= limits)
         tokens = _write_column(tokens, index + 1, next_token)
         return index + 1, tokens, scores, finished, cache
 
@@ -270,6 +298,7 @@ def beam_search(
     end_id=None,
     use_cache=True,
     prefix_ids=None,
+    max_length_factor=None,
 ):
     """Beam search with the GNMT length penalty; returns the best beam of each source row.
 
@@ -279,11 +308,12 @@ def beam_search(
     search ends as soon as its best-ranked beam has ended (as in CTranslate2 and OpenNMT): its
     open beams are dropped rather than extended to `max_length`, though with a length penalty
     one of them could, rarely, have ranked above it later.
-    `prefix_ids` [B, P] (0-padded) forces each row's first tokens.
+    `prefix_ids` [B, P] (0-padded) forces each row's first tokens. `max_length_factor`: a
+    row's beams also end at that many times its source tokens (Marian's max-length-factor).
     """
     tokens, log_probs, lengths = _search(
         model, source_ids, beam_size, length_penalty, max_length, start_id, end_id, use_cache,
-        prefix_ids, settled_by=1,
+        prefix_ids, settled_by=1, max_length_factor=max_length_factor,
     )
     return _best_beams(tokens, log_probs, lengths, length_penalty, ops.shape(log_probs)[0], beam_size)
 
@@ -297,6 +327,7 @@ def beam_search_nbest(
     max_length=None,
     prefix_ids=None,
     use_cache=True,
+    max_length_factor=None,
 ):
     """The `num_hypotheses` best beams of each source row, best first: (tokens [B, n, L] int32,
     length-normalized scores [B, n] float32). `beam_size` defaults to `num_hypotheses`. A
@@ -309,7 +340,7 @@ def beam_search_nbest(
         )
     tokens, log_probs, lengths = _search(
         model, source_ids, beam_size, length_penalty, max_length, None, None, use_cache, prefix_ids,
-        settled_by=num_hypotheses,
+        settled_by=num_hypotheses, max_length_factor=max_length_factor,
     )
     batch_size = ops.shape(log_probs)[0]
     scores = log_probs / gnmt_length_penalty(lengths, length_penalty)  # (B, K)
@@ -320,7 +351,7 @@ def beam_search_nbest(
 
 
 def _search(model, source_ids, beam_size, length_penalty, max_length, start_id, end_id,
-            use_cache, prefix_ids, settled_by):
+            use_cache, prefix_ids, settled_by, max_length_factor=None):
     """The beam search loop: (tokens [B * K, L + 1] with the start token first, summed
     log-probabilities [B, K], lengths [B, K]) of every beam when it stops. A source is settled,
     and its open beams closed, once its `settled_by` best-ranked beams have ended; the loop
@@ -334,6 +365,7 @@ def _search(model, source_ids, beam_size, length_penalty, max_length, start_id, 
     pad_id = model.model_config.pad_id
     rows = batch_size * beam_size
     stepper = _Stepper(model, source_ids, beam_size, max_length, use_cache, prefix_ids)
+    limits = _length_limits(model, source_ids, max_length, max_length_factor)  # (B,) or None
     # A finished beam's only continuation: padding, at no cost.
     finished_row = ops.where(ops.equal(ops.arange(vocab_size), pad_id), 0.0, _IMPOSSIBLE)  # (V,)
     # Row offsets of each source's beams in the flattened [B * K] batch axis.
@@ -361,6 +393,8 @@ def _search(model, source_ids, beam_size, length_penalty, max_length, start_id, 
         lengths = ops.take_along_axis(candidate_lengths, parent, axis=1)
         was_finished = ops.take_along_axis(finished, parent, axis=1)
         finished = ops.logical_or(was_finished, ops.equal(next_token, end_id))
+        if limits is not None:  # a beam at its row's limit ends there, as at max_length
+            finished = ops.logical_or(finished, ops.expand_dims(index + 1 >= limits, 1))
         # top_k ranks the beams best first: a source whose best ones have all ended is settled.
         settled = ops.all(finished[:, :settled_by], axis=1, keepdims=True)  # (B, 1)
         finished = ops.logical_or(finished, settled)
@@ -420,10 +454,14 @@ def score_targets(model, source_ids, target_ids, start_id=None):
     return per_token, ops.sum(per_token, axis=1)
 
 
-def translate_ids(model, source_ids, beam_size=4, length_penalty=0.6, max_length=None):
+def translate_ids(model, source_ids, beam_size=4, length_penalty=0.6, max_length=None,
+                  max_length_factor=None):
     """Greedy decoding for beam size 1 (the same result, less work), beam search above it."""
     if beam_size == 1:
-        return greedy_decode(model, source_ids, max_length=max_length)
+        return greedy_decode(
+            model, source_ids, max_length=max_length, max_length_factor=max_length_factor
+        )
     return beam_search(
-        model, source_ids, beam_size=beam_size, length_penalty=length_penalty, max_length=max_length
+        model, source_ids, beam_size=beam_size, length_penalty=length_penalty,
+        max_length=max_length, max_length_factor=max_length_factor,
     )

@@ -16,6 +16,7 @@ import sys
 import time
 
 from tfx_transformer.data import DataError, decode_lines, read_lines
+from tfx_transformer.decoding import DEFAULT_MAX_LENGTH_FACTOR
 from tfx_transformer.files import write_text_atomic
 from tfx_transformer.tasks.translation.translator import LONG_INPUTS, InputTooLong, Translator
 
@@ -32,6 +33,9 @@ def build_parser():
     add("--beam-size", type=int, default=4, help="(default 4; 1: greedy)")
     add("--length-penalty", type=float, default=0.6, help="GNMT alpha (default 0.6)")
     add("--max-length", type=int, help="longest translation in tokens (default: the model's)")
+    add("--max-length-factor", type=float, default=DEFAULT_MAX_LENGTH_FACTOR,
+        help="a translation also ends at this many times its source's tokens "
+        f"(default {DEFAULT_MAX_LENGTH_FACTOR}; 0: at --max-length only)")
     add("--batch-size", type=int, default=64, help="sentences per batch (default 64)")
     add("--long-lines", choices=LONG_INPUTS, default="truncate",
         help="lines over the model's length: cut to it (default), or refuse the file")
@@ -107,6 +111,7 @@ def main(argv=None):
         translator = Translator.from_run(
             args.run, beam_size=args.beam_size, length_penalty=args.length_penalty,
             max_length=args.max_length, batch_size=args.batch_size, long_inputs=args.long_lines,
+            max_length_factor=args.max_length_factor or None,
         )
         text = "".join(line.replace("\n", " ") + "\n" for line in translate_all(translator, args, lines, targets))
         if args.output == "-":

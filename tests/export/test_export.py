@@ -107,8 +107,11 @@ def test_cached_beam_search_in_the_graph_equals_python_decoding(exported_run):
     ids = exported_run["tokenizer"].encode(MIXED[:3])
     width = max(map(len, ids)) + 1
     source = np.array([row + [3] + [0] * (width - len(row) - 1) for row in ids], "int32")
-    cached = beam_search(exported_run["model"], source, beam_size=4, max_length=12)
-    full = beam_search(exported_run["model"], source, beam_size=4, max_length=12, use_cache=False)
+    from tfx_transformer.decoding import DEFAULT_MAX_LENGTH_FACTOR as factor  # the export's
+
+    cached = beam_search(exported_run["model"], source, beam_size=4, max_length=12, max_length_factor=factor)
+    full = beam_search(exported_run["model"], source, beam_size=4, max_length=12, use_cache=False,
+                       max_length_factor=factor)
     np.testing.assert_array_equal(np.asarray(cached[0]), np.asarray(full[0]))
     np.testing.assert_allclose(out["score"].numpy()[:3], np.asarray(cached[1]), atol=1e-4)
 

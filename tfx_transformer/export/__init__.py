@@ -55,7 +55,8 @@ def export_run(run_dir, model=None, vocabulary=None, **settings):
 
     The run's task (from config.json) builds the serving graph; `model` and `vocabulary` default
     to the run's model.keras and tokenizer/, and `settings` are the task's export settings
-    (translation: beam_size, length_penalty, max_length, jit_compile; tagging takes none).
+    (translation: beam_size, length_penalty, max_length, max_length_factor, jit_compile; tagging
+    takes none).
     """
     paths = RunPaths(run_dir)
     task = task_class(paths.task_name())

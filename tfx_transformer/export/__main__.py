@@ -7,6 +7,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
 from tfx_transformer.data import Tokenizer  # noqa: E402
+from tfx_transformer.decoding import DEFAULT_MAX_LENGTH_FACTOR  # noqa: E402
 from tfx_transformer.export import export_run, next_version  # noqa: E402
 from tfx_transformer.runs import RunPaths  # noqa: E402
 
@@ -22,6 +23,9 @@ def main(argv=None):
     parser.add_argument("--beam-size", type=int, default=4)
     parser.add_argument("--length-penalty", type=float, default=0.6)
     parser.add_argument("--max-length", type=int, help="longest translation in tokens")
+    parser.add_argument("--max-length-factor", type=float, default=DEFAULT_MAX_LENGTH_FACTOR,
+                        help="a translation also ends at this many times its source's tokens "
+                        f"(default {DEFAULT_MAX_LENGTH_FACTOR}; 0: at --max-length only)")
     parser.add_argument("--jit-compile", action="store_true", help="XLA-compile the decode loop")
     parser.add_argument("--quantization", help="ctranslate2: int8, int8_float32, int16, float16 or "
                         "bfloat16 weights (default: float32)")
@@ -36,6 +40,7 @@ def main(argv=None):
                 length_penalty=args.length_penalty,
                 max_length=args.max_length,
                 jit_compile=args.jit_compile,
+                max_length_factor=args.max_length_factor or None,
             )
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -29,7 +29,10 @@ def test_translations_equal_decoding_each_text_alone_in_the_input_order(translat
     results = translator.translate_with_scores(TEXTS)
     for text, (translation, score) in zip(TEXTS, results):
         source = np.array([encoded(translator, [text])[0]], "int32")
-        tokens, scores = decoding.beam_search(translator.model, source, beam_size=3, max_length=12)
+        tokens, scores = decoding.beam_search(
+            translator.model, source, beam_size=3, max_length=12,
+            max_length_factor=translator.max_length_factor,
+        )
         assert translation == translator.tokenizer.decode(ops.convert_to_numpy(tokens))[0]
         assert score == pytest.approx(float(scores[0]), abs=1e-4)
     assert translator.translate(TEXTS) == [t for t, _ in results]

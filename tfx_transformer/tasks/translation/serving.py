@@ -15,7 +15,12 @@ detokenized. An empty (or all-blank) input gives an empty translation with score
 
 import tensorflow as tf
 
-from tfx_transformer.decoding import beam_search_nbest, score_targets, translate_ids
+from tfx_transformer.decoding import (
+    DEFAULT_MAX_LENGTH_FACTOR,
+    beam_search_nbest,
+    score_targets,
+    translate_ids,
+)
 from tfx_transformer.tasks.serving import WARMUP_TEXTS, ServingModule, info_path, repair_utf8
 from tfx_transformer.tokens import END_ID, PAD_ID, START_ID
 
@@ -26,7 +31,7 @@ class TranslationServingModule(ServingModule):
     info_path = info_path("translation")
 
     def __init__(self, model, tokenizer, beam_size=4, length_penalty=0.6, max_length=None,
-                 jit_compile=False):
+                 jit_compile=False, max_length_factor=DEFAULT_MAX_LENGTH_FACTOR):
         super().__init__(model, name="translator")
         if not isinstance(beam_size, int) or beam_size < 1:
             raise ValueError(f"`beam_size` must be a positive integer. Received: {beam_size!r}")
@@ -36,6 +41,7 @@ class TranslationServingModule(ServingModule):
         self.length_penalty = float(length_penalty)
         self.max_input_length = config.max_length
         self.max_output_length = int(max_length or config.max_length)
+        self.max_length_factor = max_length_factor
         if not 0 < self.max_output_length <= config.max_length:
             raise ValueError(
                 f"`max_length` must be in [1, {config.max_length}] for this model. "
@@ -47,6 +53,7 @@ class TranslationServingModule(ServingModule):
             "length_penalty": self.length_penalty,
             "max_input_tokens": self.max_input_length,
             "max_output_tokens": self.max_output_length,
+            "max_length_factor": max_length_factor,
             "vocab_size": config.vocab_size,
             "model": config.to_dict(),
         }
@@ -78,7 +85,8 @@ class TranslationServingModule(ServingModule):
 
     def _decode(self, source_ids):
         return translate_ids(
-            self.model, source_ids, self.beam_size, self.length_penalty, self.max_output_length
+            self.model, source_ids, self.beam_size, self.length_penalty, self.max_output_length,
+            self.max_length_factor,
         )
 
     def _serve(self, text):
@@ -94,6 +102,7 @@ class TranslationServingModule(ServingModule):
         tokens, scores = beam_search_nbest(
             self.model, self._ids(text, self.max_input_length), self.beam_size,
             length_penalty=self.length_penalty, max_length=self.max_output_length,
+            max_length_factor=self.max_length_factor,
         )  # (B, K, L), (B, K)
         shape = tf.shape(tokens)
         words = tf.reshape(self._words(tf.reshape(tokens, [shape[0] * shape[1], shape[2]])), shape[:2])

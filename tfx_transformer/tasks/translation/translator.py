@@ -4,7 +4,9 @@ Inputs are tokenized, sorted by length into batches (the results come back in th
 decoded by a compiled function (tf.function on TensorFlow, which traces once per mode; jax.jit
 on JAX, over widths rounded up to a multiple of 16 and full batches, so that it compiles a
 bounded number of times) and detokenized. Modes: the best translation (greedy for beam size 1,
-beam search above), the n best, a sample, and the score of given translations.
+beam search above), the n best, a sample, and the score of given translations. A translation
+ends at `max_length` tokens and at `max_length_factor` times its source's tokens (default 3,
+as Marian's; None: at `max_length` only).
 """
 
 import keras
@@ -30,7 +32,8 @@ class InputTooLong(ValueError):
 
 class Translator:
     def __init__(self, model, tokenizer, beam_size=4, length_penalty=0.6, max_length=None,
-                 batch_size=64, long_inputs="truncate"):
+                 batch_size=64, long_inputs="truncate",
+                 max_length_factor=decoding.DEFAULT_MAX_LENGTH_FACTOR):
         if not isinstance(beam_size, int) or beam_size < 1:
             raise ValueError(f"`beam_size` must be a positive integer. Received: {beam_size!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -43,6 +46,7 @@ class Translator:
         self.length_penalty = float(length_penalty)
         self.max_input_length = model.model_config.max_length
         self.max_length = int(max_length or model.model_config.max_length)
+        self.max_length_factor = max_length_factor
         self.batch_size = batch_size
         self.long_inputs = long_inputs
         self._compiled = {}
@@ -66,7 +70,8 @@ class Translator:
         """(translation, score) per text; the score is beam search's length-normalized one (for
         beam size 1, the summed log-probability)."""
         decode = self._function(("best",), lambda ids: decoding.translate_ids(
-            self.model, ids, self.beam_size, self.length_penalty, self.max_length
+            self.model, ids, self.beam_size, self.length_penalty, self.max_length,
+            self.max_length_factor,
         ))
         return self._run(texts, decode, self._one_per_row)
 
@@ -74,7 +79,8 @@ class Translator:
         """The `num_hypotheses` best (translation, score) pairs of each text, best first."""
         beam_size = max(self.beam_size, num_hypotheses)
         decode = self._function(("nbest", num_hypotheses), lambda ids: decoding.beam_search_nbest(
-            self.model, ids, num_hypotheses, beam_size, self.length_penalty, self.max_length
+            self.model, ids, num_hypotheses, beam_size, self.length_penalty, self.max_length,
+            max_length_factor=self.max_length_factor,
         ))
         return self._run(texts, decode, self._n_per_row)
 
@@ -83,7 +89,8 @@ class Translator:
         a text's sample depends on the seed and on its place in its batch)."""
         key = ("sample", float(temperature), top_k, float(top_p), seed)
         decode = self._function(key, lambda ids: decoding.sample_decode(
-            self.model, ids, temperature, top_k, top_p, seed, self.max_length
+            self.model, ids, temperature, top_k, top_p, seed, self.max_length,
+            max_length_factor=self.max_length_factor,
         ))
         return self._run(texts, decode, self._one_per_row)
 
