@@ -33,7 +33,10 @@ class BatchShapes:
         return max(1, batch_tokens // width) * self.replicas
 
     def shape_for(self, longest, batch_tokens, max_length):
-        """`fixed`: (rows, width) of the batch whose longest member has `longest` tokens."""
+        """(rows, width) of the batch whose longest member has `longest` tokens; None (each
+        array as wide as its rows need) unless `fixed`."""
+        if not self.fixed:
+            return None
         widths = self.widths(max_length)
         width = widths[min(int(np.searchsorted(widths, longest)), len(widths) - 1)]
         return self.rows(batch_tokens, width), width

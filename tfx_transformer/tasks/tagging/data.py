@@ -255,9 +255,7 @@ def make_batches(
     rng = np.random.default_rng(None if shuffle_seed is None else shuffle_seed + 1)
     batches = []
     for chunk in chunks:
-        shape = None
-        if shapes.fixed:
-            shape = shapes.shape_for(max(lengths[i] for i in chunk), batch_tokens, max_length)
+        shape = shapes.shape_for(max(lengths[i] for i in chunk), batch_tokens, max_length)
         words = pad_rows([encoded.words[i] for i in chunk], shapes.multiple, shape)
         tags = pad_rows([encoded.tags[i] for i in chunk], shapes.multiple, shape)
         if word_dropout:

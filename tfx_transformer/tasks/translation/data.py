@@ -244,9 +244,7 @@ def make_batches(encoded, batch_tokens, max_length, shuffle_seed=None, shapes=Ba
     chunks = batch_indices(lengths, batch_tokens, max_length, shuffle_seed, shapes=shapes)
     batches = []
     for chunk in chunks:
-        shape = None
-        if shapes.fixed:
-            shape = shapes.shape_for(max(lengths[i] for i in chunk), batch_tokens, max_length)
+        shape = shapes.shape_for(max(lengths[i] for i in chunk), batch_tokens, max_length)
         batches.append(_pad_batch(encoded, chunk, shapes.multiple, shape))
     return batches, padding_fraction([a for b in batches for a in (b[0], b[2])])
 
