@@ -350,5 +350,14 @@ def test_max_length_factor_cuts_each_row_at_its_own_limit(rng):
     assert lengths[0].max() <= 5 and lengths[1].max() <= 9  # ceil(1.5 * 3), ceil(1.5 * 6)
     tokens, _ = greedy_decode(model, src, max_length=10, max_length_factor=1.0)
     assert (ops.convert_to_numpy(tokens)[:, :1] == END).all()  # greedy ends at once here anyway
+    # The buffers and the cache hold what the widest row may use: ceil(1.5 * 6) = 9 < 10, also
+    # where the width is known only when the graph runs.
+    eager, _ = beam_search(model, src, beam_size=3, max_length=10, max_length_factor=1.5)
+    traced = tf.function(
+        lambda ids: beam_search(model, ids, beam_size=3, max_length=10, max_length_factor=1.5),
+        input_signature=[tf.TensorSpec([None, None], tf.int32)],
+    )(src)[0]
+    assert eager.shape[1] == 9 and tuple(traced.shape) == (2, 9)
+    np.testing.assert_array_equal(ops.convert_to_numpy(traced), ops.convert_to_numpy(eager))
     with pytest.raises(ValueError, match="max_length_factor"):
         beam_search(model, src, max_length_factor=0)

@@ -5,11 +5,15 @@ batch axis), so the same code traces once under `tf.function` or `jax.jit` and r
 SavedModel. `use_cache=False` recomputes the whole decoder each step; it exists as the reference
 that the cached path must reproduce.
 
-Both return (tokens, scores): tokens [B, max_length] int32, the generated ids after the start
+Both return (tokens, scores): tokens [B, L] int32 (L = max_length; with `max_length_factor`, at
+most that times the source's width, which keeps the cache of a batch of short sentences short),
+the generated ids after the start
 token, including the end token where one was produced and 0 (padding) after it; scores [B]
 float32, the sum of the tokens' log-probabilities (beam search: divided by the GNMT length
 penalty).
 """
+
+import math
 
 import keras
 from keras import ops
@@ -56,6 +60,19 @@ def _length_limits(model, source_ids, max_length, max_length_factor):
         )
     real = ops.sum(ops.cast(ops.not_equal(source_ids, model.model_config.pad_id), "float32"), axis=1)
     return ops.minimum(ops.cast(ops.ceil(real * float(max_length_factor)), "int32"), max_length)
+
+
+def _buffer_length(source_ids, max_length, max_length_factor, prefix_ids):
+    """How many positions the loop's buffers and cache hold: `max_length`, or with
+    `max_length_factor` the longest row limit the source's width allows (a tensor where the
+    width is known only when the graph runs)."""
+    if max_length_factor is None or prefix_ids is not None:
+        return max_length
+    width = ops.shape(source_ids)[1]
+    if isinstance(width, int):
+        return min(max_length, math.ceil(width * float(max_length_factor)))
+    scaled = ops.cast(ops.ceil(ops.cast(width, "float32") * float(max_length_factor)), "int32")
+    return ops.minimum(scaled, max_length)
 
 
 class _Stepper:
@@ -255,11 +272,12 @@ def _decode_row_by_row(model, source_ids, choose, max_length, start_id, end_id, 
     source_ids = ops.convert_to_tensor(source_ids, dtype="int32")
     batch_size = ops.shape(source_ids)[0]
     pad_id = model.model_config.pad_id
-    stepper = _Stepper(model, source_ids, 1, max_length, use_cache, prefix_ids)
     limits = _length_limits(model, source_ids, max_length, max_length_factor)
+    length = _buffer_length(source_ids, max_length, max_length_factor, prefix_ids)
+    stepper = _Stepper(model, source_ids, 1, length, use_cache, prefix_ids)
 
     def condition(index, tokens, scores, finished, cache):
-        return ops.logical_and(index < max_length, ops.logical_not(ops.all(finished)))
+        return ops.logical_and(index < length, ops.logical_not(ops.all(finished)))
 
     def body(index, tokens, scores, finished, cache):
         log_probs, cache = stepper.log_probs(tokens, index, cache)
@@ -278,12 +296,12 @@ def _decode_row_by_row(model, source_ids, choose, max_length, start_id, end_id, 
         body,
         (
             ops.convert_to_tensor(0, dtype="int32"),
-            _start_tokens(batch_size, max_length, start_id),
+            _start_tokens(batch_size, length, start_id),
             ops.zeros((batch_size,), dtype="float32"),
             ops.zeros((batch_size,), dtype="bool"),
             stepper.self_cache,
         ),
-        maximum_iterations=max_length,
+        maximum_iterations=length,
     )
     return tokens[:, 1:], scores
 
@@ -364,15 +382,16 @@ def _search(model, source_ids, beam_size, length_penalty, max_length, start_id, 
     batch_size = ops.shape(source_ids)[0]
     pad_id = model.model_config.pad_id
     rows = batch_size * beam_size
-    stepper = _Stepper(model, source_ids, beam_size, max_length, use_cache, prefix_ids)
     limits = _length_limits(model, source_ids, max_length, max_length_factor)  # (B,) or None
+    length = _buffer_length(source_ids, max_length, max_length_factor, prefix_ids)
+    stepper = _Stepper(model, source_ids, beam_size, length, use_cache, prefix_ids)
     # A finished beam's only continuation: padding, at no cost.
     finished_row = ops.where(ops.equal(ops.arange(vocab_size), pad_id), 0.0, _IMPOSSIBLE)  # (V,)
     # Row offsets of each source's beams in the flattened [B * K] batch axis.
     beam_offsets = ops.expand_dims(ops.arange(batch_size) * beam_size, 1)  # (B, 1)
 
     def condition(index, tokens, log_probs, lengths, finished, cache):
-        return ops.logical_and(index < max_length, ops.logical_not(ops.all(finished)))
+        return ops.logical_and(index < length, ops.logical_not(ops.all(finished)))
 
     def body(index, tokens, log_probs, lengths, finished, cache):
         step_log_probs, cache = stepper.log_probs(tokens, index, cache)  # (B*K, V)
@@ -414,13 +433,13 @@ def _search(model, source_ids, beam_size, length_penalty, max_length, start_id, 
         body,
         (
             ops.convert_to_tensor(0, dtype="int32"),
-            _start_tokens(rows, max_length, start_id),
+            _start_tokens(rows, length, start_id),
             initial_log_probs,
             ops.zeros((batch_size, beam_size), dtype="int32"),
             ops.zeros((batch_size, beam_size), dtype="bool"),
             stepper.self_cache,
         ),
-        maximum_iterations=max_length,
+        maximum_iterations=length,
     )
     return tokens, log_probs, lengths
 
