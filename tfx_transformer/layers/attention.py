@@ -277,13 +277,22 @@ class MultiHeadAttention(keras.layers.Layer):
             output = output + ops.cast(self.output_dense.bias, output.dtype)
         return ops.reshape(output, (batch, length, self._d_model))
 
-    def project_key_value(self, key, value=None):
+    def project_key_value(self, key, value=None, heads_first=True):
         """(keys, values), each [B, h, S, d_head]: the cross-attention cache."""
         if value is None or value is key:
-            return self._project_heads(key, self.key_dense, self.value_dense)
-        (keys,) = self._project_heads(key, self.key_dense)
-        (values,) = self._project_heads(value, self.value_dense)
+            return self._project_heads(key, self.key_dense, self.value_dense, heads_first=heads_first)
+        (keys,) = self._project_heads(key, self.key_dense, heads_first=heads_first)
+        (values,) = self._project_heads(value, self.value_dense, heads_first=heads_first)
         return keys, values
+
+    def _project_query_key_value(self, query, key, value, heads_first=True):
+        """(queries, keys, values): one matmul for all three in self-attention."""
+        if key is query and value is query:
+            return self._project_heads(
+                query, self.query_dense, self.key_dense, self.value_dense, heads_first=heads_first
+            )
+        (queries,) = self._project_heads(query, self.query_dense, heads_first=heads_first)
+        return (queries, *self.project_key_value(key, value, heads_first=heads_first))
 
     def call(
         self,
@@ -304,13 +313,8 @@ class MultiHeadAttention(keras.layers.Layer):
         if cache is not None and cache_update_index is None:
             (queries,) = self._project_heads(query, self.query_dense)
             keys, values = cache  # (B, h, S, d_head) each: cross-attention while decoding
-        elif key is query and value is query:  # self-attention: one matmul for Q, K and V
-            queries, keys, values = self._project_heads(
-                query, self.query_dense, self.key_dense, self.value_dense
-            )  # (B, h, T, d_head) each
-        else:
-            (queries,) = self._project_heads(query, self.query_dense)  # (B, h, T, d_head)
-            keys, values = self.project_key_value(key, value)  # (B, h, S, d_head) each
+        else:  # queries (B, h, T, d_head), keys and values (B, h, S, d_head)
+            queries, keys, values = self._project_query_key_value(query, key, value)
         if cache is not None and cache_update_index is not None:
             cached_keys, cached_values = cache  # (B, h, L, d_head) each
             new_keys, new_values = keys, values  # (B, h, T, d_head) each
@@ -348,17 +352,7 @@ class MultiHeadAttention(keras.layers.Layer):
         )
 
     def _fused(self, query, key, value, attention_mask):
-        if key is query and value is query:
-            queries, keys, values = self._project_heads(
-                query, self.query_dense, self.key_dense, self.value_dense, heads_first=False
-            )
-        else:
-            (queries,) = self._project_heads(query, self.query_dense, heads_first=False)
-            if value is key:
-                keys, values = self._project_heads(key, self.key_dense, self.value_dense, heads_first=False)
-            else:
-                (keys,) = self._project_heads(key, self.key_dense, heads_first=False)
-                (values,) = self._project_heads(value, self.value_dense, heads_first=False)
+        queries, keys, values = self._project_query_key_value(query, key, value, heads_first=False)
         if attention_mask is not None:
             # [B, 1, T, S], the mask broadcast to every query: cuDNN's fused kernel refuses a
             # mask (it becomes a bias) whose query axis is 1.
