@@ -49,30 +49,32 @@ def _resolve(model, max_length, start_id, end_id):
     return max_length, start_id, end_id
 
 
-def _length_limits(model, source_ids, max_length, max_length_factor):
-    """Each source row's longest output [B] int32: `max_length`, or with `max_length_factor`
-    at most that times the row's real tokens (its end token included), rounded up."""
+def _output_lengths(model, source_ids, max_length, max_length_factor, prefix_ids):
+    """(each row's longest output [B] int32 or None, the positions the loop's buffers and cache
+    hold). Without `max_length_factor`: (None, max_length). With it, a row ends at that many
+    times its real tokens (its end token included), rounded up and at most `max_length`, and
+    the buffers hold the limit the source's width allows (a tensor where the width is known
+    only when the graph runs; `max_length` with a forced prefix, which may be longer)."""
     if max_length_factor is None:
-        return None
+        return None, max_length
     if not isinstance(max_length_factor, (int, float)) or max_length_factor <= 0:
         raise ValueError(
             f"`max_length_factor` must be a positive number. Received: {max_length_factor!r}"
         )
-    real = ops.sum(ops.cast(ops.not_equal(source_ids, model.model_config.pad_id), "float32"), axis=1)
-    return ops.minimum(ops.cast(ops.ceil(real * float(max_length_factor)), "int32"), max_length)
 
+    def limit(tokens):
+        scaled = ops.cast(ops.ceil(ops.cast(tokens, "float32") * float(max_length_factor)), "int32")
+        return ops.minimum(scaled, max_length)
 
-def _buffer_length(source_ids, max_length, max_length_factor, prefix_ids):
-    """How many positions the loop's buffers and cache hold: `max_length`, or with
-    `max_length_factor` the longest row limit the source's width allows (a tensor where the
-    width is known only when the graph runs)."""
-    if max_length_factor is None or prefix_ids is not None:
-        return max_length
+    real = ops.sum(ops.cast(ops.not_equal(source_ids, model.model_config.pad_id), "int32"), axis=1)
     width = ops.shape(source_ids)[1]
-    if isinstance(width, int):
-        return min(max_length, math.ceil(width * float(max_length_factor)))
-    scaled = ops.cast(ops.ceil(ops.cast(width, "float32") * float(max_length_factor)), "int32")
-    return ops.minimum(scaled, max_length)
+    if prefix_ids is not None:
+        buffer_length = max_length
+    elif isinstance(width, int):  # known now (eager, jax.jit): a Python int keeps shapes static
+        buffer_length = min(max_length, math.ceil(width * float(max_length_factor)))
+    else:
+        buffer_length = limit(width)
+    return limit(real), buffer_length
 
 
 class _Stepper:
@@ -272,8 +274,7 @@ def _decode_row_by_row(model, source_ids, choose, max_length, start_id, end_id, 
     source_ids = ops.convert_to_tensor(source_ids, dtype="int32")
     batch_size = ops.shape(source_ids)[0]
     pad_id = model.model_config.pad_id
-    limits = _length_limits(model, source_ids, max_length, max_length_factor)
-    length = _buffer_length(source_ids, max_length, max_length_factor, prefix_ids)
+    limits, length = _output_lengths(model, source_ids, max_length, max_length_factor, prefix_ids)
     stepper = _Stepper(model, source_ids, 1, length, use_cache, prefix_ids)
 
     def condition(index, tokens, scores, finished, cache):
@@ -382,8 +383,9 @@ def _search(model, source_ids, beam_size, length_penalty, max_length, start_id, 
     batch_size = ops.shape(source_ids)[0]
     pad_id = model.model_config.pad_id
     rows = batch_size * beam_size
-    limits = _length_limits(model, source_ids, max_length, max_length_factor)  # (B,) or None
-    length = _buffer_length(source_ids, max_length, max_length_factor, prefix_ids)
+    limits, length = _output_lengths(  # (B,) or None; the buffers' positions
+        model, source_ids, max_length, max_length_factor, prefix_ids
+    )
     stepper = _Stepper(model, source_ids, beam_size, length, use_cache, prefix_ids)
     # A finished beam's only continuation: padding, at no cost.
     finished_row = ops.where(ops.equal(ops.arange(vocab_size), pad_id), 0.0, _IMPOSSIBLE)  # (V,)
