@@ -142,13 +142,21 @@ class Trainer:
     def latest_checkpoint(self):
         return self.checkpoints.latest()
 
+    def _checkpoint_names(self):
+        """(name in a checkpoint, group, index in the group) of every variable of the state."""
+        return [
+            (f"{name}/{index:04d}/{variable.path}", group, index)
+            for group, name in enumerate(("model", "model_state", "optimizer"))
+            for index, variable in enumerate(self._variables[group])
+        ]
+
     def save_checkpoint(self):
         if not self.placement.chief:
             return
-        arrays = {}
-        for name, group, values in zip(("model", "model_state", "optimizer"), self._variables, self.state):
-            for index, (variable, value) in enumerate(zip(group, values)):
-                arrays[f"{name}/{index:04d}/{variable.path}"] = np.asarray(value)
+        arrays = {
+            name: np.asarray(self.state[group][index])
+            for name, group, index in self._checkpoint_names()
+        }
         self.checkpoints.save(self._step, arrays)
 
     def restore(self):
@@ -156,19 +164,15 @@ class Trainer:
         if latest is None:
             return 0
         arrays = self.checkpoints.load(latest)
-        expected = [
-            (f"{name}/{index:04d}/{variable.path}", variable)
-            for name, group in zip(("model", "model_state", "optimizer"), self._variables)
-            for index, variable in enumerate(group)
-        ]
-        missing = [key for key, _ in expected if key not in arrays]
+        expected = self._checkpoint_names()
+        missing = [name for name, _, _ in expected if name not in arrays]
         if missing or len(arrays) != len(expected):
             raise ValueError(
                 f"{latest} does not hold this run's variables (missing {missing[:3]}...); was the "
                 "model changed since it was written?"
             )
-        for key, variable in expected:
-            value = arrays[key]
+        for key, group, index in expected:
+            variable, value = self._variables[group][index], arrays[key]
             if tuple(value.shape) != tuple(variable.shape):
                 raise ValueError(f"{latest}: {key} has shape {value.shape}, the model {variable.shape}.")
             variable.assign(value.astype(variable.dtype))
@@ -179,14 +183,18 @@ class Trainer:
 
     # Steps ------------------------------------------------------------------------------------
 
-    def _loss(self, trainable, non_trainable, batch):
+    def _forward(self, trainable, non_trainable, batch, training):
+        """(summed loss, correct predictions, real target tokens, new non-trainable state)."""
         features, labels = batch[:-1], batch[-1]
         logits, non_trainable = self.model.stateless_call(
-            trainable, non_trainable, self.task.model_inputs(features), training=True
+            trainable, non_trainable, self.task.model_inputs(features), training=training
         )
         losses, tokens = smoothed_token_losses(labels, logits, self.options.label_smoothing)
-        loss_sum = ops.sum(losses)
         correct, _ = token_accuracy_counts(labels, logits)
+        return ops.sum(losses), correct, tokens, non_trainable
+
+    def _loss(self, trainable, non_trainable, batch):
+        loss_sum, correct, tokens, non_trainable = self._forward(trainable, non_trainable, batch, True)
         # The mean over the global batch's real tokens: its gradient is the one the TensorFlow
         # engine gets by dividing each replica's summed gradients by the global token count.
         return loss_sum / ops.maximum(tokens, 1.0), (non_trainable, loss_sum, correct, tokens)
@@ -202,13 +210,7 @@ class Trainer:
         return (trainable, non_trainable, optimizer_variables), (loss_sum, correct, tokens)
 
     def _evaluate(self, trainable, non_trainable, batch):
-        features, labels = batch[:-1], batch[-1]
-        logits, _ = self.model.stateless_call(
-            trainable, non_trainable, self.task.model_inputs(features), training=False
-        )
-        losses, tokens = smoothed_token_losses(labels, logits, self.options.label_smoothing)
-        correct, _ = token_accuracy_counts(labels, logits)
-        return ops.sum(losses), correct, tokens
+        return self._forward(trainable, non_trainable, batch, False)[:3]
 
     def _place(self, batch):
         """A global batch as arrays split by rows over the devices; with several processes each
