@@ -18,6 +18,7 @@ from tfx_transformer.data import (
     padding_fraction,
     read_lines,
 )
+from tfx_transformer.data.alignment import find_misalignment
 from tfx_transformer.tokens import END_ID, START_ID
 
 
@@ -27,6 +28,7 @@ class ParallelText:
     targets: list
     skipped_empty: int = 0
     origin: str = ""
+    misalignment: str | None = None  # what `data.alignment` found wrong with the file's lines
     unit = "pair"
 
     def __len__(self):
@@ -41,7 +43,7 @@ class ParallelText:
 # Readers ---------------------------------------------------------------------------------------
 
 
-def _keep_pairs(pairs, origin):
+def _keep_pairs(pairs, origin, misalignment=None):
     sources, targets, skipped = [], [], 0
     for source, target in pairs:
         source, target = source.strip(), target.strip()
@@ -52,7 +54,7 @@ def _keep_pairs(pairs, origin):
         targets.append(target)
     if not sources:
         raise DataError(f"{origin}: no usable pairs (every pair had an empty side).")
-    return ParallelText(sources, targets, skipped, origin)
+    return ParallelText(sources, targets, skipped, origin, misalignment)
 
 
 def read_tsv(path):
@@ -68,19 +70,24 @@ def read_tsv(path):
         if "\t" in target:
             raise DataError(f"{path}:{number}: more than one tab; expected source<TAB>target.")
         pairs.append((source, target))
-    return _keep_pairs(pairs, f"tsv:{path}")
+    found = find_misalignment([source for source, _ in pairs], [target for _, target in pairs])
+    return _keep_pairs(
+        pairs, f"tsv:{path}", found and f"{path}: {found.describe('the sources', 'the targets')}"
+    )
 
 
 def read_parallel(source_path, target_path):
     """Two aligned files, line i of one translating line i of the other."""
     sources = read_lines(source_path)
     targets = read_lines(target_path)
+    found = find_misalignment(sources, targets)
+    where = found and found.describe(source_path, target_path)
     if len(sources) != len(targets):
         raise DataError(
             f"{source_path} has {len(sources)} lines but {target_path} has {len(targets)}: "
-            "parallel files must be aligned line by line."
+            "parallel files must be aligned line by line" + (f"; {where}." if where else ".")
         )
-    return _keep_pairs(zip(sources, targets), f"parallel:{source_path},{target_path}")
+    return _keep_pairs(zip(sources, targets), f"parallel:{source_path},{target_path}", where)
 
 
 def read_tfds(name, split):
