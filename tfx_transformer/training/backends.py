@@ -29,6 +29,7 @@ class Placement:
     shapes: BatchShapes
     strategy: object = None
     devices: tuple = ()
+    processes: int = 1  # the processes (workers) that train together
 
 
 def engine():
@@ -39,6 +40,30 @@ def engine():
             f"train.py runs on the TensorFlow or JAX backend; KERAS_BACKEND is {backend!r}."
         )
     return importlib.import_module(ENGINES[backend])
+
+
+def bf16_is_fast():
+    """Whether bfloat16 matrix products run natively here: on a GPU or TPU, or, on the
+    TensorFlow backend, a CPU with AVX512-BF16 or AMX (oneDNN's bf16 kernels; measured 1.3x the
+    float32 training speed on a 2-core EPYC, README "Real text"). Elsewhere bf16 is emulated and
+    slower than float32."""
+    if on_accelerator():
+        return True
+    if keras.backend.backend() != "tensorflow":
+        return False
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_flags():
+    """The CPU's feature flags (Linux); empty where /proc/cpuinfo says none."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def on_accelerator():
