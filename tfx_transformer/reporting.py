@@ -7,9 +7,10 @@ import numpy as np
 _started = time.time()
 
 
-def restart_clock():
+def restart_clock(at=None):
+    """Log times count from `at` (a time.time(); default now)."""
     global _started
-    _started = time.time()
+    _started = time.time() if at is None else at
     return _started
 
 

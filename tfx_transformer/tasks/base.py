@@ -29,6 +29,11 @@ class Task(abc.ABC):
     # Its export's ServingModule by dotted name, imported only by the export (it needs
     # TensorFlow, which training on JAX does not); None: the task has no SavedModel export.
     serving_class = None
+    # The validation metric that picks the best weights and --early-stop watches: (name in
+    # evaluate's dict, "max" or "min").
+    selection_metric = ("loss", "min")
+    # What `evaluate` leaves for `report` to show (sample outputs), by attribute name.
+    shown_attributes = ()
 
     def __init__(self, options, paths):
         self.options = options
@@ -115,8 +120,14 @@ class Task(abc.ABC):
         """A batch without its labels -> what the model is called on."""
 
     @abc.abstractmethod
-    def evaluate(self, model):
-        """The task's validation metrics (besides loss and accuracy), as a dict of floats."""
+    def evaluate(self, model, final=False):
+        """The task's validation metrics (besides loss and accuracy), as a dict of floats;
+        `final`: the end of the run's evaluation, which may be fuller than those in training."""
+
+    def final_evaluation_cost(self):
+        """(validation, test): the time of the final validation and of the test scoring, each in
+        units of one in-training evaluation (for --time-budget's reserve)."""
+        return 1.0, 1.0
 
     def write_summaries(self, model, valid_batches, writer, step):
         """TensorBoard text and images of the last evaluation, through `writer` (a

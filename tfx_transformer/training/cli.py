@@ -10,7 +10,7 @@ from tfx_transformer.data import DataError
 from tfx_transformer.tasks import TASKS
 from tfx_transformer.runs import RunInUse
 from tfx_transformer.training.loop import TrainingInterrupted, run
-from tfx_transformer.training.options import STRATEGIES, TrainOptions
+from tfx_transformer.training.options import PRESET_TRAINING, STRATEGIES, TrainOptions
 from tfx_transformer.training.resume import RunFinished
 
 
@@ -40,7 +40,8 @@ def build_parser():
     task_epochs = ", ".join(f"{name} {task.default_epochs}" for name, task in TASKS.items())
     add("--epochs", type=int, help=f"passes over the training data (default: {task_epochs})")
     add("--steps", type=int, help="cap on the total number of training steps")
-    add("--batch-tokens", type=int, help=f"padded tokens per batch (default {defaults.batch_tokens})")
+    add("--batch-tokens", type=int, help="padded tokens per batch (default: the preset's, "
+        f"{preset_defaults('batch_tokens')})")
     add("--max-length", type=int, help="longest sequence in tokens (default: the preset's)")
     add("--long-pairs", choices=["drop", "truncate"],
         help="what to do with longer training pairs or sentences (default drop)")
@@ -51,8 +52,8 @@ def build_parser():
     add("--set", action="append", metavar="FIELD=VALUE", default=[],
         help="override a TransformerConfig field, e.g. --set d_model=128 (repeatable)")
     add("--warmup-steps", type=int, help=f"learning-rate warm-up (default {defaults.warmup_steps})")
-    add("--learning-rate-scale", type=float,
-        help=f"multiplies the paper's schedule (default {defaults.learning_rate_scale})")
+    add("--learning-rate-scale", type=float, help="multiplies the paper's schedule (default: the "
+        f"preset's, {preset_defaults('learning_rate_scale')})")
     task_smoothing = ", ".join(f"{name} {task.default_label_smoothing}" for name, task in TASKS.items())
     add("--label-smoothing", type=float, help=f"(default: {task_smoothing})")
     add("--clipnorm", type=float, help="clip each gradient to this norm")
@@ -63,14 +64,26 @@ def build_parser():
         "every process that keras.distribution.initialize() joined")
     add("--cpu-devices", type=int, help="split the CPU into N logical devices (to try mirrored)")
     add("--mixed-precision", choices=["auto", "none", "bf16", "fp16"],
-        help="(default auto: bf16 on a GPU or TPU, none on a CPU; fp16 on TensorFlow only)")
+        help="(default auto: bf16 on a GPU or TPU, and on TensorFlow on a CPU with AVX512-BF16 or "
+        "AMX; none elsewhere; fp16 on TensorFlow only)")
     add("--jit-compile", action="store_const", const=True,
         help="TensorFlow: XLA-compile the training step (JAX always compiles it)")
     add("--seed", type=int, help=f"(default {defaults.seed})")
     add("--eval-every", type=int, help="steps between evaluations (default: every epoch)")
-    add("--eval-examples", type=int, help="validation pairs decoded; validation sentences held "
-        "out of --data when no other says; lm: validation and test segments scored "
-        f"(default {defaults.eval_examples})")
+    add("--eval-examples", type=int, help="translation: validation pairs decoded greedily at each "
+        "evaluation (a random sample; the end of the run decodes the whole validation set with the "
+        "beam); validation sentences held out of --data when no other says; lm: validation and test "
+        f"segments scored (default {defaults.eval_examples})")
+    add("--time-budget", type=float, metavar="SECONDS", help="seconds for the whole job: training "
+        "stops when what is left is what the final evaluation, test and export are estimated to "
+        "need; without --epochs, the budget alone ends training")
+    add("--early-stop", type=int, metavar="K", help="end training after K evaluations without a "
+        "better validation score (BLEU, F1 or perplexity) (default 0: never)")
+    add("--average-last", type=int, metavar="N", help="at the end, average the last N checkpoints' "
+        "weights; the run keeps the better of these and the best weights on validation, scored on "
+        f"the whole validation set (default {defaults.average_last}; 0 or 1: best only)")
+    add("--allow-misaligned", action="store_const", const=True, help="train on parallel text "
+        "whose sides look shifted against each other (refused by default)")
     add("--beam-size", type=int, help=f"translation: beam size (default {defaults.beam_size})")
     add("--length-penalty", type=float, help=f"translation: GNMT alpha (default {defaults.length_penalty})")
     add("--checkpoint-every", type=int, help=f"steps between checkpoints (default {defaults.checkpoint_every})")
@@ -106,6 +119,10 @@ def format_help():
 def write_help():
     with open(HELP_FILE, "w", encoding="utf-8") as f:
         f.write(format_help())
+
+
+def preset_defaults(name):
+    return ", ".join(f"{preset} {values[name]}" for preset, values in PRESET_TRAINING.items())
 
 
 def _parse_value(text):
@@ -158,10 +175,11 @@ def options_from_args(argv=None):
 EXIT_BAD_INPUT, EXIT_FILE_SYSTEM, EXIT_FOLDER_IN_USE, EXIT_INTERRUPTED = 2, 3, 4, 130
 
 
-def main(argv=None):
+def main(argv=None, started=None):
+    """`started`: when the job began, for its log times and --time-budget (default now)."""
     try:
         options = options_from_args(argv)
-        run(options)
+        run(options, started=started)
     except RunFinished as finished:
         print(finished)
         return 0

@@ -65,6 +65,15 @@ def is_chief(strategy):
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
+def worker_count(strategy):
+    """The processes that train together under `strategy` (1 without a cluster)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return 1
+    jobs = resolver.cluster_spec().as_dict()
+    return sum(len(jobs.get(name, ())) for name in ("chief", "worker"))
+
+
 def writable_folder(strategy, folder):
     """The chief writes to `folder`; other workers to a scratch folder of their own, because
     multi-worker checkpointing needs every worker to save."""

@@ -21,6 +21,7 @@ from tfx_transformer.data import BatchShapes
 from tfx_transformer.tasks import task_class
 from tfx_transformer.training.backends import Placement
 from tfx_transformer.training.checkpoints import ArrayCheckpoints
+from tfx_transformer.training.selection import set_trainable
 from tfx_transformer.training.losses import smoothed_token_losses, token_accuracy_counts
 from tfx_transformer.training.optimization import make_optimizer
 
@@ -58,6 +59,7 @@ def setup(options, strategy=None):
         chief=jax.process_index() == 0,
         shapes=BatchShapes(multiple=8, fixed=True, replicas=len(devices)),
         devices=devices,
+        processes=jax.process_count(),
     )
 
 
@@ -102,7 +104,7 @@ class Trainer:
         )
         self.optimizer.build(self.model.trainable_variables)
         self.schedule = self.optimizer._learning_rate  # a schedule, or a constant rate
-        self.checkpoints = ArrayCheckpoints(paths.checkpoints, keep=2)
+        self.checkpoints = ArrayCheckpoints(paths.checkpoints, keep=max(2, options.average_last))
         self._variables = (
             self.model.trainable_variables,
             self.model.non_trainable_variables,
@@ -158,6 +160,23 @@ class Trainer:
             for name, group, index in self._checkpoint_names()
         }
         self.checkpoints.save(self._step, arrays)
+
+    def checkpoint_paths(self):
+        """The kept checkpoints, oldest first."""
+        return [self.checkpoints.path(step) for step in self.checkpoints.steps()]
+
+    def trainable_at(self, path):
+        """The model's trainable weights in the checkpoint at `path` (numpy arrays, in
+        model.trainable_variables order)."""
+        arrays = self.checkpoints.load(path)
+        return [arrays[name] for name, group, _ in self._checkpoint_names() if group == 0]
+
+    def assign_trainable(self, arrays):
+        """Gives the model, and the state the steps use, these trainable weights (the end of a
+        run's choice of weights)."""
+        set_trainable(self.model, arrays)
+        self.state = self._read_variables()
+        self._shared_with_variables = True
 
     def restore(self):
         latest = self.checkpoints.latest()

@@ -23,10 +23,12 @@ from tfx_transformer.reporting import log, restart_clock
 from tfx_transformer.runs import RunPaths, claimed
 from tfx_transformer.tasks import task_class
 from tfx_transformer.training import backends
-from tfx_transformer.training.options import MIXED_PRECISION
+from tfx_transformer.training.options import MIXED_PRECISION, UNBOUNDED_EPOCHS
 from tfx_transformer.training.progress import Progress
 from tfx_transformer.training.resume import check_not_finished, check_output_folder
+from tfx_transformer.training.selection import BestWeights, average
 from tfx_transformer.training.stats import TrainingStats
+from tfx_transformer.training.timing import RunClock
 
 
 @dataclasses.dataclass
@@ -52,14 +54,15 @@ class TrainingInterrupted(Exception):
     """Ctrl-C during training; the message says where the run can resume from."""
 
 
-def run(options, strategy=None):
+def run(options, strategy=None, started=None):
     """Trains as `options` say and returns the final metrics (also written to metrics.json).
 
     `strategy`: a tf.distribute strategy to train under (TensorFlow backend), instead of the one
     --strategy names. Raises RunInUse when another process holds the folder, RunFinished on
     --resume of a finished run, TrainingInterrupted on Ctrl-C (the folder then resumes with
-    --resume)."""
-    started = restart_clock()
+    --resume). `started`: when the job began (time.time(); default now), from which log times
+    and --time-budget count: train.py passes its process's start, before its imports."""
+    clock = RunClock(restart_clock(started), options.time_budget)
     paths = RunPaths(options.output)
     engine = backends.engine()
     placement = engine.setup(options, strategy)
@@ -69,12 +72,15 @@ def run(options, strategy=None):
         stats = TrainingStats(job.paths, job.chief)
         if job.chief:
             stats.write_hparams(options, job.model_config)
-        evaluator = Evaluator(job, stats)
+        evaluator = Evaluator(job, stats, clock)
+        best = BestWeights(paths.checkpoints, job.task.selection_metric, job.chief)
+        if options.resume:
+            best.load()
         try:
-            step, metrics = train(job, stats, evaluator)
+            step, metrics = train(job, stats, evaluator, best)
             if not job.chief:
                 return {}
-            return finish(job, stats, evaluator, step, metrics, started)
+            return finish(job, stats, evaluator, best, step, metrics)
         except KeyboardInterrupt:
             raise TrainingInterrupted(interruption_message(job)) from None
 
@@ -103,6 +109,14 @@ def prepare(options, paths, placement, engine):
     """Checks the (claimed) folder, reads the data and vocabulary, plans the steps, writes
     config.json and the vocabulary, builds the trainer."""
     check_output_folder(options, paths)
+    if placement.processes > 1 and (options.time_budget or options.early_stop):
+        # Only the chief evaluates and keeps the time; the other workers could not know when
+        # to stop, and would wait for it at the next step.
+        raise ValueError(
+            "--time-budget and --early-stop end training on the chief's decision, which the "
+            f"other {placement.processes - 1} worker(s) do not share; on several workers, bound "
+            "the run with --epochs or --steps."
+        )
     policy = mixed_precision_policy(options.mixed_precision)
     keras.config.set_dtype_policy(policy)
     keras.utils.set_random_seed(options.seed)
@@ -144,9 +158,9 @@ def prepare(options, paths, placement, engine):
 
 
 def mixed_precision_policy(name):
-    """The Keras dtype policy of --mixed-precision (auto: bf16 on an accelerator)."""
+    """The Keras dtype policy of --mixed-precision (auto: bf16 where it runs natively)."""
     if name == "auto":
-        return MIXED_PRECISION["bf16"] if backends.on_accelerator() else MIXED_PRECISION["none"]
+        return MIXED_PRECISION["bf16"] if backends.bf16_is_fast() else MIXED_PRECISION["none"]
     return MIXED_PRECISION[name]
 
 
@@ -167,47 +181,63 @@ class Evaluator:
     """Validation loss and accuracy over the validation batches, the task's own metrics, and
     their TensorBoard summaries."""
 
-    def __init__(self, job, stats):
+    def __init__(self, job, stats, clock):
         self.task = job.task
         self.model = job.trainer.model
         self.stats = stats
+        self.clock = clock
         self.trainer = job.trainer
         self.eval_step = job.trainer.make_eval_step()
         self.batches = job.task.valid_batches(job.placement.shapes)
 
     def __call__(self, step):
-        self.trainer.sync()
+        """The in-training evaluation of the trained weights at `step`, with its summaries;
+        training time stops while it runs, and its duration feeds the time budget."""
+        started = time.time()
+        with self.stats.paused(), self.clock.phase("evaluating"):
+            self.trainer.sync()
+            metrics = self.measure(final=False)
+            self.stats.write_validation(
+                step, metrics,
+                lambda writer, at: self.task.write_summaries(self.model, self.batches, writer, at),
+            )
+        self.clock.record_evaluation(time.time() - started)
+        return metrics
+
+    def measure(self, final):
+        """Loss and accuracy over the validation batches and the task's metrics, of the weights
+        the model holds (the final evaluation sets them itself)."""
         loss_sum = correct = tokens = 0.0
         for batch in self.batches:
             batch_loss, batch_correct, batch_tokens = self.eval_step(*batch)
             loss_sum += float(batch_loss)
             correct += float(batch_correct)
             tokens += float(batch_tokens)
-        metrics = {
+        return {
             "loss": loss_sum / max(tokens, 1.0),
             "accuracy": correct / max(tokens, 1.0),
-            **self.task.evaluate(self.model),
+            **self.task.evaluate(self.model, final=final),
         }
-        self.stats.write_validation(
-            step, metrics,
-            lambda writer, at: self.task.write_summaries(self.model, self.batches, writer, at),
-        )
-        return metrics
 
 
 # The training loop -----------------------------------------------------------------------------
 
 
-def train(job, stats, evaluator):
-    """Runs the steps from where the run stands to `total_steps`; returns (the step reached,
-    the last validation metrics or {} when none ran in this process)."""
-    options, trainer, task = job.options, job.trainer, job.task
+def train(job, stats, evaluator, best):
+    """Runs the steps from where the run stands to `total_steps`, or until --early-stop or
+    --time-budget ends them; returns (the step reached, the last validation metrics or {} when
+    none ran in this process)."""
+    options, trainer, task, clock = job.options, job.trainer, job.task, evaluator.clock
     step = trainer.restore() if options.resume else 0
     if options.resume:
         log(f"resuming from step {step}")
-    progress = Progress(job.total_steps, job.chief)
+    bounded = options.epochs != UNBOUNDED_EPOCHS or options.steps
+    progress = Progress(job.total_steps if bounded else None, job.chief)
     metrics = {}
-    while step < job.total_steps:
+    candidates = 2 if options.average_last >= 2 else 1
+    clock.switch("training")
+    stop = None
+    while step < job.total_steps and stop is None:
         epoch, offset = divmod(step, job.steps_per_epoch)
         batches, _ = task.train_batches(options.seed + epoch, job.placement.shapes)
         for loss_sum, correct, tokens in trainer.steps(batches, job.steps_per_epoch, offset):
@@ -221,15 +251,27 @@ def train(job, stats, evaluator):
             progress.update(step, loss, accuracy, stats.running_rate())
             if step % options.checkpoint_every == 0:
                 trainer.save_checkpoint()
-            if job.chief and (evaluation_due(options, step, job.steps_per_epoch) or step == job.total_steps):
-                with stats.paused():
-                    metrics = evaluator(step)
+            reserve = clock.reserve(task.final_evaluation_cost(), candidates, options.export)
+            if clock.out_of_time(reserve):
+                clock.stopped_by_budget = True
+                stop = (f"time budget: stopping at step {step} with {options.time_budget - clock.elapsed():.0f} s "
+                        f"left, {reserve:.0f} s of it estimated for the final evaluation, test and export")
+            due = evaluation_due(options, step, job.steps_per_epoch)
+            if job.chief and (due or step == job.total_steps or stop):
+                metrics = evaluator(step)
+                improved = best.update(step, metrics, trainer.model)
                 log(
                     f"\nstep {step}: validation loss {metrics['loss']:.4f}, accuracy "
                     f"{metrics['accuracy']:.4f}, {task.describe_metrics(metrics)}"
+                    + (" (best so far)" if improved else f" (best: step {best.step})")
                 )
-            if step >= job.total_steps:
+                if options.early_stop and best.since >= options.early_stop and not stop:
+                    stop = (f"early stop: {best.since} evaluations without a better validation "
+                            f"{best.name} than step {best.step}'s")
+            if step >= job.total_steps or stop:
                 break
+    if stop:
+        log(stop)
     if step != trainer.step:
         raise RuntimeError(f"step bookkeeping is off: {step} vs optimizer {trainer.step}")
     trainer.save_checkpoint()
@@ -246,20 +288,25 @@ def evaluation_due(options, step, steps_per_epoch):
 # Finishing -------------------------------------------------------------------------------------
 
 
-def finish(job, stats, evaluator, step, metrics, started):
-    """On the chief: test metrics, model.keras, the export and metrics.json; the last log lines."""
-    options, paths, task, model = job.options, job.paths, job.task, job.trainer.model
-    if not metrics:  # resumed at the end: nothing was evaluated in this process
+def finish(job, stats, evaluator, best, step, metrics):
+    """On the chief: the final choice of weights (best on validation, or the average of the last
+    checkpoints, whichever scores better on the whole validation set), test metrics,
+    model.keras, the export and metrics.json; the last log lines."""
+    options, paths, task, model, clock = job.options, job.paths, job.task, job.trainer.model, evaluator.clock
+    if not metrics and best.step is None:  # resumed at the end: nothing was evaluated yet
         metrics = evaluator(step)
+        best.update(step, metrics, model)
+    clock.switch("final evaluation")
     job.trainer.sync()
-    results = {
-        **metrics,
+    chosen, results = choose_weights(job, evaluator, best)
+    results.update({
         "steps": step,
         "tokens_per_sec": stats.average_tokens_per_sec,
         "padding_fraction": job.padding,
         "train_examples": task.train_examples,
         **task.test_metrics(model),
-    }
+    })
+    clock.switch("saving and export")
     with atomic_path(paths.model) as temporary:
         model.save(temporary)
     if options.export and task.serving_class is None:
@@ -268,15 +315,57 @@ def finish(job, stats, evaluator, step, metrics, started):
         results["export"] = export(paths, model, task)
         if results["export"]:
             log(f"exported {results['export']}")
-    results["seconds"] = time.time() - started
+    results["time"] = clock.summary()
+    results["seconds"] = results["time"]["total"]
     write_json_atomic(paths.metrics, results)
     stats.close()
     summary = task.report(results)
+    log(clock.describe())
     log(
         f"\ndone: {step} steps in {results['seconds']:.0f} s, {results['tokens_per_sec']:.0f} target "
-        f"tokens/s; {summary}\noutputs in {options.output}"
+        f"tokens/s; {chosen} weights; {summary}\noutputs in {options.output}"
     )
     return results
+
+
+def choose_weights(job, evaluator, best):
+    """Scores each candidate (the best weights on validation; with --average-last N, the average
+    of the last N checkpoints) with the final evaluation, leaves the better in the model and
+    returns (its name, its metrics with every candidate's under "candidates")."""
+    options, trainer = job.options, job.trainer
+    candidates = {"best": (best.weights(), {"step": best.step})}
+    paths = trainer.checkpoint_paths()[-options.average_last:] if options.average_last >= 2 else []
+    if len(paths) >= 2:
+        averaged = average([trainer.trainable_at(path) for path in paths])
+        steps = [checkpoint_step(path) for path in paths]
+        candidates["averaged"] = (averaged, {"checkpoints": steps})
+    task = job.task
+    name, direction = task.selection_metric
+    scored, shown = {}, {}
+    for candidate, (weights, origin) in candidates.items():
+        trainer.assign_trainable(weights)
+        scored[candidate] = {**evaluator.measure(final=True), **origin}
+        # What the task shows at the end (sample outputs) is of the last weights it evaluated.
+        shown[candidate] = {attribute: getattr(task, attribute) for attribute in task.shown_attributes}
+        log(f"final validation, {candidate} weights ({describe_origin(origin)}): "
+            f"{task.describe_metrics(scored[candidate])}")
+    pick = max if direction == "max" else min
+    chosen = pick(scored, key=lambda candidate: scored[candidate][name])
+    if len(scored) > 1:
+        trainer.assign_trainable(candidates[chosen][0])
+        for attribute, value in shown[chosen].items():
+            setattr(task, attribute, value)
+        log(f"keeping the {chosen} weights (validation {name} {scored[chosen][name]:.4g})")
+    results = {key: value for key, value in scored[chosen].items() if key not in ("step", "checkpoints")}
+    results["weights"] = chosen
+    results["candidates"] = scored
+    return chosen, results
+
+
+def describe_origin(origin):
+    if "step" in origin:
+        return f"step {origin['step']}"
+    return f"average of steps {', '.join(map(str, origin['checkpoints']))}"
 
 
 def export(paths, model, task):

@@ -9,7 +9,18 @@ from tfx_transformer.tasks import task_class
 # joined), every local device when there are several, else one; default: one device; mirrored:
 # every local device; multiworker: every process.
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
-# auto: bf16 on an accelerator (GPU or TPU), none on a CPU.
+# What suits each preset when a flag does not say: batch size and the learning rate's scale (the
+# paper's schedule, d_model^-0.5 * min(step^-0.5, step * warmup^-1.5), times this). small's are
+# what the measurements on real text showed (README, "Real text"): at d_model 256 the paper's
+# rate is too high for post-LN layers, and in a fixed time smaller batches (more updates) win.
+PRESET_TRAINING = {
+    "tiny": dict(batch_tokens=3072, learning_rate_scale=1.0),
+    "small": dict(batch_tokens=1536, learning_rate_scale=0.5),
+    "base": dict(batch_tokens=3072, learning_rate_scale=1.0),
+    "big": dict(batch_tokens=3072, learning_rate_scale=1.0),
+}
+UNBOUNDED_EPOCHS = 100_000
+# auto: bf16 where it runs natively (a GPU or TPU; on TensorFlow, a CPU with AVX512-BF16 or AMX).
 MIXED_PRECISION = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16", "auto": None}
 
 
@@ -25,13 +36,13 @@ class TrainOptions(JsonDataclass):
     test_data: str | None = None
     epochs: int | None = None  # None: the task's default
     steps: int | None = None
-    batch_tokens: int = 3072
+    batch_tokens: int | None = None  # None: the preset's (PRESET_TRAINING)
     max_length: int | None = None
     long_pairs: str = "drop"
     vocab_size: int = 8000  # translation: SentencePiece bound; tagging: most frequent words kept
     model: dict = dataclasses.field(default_factory=dict)  # TransformerConfig overrides
     warmup_steps: int = 400
-    learning_rate_scale: float = 1.0
+    learning_rate_scale: float | None = None  # None: the preset's (PRESET_TRAINING)
     label_smoothing: float | None = None  # None: the task's default
     clipnorm: float | None = None
     strategy: str = "auto"
@@ -40,7 +51,11 @@ class TrainOptions(JsonDataclass):
     jit_compile: bool = False
     seed: int = 0
     eval_every: int = 0  # steps between evaluations; 0: at the end of every epoch
-    eval_examples: int = 500
+    eval_examples: int = 500  # decoded greedily during training; the end decodes all of them
+    time_budget: float | None = None  # seconds for the whole job; None: no limit
+    early_stop: int = 0  # evaluations without improvement that end training; 0: never
+    average_last: int = 5  # checkpoints averaged at the end; 0 or 1: none
+    allow_misaligned: bool = False  # train on parallel text that looks misaligned
     beam_size: int = 4
     length_penalty: float = 0.6
     checkpoint_every: int = 200
@@ -52,19 +67,23 @@ class TrainOptions(JsonDataclass):
 
     def __post_init__(self):
         check_types(self)
+        if self.preset not in PRESETS:
+            raise ValueError(f"--preset must be one of {sorted(PRESETS)}. Received: {self.preset!r}")
+        for name, value in PRESET_TRAINING[self.preset].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         task = task_class(self.task)
         if self.data is None:
             self.data = task.default_data
         if self.epochs is None:
-            self.epochs = task.default_epochs
+            # With a time budget and no --epochs, the budget alone ends training.
+            self.epochs = UNBOUNDED_EPOCHS if self.time_budget else task.default_epochs
         if self.label_smoothing is None:
             self.label_smoothing = task.default_label_smoothing
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"--label-smoothing must be in [0, 1). Received: {self.label_smoothing!r}")
         if not 0.0 <= self.word_dropout < 1.0:
             raise ValueError(f"--word-dropout must be in [0, 1). Received: {self.word_dropout!r}")
-        if self.preset not in PRESETS:
-            raise ValueError(f"--preset must be one of {sorted(PRESETS)}. Received: {self.preset!r}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(
                 f"--mixed-precision must be one of {sorted(MIXED_PRECISION)}. "
@@ -77,6 +96,13 @@ class TrainOptions(JsonDataclass):
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer. Received: {value!r}")
         if self.steps is not None and (not isinstance(self.steps, int) or self.steps <= 0):
             raise ValueError(f"--steps must be a positive integer. Received: {self.steps!r}")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ValueError(f"--time-budget must be a positive number of seconds. Received: {self.time_budget!r}")
+        if not self.learning_rate_scale > 0:
+            raise ValueError(f"--learning-rate-scale must be positive. Received: {self.learning_rate_scale!r}")
+        for name in ("early_stop", "average_last"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be 0 or more. Received: {getattr(self, name)!r}")
         if self.long_pairs not in ("drop", "truncate"):
             raise ValueError(f"--long-pairs must be drop or truncate. Received: {self.long_pairs!r}")
         if self.strategy not in STRATEGIES:

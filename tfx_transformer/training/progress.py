@@ -8,13 +8,14 @@ from tfx_transformer.reporting import log
 
 
 class Progress:
-    """A progress bar on a terminal; in a log file, a plain line every ~5% of the steps."""
+    """A progress bar on a terminal; in a log file, a plain line every ~5% of the steps (every
+    100 when the total is unknown: a time budget ends the run)."""
 
     def __init__(self, total_steps, enabled):
         self.total_steps = total_steps
         self.enabled = enabled
         self.interactive = sys.stdout.isatty()
-        self.every = max(1, total_steps // 20)
+        self.every = max(1, total_steps // 20) if total_steps else 100
         if enabled and self.interactive:
             self.bar = keras.utils.Progbar(
                 total_steps, stateful_metrics=["loss", "accuracy", "tok/s"], interval=0.5
@@ -30,6 +31,6 @@ class Progress:
             self.bar.update(step, values)
         elif step % self.every == 0 or step == self.total_steps:
             log(
-                f"step {step}/{self.total_steps}: loss {loss:.4f}, accuracy {accuracy:.4f}, "
+                f"step {step}/{self.total_steps or '?'}: loss {loss:.4f}, accuracy {accuracy:.4f}, "
                 f"{tokens_per_sec:.0f} tokens/s"
             )

@@ -10,7 +10,8 @@ class RunFinished(Exception):
 
 
 # Options that may change when a run is resumed; every other one must match the saved run.
-RESUMABLE_CHANGES = ("epochs", "steps", "resume", "strategy", "cpu_devices", "export")
+RESUMABLE_CHANGES = ("epochs", "steps", "resume", "strategy", "cpu_devices", "export", "time_budget",
+                     "early_stop", "average_last", "allow_misaligned")
 
 
 def check_output_folder(options, paths):

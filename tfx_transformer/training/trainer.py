@@ -10,6 +10,7 @@ from tfx_transformer.training import distribute
 from tfx_transformer.training.backends import Placement
 from tfx_transformer.training.losses import smoothed_token_losses, token_accuracy_counts
 from tfx_transformer.training.optimization import make_optimizer
+from tfx_transformer.training.selection import set_trainable
 
 
 def setup(options, strategy=None):
@@ -25,6 +26,7 @@ def setup(options, strategy=None):
         chief=distribute.is_chief(strategy),
         shapes=BatchShapes(multiple=8 if options.jit_compile else 1),
         strategy=strategy,
+        processes=distribute.worker_count(strategy),
     )
 
 
@@ -54,7 +56,7 @@ class Trainer:
         self.manager = tf.train.CheckpointManager(
             self.checkpoint,
             distribute.writable_folder(strategy, paths.checkpoints),
-            max_to_keep=2,
+            max_to_keep=max(2, options.average_last),
         )
         self._compute = tf.function(self._compute_gradients, jit_compile=options.jit_compile)
         self._train_step = None
@@ -93,6 +95,22 @@ class Trainer:
 
     def save_checkpoint(self):
         self.manager.save(checkpoint_number=self.step)
+
+    def checkpoint_paths(self):
+        """The kept checkpoints, oldest first."""
+        return list(self.manager.checkpoints)
+
+    def trainable_at(self, path):
+        """The model's trainable weights in the checkpoint at `path` (numpy arrays, in
+        model.trainable_variables order). Reads the whole training state into the model and
+        optimizer (some of the model's variables are reachable only through the optimizer's
+        tracking), which then hold it: call it at the end of a run, not between steps."""
+        self.checkpoint.read(path).assert_existing_objects_matched()
+        return [variable.numpy() for variable in self.model.trainable_variables]
+
+    def assign_trainable(self, arrays):
+        """Gives the model these trainable weights (the end of a run's choice of weights)."""
+        set_trainable(self.model, arrays)
 
     def _compute_gradients(self, *batch):
         features, labels = batch[:-1], batch[-1]

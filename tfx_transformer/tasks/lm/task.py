@@ -19,6 +19,7 @@ from tfx_transformer.tasks.lm import metrics as lm_metrics
 
 class LanguageModelTask(SentencePieceTask):
     name = "lm"
+    selection_metric = ("perplexity", "min")
     default_data = "builtin:counting"
     data_specs = "builtin:counting or text:PATH"
     default_epochs = 6
@@ -83,7 +84,7 @@ class LanguageModelTask(SentencePieceTask):
     def _procedure(self):
         return "with_memory" if self.memory_length else "per_segment"
 
-    def evaluate(self, model):
+    def evaluate(self, model, final=False):
         result = lm_metrics.PROCEDURES[self._procedure()](model, self.valid_stream)
         return {"perplexity": result["perplexity"]}
 

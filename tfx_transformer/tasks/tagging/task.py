@@ -16,6 +16,8 @@ from tfx_transformer.tasks.tagging.vocabulary import TagVocabulary
 
 class TaggingTask(Task):
     name = "tagging"
+    selection_metric = ("f1", "max")
+    shown_attributes = ("predicted",)
     default_data = "builtin:entities"
     data_specs = "builtin:entities or conll:PATH (token and tag per line, blank line between sentences)"
     default_epochs = 20
@@ -128,7 +130,7 @@ class TaggingTask(Task):
             tags + ["O"] * (len(sentence) - len(tags)) for tags, sentence in zip(results, data.tokens)
         ]
 
-    def evaluate(self, model):
+    def evaluate(self, model, final=False):
         self.predicted = self.predict(model, self.valid_text, self.valid_encoded)
         return entity_scores(self.valid_text.tags, self.predicted)
 
