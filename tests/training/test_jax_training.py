@@ -45,7 +45,10 @@ def test_translation_trains_resumes_and_exports_on_jax(tmp_path):
     args = ["--output", str(output), "--data", f"tsv:{data}", *TINY, "--checkpoint-every", "4"]
     first = train([*args, "--steps", "8", "--no-export"], env=JAX)
     assert "jax backend" in first.stdout and "shapes" in first.stdout
-    assert sorted(p.name for p in (output / "checkpoints").iterdir()) == ["ckpt-4.npz", "ckpt-8.npz"]
+    # The training states (--average-last 5 keeps up to 5) beside the best weights on validation.
+    assert sorted(p.name for p in (output / "checkpoints").iterdir()) == [
+        "best.json", "best.npz", "ckpt-4.npz", "ckpt-8.npz"
+    ]
     (output / "metrics.json").unlink()  # the run as a longer one would find it mid-way
     result = train([*args, "--steps", "12", "--resume"], env=JAX)
     assert "resuming from step 8" in result.stdout
