@@ -26,9 +26,10 @@ def small_model():
     return model
 
 
-@pytest.mark.parametrize("direction,scores,best_index", [("max", [1.0, 3.0, 2.0, 2.5], 1),
-                                                          ("min", [3.0, 1.0, 1.0, 2.0], 1)])
-def test_best_weights_keep_the_best_and_count_evaluations_since(tmp_path, direction, scores, best_index):
+@pytest.mark.parametrize("direction,scores,best_index,since", [("max", [1.0, 3.0, 2.0, 2.5], 1, 2),
+                                                                ("min", [3.0, 1.0, 1.0, 2.0], 2, 2)])
+def test_best_weights_keep_the_best_and_count_evaluations_since(tmp_path, direction, scores, best_index,
+                                                               since):
     model = small_model()
     best = selection.BestWeights(str(tmp_path), ("score", direction))
     kept = None
@@ -38,7 +39,8 @@ def test_best_weights_keep_the_best_and_count_evaluations_since(tmp_path, direct
         if improved:
             kept = index
     assert kept == best_index and best.step == 10 * (best_index + 1)
-    assert best.since == len(scores) - 1 - best_index  # a tie is no improvement
+    # A tie keeps the later weights, but is no improvement for early stopping's count.
+    assert best.since == since
     np.testing.assert_array_equal(best.weights()[0], np.full((3, 2), float(best_index)))
     resumed = selection.BestWeights(str(tmp_path), ("score", direction))
     resumed.load()

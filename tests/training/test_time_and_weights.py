@@ -41,14 +41,15 @@ def test_a_run_under_a_time_budget_ends_inside_it_with_a_complete_folder(tmp_pat
 @pytest.mark.slow
 def test_early_stop_ends_after_k_evaluations_without_improvement(tmp_path, tsv):
     output = tmp_path / "out"
-    # A learning rate of ~0 never improves on the first evaluation: one more ends the run.
+    # A learning rate of ~0 never improves on the first evaluation: one more ends the run (the
+    # tie keeps the later weights).
     result = train(["--output", str(output), "--data", f"tsv:{tsv}", *TINY, "--eval-every", "3",
                     "--steps", "30", "--learning-rate-scale", "1e-9", "--early-stop", "1",
                     "--no-export"])
     metrics = metrics_of(output)
     assert metrics["steps"] == 6
-    assert "early stop: 1 evaluations without a better validation bleu than step 3's" in result.stdout
-    assert metrics["weights"] in ("best", "averaged") and metrics["candidates"]["best"]["step"] == 3
+    assert "early stop: 1 evaluations without a better validation bleu" in result.stdout
+    assert metrics["weights"] in ("best", "averaged") and metrics["candidates"]["best"]["step"] == 6
 
 
 @pytest.mark.slow

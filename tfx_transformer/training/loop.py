@@ -266,8 +266,7 @@ def train(job, stats, evaluator, best):
                     + (" (best so far)" if improved else f" (best: step {best.step})")
                 )
                 if options.early_stop and best.since >= options.early_stop and not stop:
-                    stop = (f"early stop: {best.since} evaluations without a better validation "
-                            f"{best.name} than step {best.step}'s")
+                    stop = f"early stop: {best.since} evaluations without a better validation {best.name}"
             if step >= job.total_steps or stop:
                 break
     if stop:
@@ -349,8 +348,9 @@ def choose_weights(job, evaluator, best):
         shown[candidate] = {attribute: getattr(task, attribute) for attribute in task.shown_attributes}
         log(f"final validation, {candidate} weights ({describe_origin(origin)}): "
             f"{task.describe_metrics(scored[candidate])}")
-    pick = max if direction == "max" else min
-    chosen = pick(scored, key=lambda candidate: scored[candidate][name])
+    sign = 1.0 if direction == "max" else -1.0
+    # On equal scores (an easy set saturates), the lower validation loss.
+    chosen = max(scored, key=lambda candidate: (sign * scored[candidate][name], -scored[candidate]["loss"]))
     if len(scored) > 1:
         trainer.assign_trainable(candidates[chosen][0])
         for attribute, value in shown[chosen].items():

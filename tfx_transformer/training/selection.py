@@ -40,21 +40,23 @@ class BestWeights:
         return score > self.score if self.direction == "max" else score < self.score
 
     def update(self, step, metrics, model):
-        """After an evaluation at `step`: keeps `model`'s weights when they are the best yet.
-        Returns True when they are."""
+        """After an evaluation at `step`: keeps `model`'s weights when they score at least as
+        well as the best so far (on a tie, the later weights: they have trained longer, and
+        on an easy set the score saturates early). Returns True when they are kept. `since`
+        counts the evaluations since the score last improved strictly."""
         score = float(metrics[self.name])
         improved = self.better(score)
-        if improved:
-            self.score, self.step, self.since = score, step, 0
+        kept = improved or score == self.score
+        if kept:
+            self.score, self.step = score, step
             if self.chief:
                 save_weights(self.weights_path, trainable_arrays(model))
-        else:
-            self.since += 1
+        self.since = 0 if improved else self.since + 1
         if self.chief:
             write_json_atomic(self.record_path, {
                 "metric": self.name, "score": self.score, "step": self.step, "since": self.since,
             })
-        return improved
+        return kept
 
     def weights(self):
         return load_weights(self.weights_path)
