@@ -21,6 +21,12 @@ def test_average_is_the_elementwise_mean_in_each_dtype():
         selection.average([])
 
 
+def test_a_checkpoint_just_before_another_is_not_averaged_twice():
+    assert selection.spaced([200, 400, 600, 603], every=200) == [200, 400, 603]
+    assert selection.spaced([600, 200, 400], every=200) == [200, 400, 600]
+    assert selection.spaced([3, 6, 9, 12], every=3) == [3, 6, 9, 12]
+
+
 def small_model():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     return model

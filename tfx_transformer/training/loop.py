@@ -26,7 +26,7 @@ from tfx_transformer.training import backends
 from tfx_transformer.training.options import MIXED_PRECISION, UNBOUNDED_EPOCHS
 from tfx_transformer.training.progress import Progress
 from tfx_transformer.training.resume import check_not_finished, check_output_folder
-from tfx_transformer.training.selection import BestWeights, average
+from tfx_transformer.training.selection import BestWeights, average, spaced
 from tfx_transformer.training.stats import TrainingStats
 from tfx_transformer.training.timing import RunClock
 
@@ -329,14 +329,16 @@ def finish(job, stats, evaluator, best, step, metrics):
 
 def choose_weights(job, evaluator, best):
     """Scores each candidate (the best weights on validation; with --average-last N, the average
-    of the last N checkpoints) with the final evaluation, leaves the better in the model and
+    of the last N checkpoints, `spaced`) with the final evaluation, leaves the better in the model and
     returns (its name, its metrics with every candidate's under "candidates")."""
     options, trainer = job.options, job.trainer
     candidates = {"best": (best.weights(), {"step": best.step})}
-    paths = trainer.checkpoint_paths()[-options.average_last:] if options.average_last >= 2 else []
-    if len(paths) >= 2:
-        averaged = average([trainer.trainable_at(path) for path in paths])
-        steps = [checkpoint_step(path) for path in paths]
+    steps = []
+    if options.average_last >= 2:
+        by_step = {checkpoint_step(path): path for path in trainer.checkpoint_paths()}
+        steps = spaced(by_step, options.checkpoint_every)[-options.average_last:]
+    if len(steps) >= 2:
+        averaged = average([trainer.trainable_at(by_step[step]) for step in steps])
         candidates["averaged"] = (averaged, {"checkpoints": steps})
     task = job.task
     name, direction = task.selection_metric

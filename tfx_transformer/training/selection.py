@@ -87,6 +87,15 @@ def load_weights(path):
         return [data[f"arr_{index}"] for index in range(len(data.files))]
 
 
+def spaced(steps, every):
+    """The checkpoint steps to average: a checkpoint closer than every/2 steps to the next (the
+    one a run writes where it stops, just after a periodic one) would weigh the same weights
+    twice, so only the later of the two is kept."""
+    steps = sorted(steps)
+    return [step for step, after in zip(steps, steps[1:] + [None])
+            if after is None or after - step >= every / 2]
+
+
 def average(weight_lists):
     """The element-wise mean of several lists of arrays (float64 sums, so that many checkpoints
     add up without rounding drift), in each array's own dtype."""
