@@ -56,8 +56,11 @@ def test_parallel_files_of_different_lengths_name_the_first_shifted_line(tmp_pat
     del targets[250]
     (tmp_path / "a.en").write_text("\n".join(sources) + "\n", encoding="utf-8")
     (tmp_path / "a.fr").write_text("\n".join(targets) + "\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"600 lines but .* 599.*misaligned from line 25[0-3]"):
+    with pytest.raises(DataError, match=r"600 lines but .* 599.*misaligned from line 25[0-3].*"
+                                        r"--allow-misaligned to train on the first 599"):
         read_parallel(str(tmp_path / "a.en"), str(tmp_path / "a.fr"))
+    allowed = read_parallel(str(tmp_path / "a.en"), str(tmp_path / "a.fr"), allow_misaligned=True)
+    assert len(allowed) == 599 and "600 lines but" in allowed.misalignment
 
 
 def test_equal_lengths_but_shifted_text_is_flagged(tmp_path):

@@ -156,6 +156,23 @@ def test_parallel_files_of_different_lengths_fail_early(tmp_path):
     assert result.returncode == 2 and "has 2 lines but" in result.stderr
 
 
+def test_shifted_parallel_files_are_refused_before_training_unless_allowed(tmp_path):
+    from tests.data.test_alignment import corpus
+
+    sources, targets = corpus(300)
+    targets = targets[:120] + targets[121:] + ["une ligne de plus"]  # a line lost, one added
+    (tmp_path / "s.txt").write_text("\n".join(sources) + "\n", encoding="utf-8")
+    (tmp_path / "t.txt").write_text("\n".join(targets) + "\n", encoding="utf-8")
+    args = ["--data", f"parallel:{tmp_path}/s.txt,{tmp_path}/t.txt", *TINY, "--steps", "2",
+            "--no-export", "--eval-examples", "8"]
+    refused = train(["--output", str(tmp_path / "refused"), *args], check=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "misaligned from line 12" in refused.stderr and "--allow-misaligned" in refused.stderr
+    assert not (tmp_path / "refused").exists()
+    allowed = train(["--output", str(tmp_path / "allowed"), *args, "--allow-misaligned"])
+    assert "training anyway (--allow-misaligned)" in allowed.stdout and "done: 2 steps" in allowed.stdout
+
+
 def test_help_documents_the_contract_flags():
     result = train(["--help"])
     for flag in ("--output", "--preset", "--data", "--valid-data", "--epochs", "--steps",

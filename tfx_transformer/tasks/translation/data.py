@@ -36,7 +36,8 @@ class ParallelText:
 
     def subset(self, indices):
         return ParallelText(
-            [self.sources[i] for i in indices], [self.targets[i] for i in indices], 0, self.origin
+            [self.sources[i] for i in indices], [self.targets[i] for i in indices], 0, self.origin,
+            self.misalignment,  # found in the whole file: holds for the parts held out of it
         )
 
 
@@ -76,17 +77,25 @@ def read_tsv(path):
     )
 
 
-def read_parallel(source_path, target_path):
-    """Two aligned files, line i of one translating line i of the other."""
+def read_parallel(source_path, target_path, allow_misaligned=False):
+    """Two aligned files, line i of one translating line i of the other. Files of different
+    lengths are refused, naming where they look shifted; with `allow_misaligned`, their first
+    min(lengths) lines are paired (and the text says what was wrong in `misalignment`)."""
     sources = read_lines(source_path)
     targets = read_lines(target_path)
     found = find_misalignment(sources, targets)
     where = found and found.describe(source_path, target_path)
     if len(sources) != len(targets):
-        raise DataError(
+        problem = (
             f"{source_path} has {len(sources)} lines but {target_path} has {len(targets)}: "
-            "parallel files must be aligned line by line" + (f"; {where}." if where else ".")
+            "parallel files must be aligned line by line" + (f"; {where}" if where else "")
         )
+        if not allow_misaligned:
+            raise DataError(
+                f"{problem}. Fix the files, or pass --allow-misaligned to train on the first "
+                f"{min(len(sources), len(targets))} lines of each."
+            )
+        where = problem
     return _keep_pairs(zip(sources, targets), f"parallel:{source_path},{target_path}", where)
 
 
@@ -186,8 +195,9 @@ def _language_pair(pair):
     return parts
 
 
-def load_spec(spec, split="train", seed=0):
-    """Reads a data spec. `split` matters for builtin and tfds, where one spec names several."""
+def load_spec(spec, split="train", seed=0, allow_misaligned=False):
+    """Reads a data spec. `split` matters for builtin and tfds, where one spec names several;
+    `allow_misaligned`: see `read_parallel`."""
     kind, _, rest = spec.partition(":")
     if kind == "builtin":
         name, _, pair = rest.partition(":")
@@ -198,7 +208,7 @@ def load_spec(spec, split="train", seed=0):
         return read_tsv(rest)
     if kind == "parallel" and rest.count(",") == 1:
         source_path, target_path = rest.split(",")
-        return read_parallel(source_path, target_path)
+        return read_parallel(source_path, target_path, allow_misaligned)
     if kind == "tfds" and rest:
         return read_tfds(rest, split)
     raise DataError(

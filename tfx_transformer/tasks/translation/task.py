@@ -31,7 +31,7 @@ class TranslationTask(SentencePieceTask):
     def prepare(self):
         options = self.options
         self.train_text, self.valid_text, self.test_text = self.load_splits(
-            data_lib.load_spec,
+            lambda spec, split, seed: data_lib.load_spec(spec, split, seed, options.allow_misaligned),
             lambda train: split_off(train, options.eval_examples, options.seed),
         )
         for name, split in (("training", self.train_text), ("validation", self.valid_text),
