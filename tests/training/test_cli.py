@@ -64,3 +64,24 @@ def test_the_saved_help_is_the_parsers_and_prints_without_tensorflow():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout == saved
+
+
+def test_run_ending_options_are_checked_and_preset_defaults_fill_the_rest():
+    import pytest
+
+    from tfx_transformer.training.cli import options_from_args
+    from tfx_transformer.training.options import PRESET_TRAINING, UNBOUNDED_EPOCHS
+
+    for flags, message in ((["--time-budget", "0"], "--time-budget must be a positive"),
+                           (["--average-last", "-1"], "--average-last must be 0 or more"),
+                           (["--early-stop", "-2"], "--early-stop must be 0 or more"),
+                           (["--learning-rate-scale", "0"], "--learning-rate-scale must be positive")):
+        with pytest.raises(ValueError, match=message):
+            options_from_args(flags)
+    small = options_from_args(["--preset", "small"])
+    assert small.batch_tokens == PRESET_TRAINING["small"]["batch_tokens"] == 1536
+    assert small.learning_rate_scale == 0.5 and small.epochs == TASKS["translation"].default_epochs
+    assert options_from_args(["--preset", "small", "--batch-tokens", "999"]).batch_tokens == 999
+    budgeted = options_from_args(["--time-budget", "60"])
+    assert budgeted.epochs == UNBOUNDED_EPOCHS  # the budget alone ends training
+    assert options_from_args(["--time-budget", "60", "--epochs", "2"]).epochs == 2

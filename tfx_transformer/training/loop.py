@@ -254,8 +254,9 @@ def train(job, stats, evaluator, best):
             reserve = clock.reserve(task.final_evaluation_cost(), candidates, options.export)
             if clock.out_of_time(reserve):
                 clock.stopped_by_budget = True
-                stop = (f"time budget: stopping at step {step} with {options.time_budget - clock.elapsed():.0f} s "
-                        f"left, {reserve:.0f} s of it estimated for the final evaluation, test and export")
+                left = options.time_budget - clock.elapsed()
+                stop = (f"time budget: stopping at step {step} with {left:.0f} s left, {reserve:.0f} s "
+                        "of it estimated for the final evaluation, test and export")
             due = evaluation_due(options, step, job.steps_per_epoch)
             if job.chief and (due or step == job.total_steps or stop):
                 metrics = evaluator(step)
@@ -291,7 +292,8 @@ def finish(job, stats, evaluator, best, step, metrics):
     """On the chief: the final choice of weights (best on validation, or the average of the last
     checkpoints, whichever scores better on the whole validation set), test metrics,
     model.keras, the export and metrics.json; the last log lines."""
-    options, paths, task, model, clock = job.options, job.paths, job.task, job.trainer.model, evaluator.clock
+    options, paths, task, model = job.options, job.paths, job.task, job.trainer.model
+    clock = evaluator.clock
     if not metrics and best.step is None:  # resumed at the end: nothing was evaluated yet
         metrics = evaluator(step)
         best.update(step, metrics, model)
@@ -352,7 +354,8 @@ def choose_weights(job, evaluator, best):
             f"{task.describe_metrics(scored[candidate])}")
     sign = 1.0 if direction == "max" else -1.0
     # On equal scores (an easy set saturates), the lower validation loss.
-    chosen = max(scored, key=lambda candidate: (sign * scored[candidate][name], -scored[candidate]["loss"]))
+    chosen = max(scored, key=lambda candidate: (sign * scored[candidate][name],
+                                                -scored[candidate]["loss"]))
     if len(scored) > 1:
         trainer.assign_trainable(candidates[chosen][0])
         for attribute, value in shown[chosen].items():

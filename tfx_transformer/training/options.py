@@ -97,12 +97,17 @@ class TrainOptions(JsonDataclass):
         if self.steps is not None and (not isinstance(self.steps, int) or self.steps <= 0):
             raise ValueError(f"--steps must be a positive integer. Received: {self.steps!r}")
         if self.time_budget is not None and not self.time_budget > 0:
-            raise ValueError(f"--time-budget must be a positive number of seconds. Received: {self.time_budget!r}")
+            raise ValueError(
+                f"--time-budget must be a positive number of seconds. Received: {self.time_budget!r}"
+            )
         if not self.learning_rate_scale > 0:
-            raise ValueError(f"--learning-rate-scale must be positive. Received: {self.learning_rate_scale!r}")
+            raise ValueError(
+                f"--learning-rate-scale must be positive. Received: {self.learning_rate_scale!r}"
+            )
         for name in ("early_stop", "average_last"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be 0 or more. Received: {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if value < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be 0 or more. Received: {value!r}")
         if self.long_pairs not in ("drop", "truncate"):
             raise ValueError(f"--long-pairs must be drop or truncate. Received: {self.long_pairs!r}")
         if self.strategy not in STRATEGIES:
