@@ -70,9 +70,9 @@ def test_clock_counts_phases_and_holds_back_the_estimated_end(monkeypatch):
     # Before any evaluation was timed, a share of the budget is held back.
     assert clock.reserve((3.0, 2.0), 2, export=True) == PROVISIONAL_RESERVE * 100.0
     now[0] += 50
-    with clock.phase("evaluating"):
+    with clock.evaluation():
         now[0] += 4
-    clock.record_evaluation(4.0)
+    assert clock.evaluation_seconds == 4.0
     reserve = clock.reserve((3.0, 2.0), 2, export=False)
     assert reserve > 4.0 * (3.0 * 2 + 2.0)  # measured cost, with a margin, plus saving
     assert not clock.out_of_time(reserve=30.0)  # 59 s used, 30 held back, 100 in all

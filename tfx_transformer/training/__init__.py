@@ -11,6 +11,8 @@
 - losses.py, optimization.py: the label-smoothed loss and the paper's Adam schedule;
 - stats.py, summaries.py, progress.py: counters, TensorBoard event files (tensorboard's own
   writer, no TensorFlow), the console;
+- timing.py: where a run's time goes, and when --time-budget stops training;
+- selection.py: which weights a run keeps (best on validation, averaged checkpoints);
 - resume.py: what a run folder allows (no overwriting, --resume rules).
 
 Public: `options.TrainOptions` and `loop.run` (the job from Python), `trainer.Trainer`,

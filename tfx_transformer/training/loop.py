@@ -13,7 +13,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 import keras
 
@@ -193,15 +192,13 @@ class Evaluator:
     def __call__(self, step):
         """The in-training evaluation of the trained weights at `step`, with its summaries;
         training time stops while it runs, and its duration feeds the time budget."""
-        started = time.time()
-        with self.stats.paused(), self.clock.phase("evaluating"):
+        with self.stats.paused(), self.clock.evaluation():
             self.trainer.sync()
             metrics = self.measure(final=False)
             self.stats.write_validation(
                 step, metrics,
                 lambda writer, at: self.task.write_summaries(self.model, self.batches, writer, at),
             )
-        self.clock.record_evaluation(time.time() - started)
         return metrics
 
     def measure(self, final):
@@ -235,6 +232,7 @@ def train(job, stats, evaluator, best):
     progress = Progress(job.total_steps if bounded else None, job.chief)
     metrics = {}
     candidates = 2 if options.average_last >= 2 else 1
+    final_cost = task.final_evaluation_cost()  # the data's sizes: the same at every step
     clock.switch("training")
     stop = None
     while step < job.total_steps and stop is None:
@@ -251,7 +249,7 @@ def train(job, stats, evaluator, best):
             progress.update(step, loss, accuracy, stats.running_rate())
             if step % options.checkpoint_every == 0:
                 trainer.save_checkpoint()
-            reserve = clock.reserve(task.final_evaluation_cost(), candidates, options.export)
+            reserve = clock.reserve(final_cost, candidates, options.export)
             if clock.out_of_time(reserve):
                 clock.stopped_by_budget = True
                 left = options.time_budget - clock.elapsed()

@@ -28,7 +28,7 @@ class RunClock:
         self.started = started
         self.budget = budget
         self.seconds = {phase: 0.0 for phase in PHASES}
-        self.evaluation_seconds = None  # the last in-training evaluation's
+        self.evaluation_seconds = None  # the last in-training evaluation's (see `evaluation`)
         self.stopped_by_budget = False
         self._phase_start = started
         self._current = "preparing"
@@ -45,6 +45,15 @@ class RunClock:
         finally:
             self._switch(outer)
 
+    @contextlib.contextmanager
+    def evaluation(self):
+        """An in-training evaluation: its time counts to "evaluating", and its duration is what
+        `reserve` scales."""
+        started = time.time()
+        with self.phase("evaluating"):
+            yield
+        self.evaluation_seconds = time.time() - started
+
     def switch(self, name):
         """From now on, time counts to `name`."""
         self._switch(name)
@@ -56,9 +65,6 @@ class RunClock:
         self.seconds[self._current] += now - self._phase_start
         previous, self._current, self._phase_start = self._current, name, now
         return previous
-
-    def record_evaluation(self, seconds):
-        self.evaluation_seconds = seconds
 
     def reserve(self, final_cost, candidates, export):
         """Seconds the end of the run is estimated to need: `final_cost` = (validation, test),
