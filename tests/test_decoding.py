@@ -59,7 +59,9 @@ def test_greedy_equals_a_plain_python_loop_over_full_passes(rng):
 @pytest.mark.parametrize(
     "overrides",
     [{}, {"position": "learned"}, {"norm_first": True}, {"position": "shaw"}, {"position": "tener"},
-     {"position": "transformer_xl"}],
+     {"position": "transformer_xl"}, {"universal_steps": 3},
+     {"universal_steps": 4, "adaptive_computation": True, "norm_first": True},
+     {"universal_steps": 4, "adaptive_computation": True, "position": "learned"}],
 )
 def test_cached_decoding_equals_recomputing_the_decoder(overrides, rng):
     model = make_model(**overrides)

@@ -5,6 +5,7 @@ import json
 
 from tfx_transformer.layers.attention import SCORE_FUNCTIONS
 from tfx_transformer.layers.relative import RELATIVE_ATTENTION
+from tfx_transformer.layers.universal import check_halting
 from tfx_transformer.layers.validation import check_choice, check_positive_int, check_rate
 from tfx_transformer.tokens import END_ID, PAD_ID, START_ID
 
@@ -72,6 +73,14 @@ class TransformerConfig(JsonDataclass):
     `linformer_length` (k) projects the encoder self-attention's keys and values along the
     sequence to k rows (Linformer); the decoder's causal self-attention stays full.
 
+    `universal_steps` > 0 makes the encoder and the decoder Universal Transformer stacks: one
+    block each, with shared weights, applied `universal_steps` times with a timestep signal added
+    before every application (`num_encoder_layers` and `num_decoder_layers` are then unused).
+    `adaptive_computation` adds ACT: each position stops after at most `universal_steps`
+    applications, once its halting probabilities sum past `halting_threshold` (1 - epsilon),
+    and `ponder_cost` (tau) times its steps plus remainder is added to the training loss. See
+    `tfx_transformer.layers.universal`.
+
     Token ids: `pad_id` (0, masked everywhere), `start_id` (fed first to the decoder) and
     `end_id` (ends a decoded sequence).
     """
@@ -96,6 +105,10 @@ class TransformerConfig(JsonDataclass):
     linformer_length: int | None = None  # k: Linformer encoder self-attention; None: full
     linformer_share_projection: bool = False
     memory_length: int = 0  # TransformerLM: Transformer-XL memory (earlier positions kept per layer)
+    universal_steps: int = 0  # > 0: Universal Transformer stacks, one shared block applied this often
+    adaptive_computation: bool = False  # ACT over the universal steps (needs universal_steps)
+    halting_threshold: float = 0.99  # ACT: 1 - epsilon
+    ponder_cost: float = 0.01  # ACT: tau, the weight of the ponder cost in the loss
     pad_id: int = PAD_ID
     start_id: int = START_ID
     end_id: int = END_ID
@@ -127,6 +140,28 @@ class TransformerConfig(JsonDataclass):
                 )
             if self.score not in ("scaled_dot", "dot"):
                 raise ValueError(f"Linformer attention takes a dot score. Received: score={self.score!r}")
+        if not isinstance(self.universal_steps, int) or isinstance(self.universal_steps, bool) or (
+            self.universal_steps < 0
+        ):
+            raise ValueError(
+                "`universal_steps` must be a non-negative integer (0: fixed-depth stacks). "
+                f"Received: {self.universal_steps!r}"
+            )
+        if not isinstance(self.adaptive_computation, bool):
+            raise ValueError(
+                f"`adaptive_computation` must be True or False. Received: {self.adaptive_computation!r}"
+            )
+        if self.adaptive_computation and not self.universal_steps:
+            raise ValueError(
+                "Adaptive computation time decides how many of the universal steps each position "
+                "takes; set `universal_steps` (the most it may take) too."
+            )
+        check_halting(self.halting_threshold, self.ponder_cost)
+        if self.universal_steps and self.memory_length:
+            raise ValueError(
+                "A Transformer-XL memory keeps each layer's inputs; a universal stack has one "
+                "block applied repeatedly. Use `memory_length=0` with `universal_steps`."
+            )
         for name in ("pad_id", "start_id", "end_id"):
             value = getattr(self, name)
             if not isinstance(value, int) or not 0 <= value < self.vocab_size:
@@ -162,6 +197,19 @@ class TransformerConfig(JsonDataclass):
             linformer_length=self.linformer_length,
             linformer_max_length=self.max_length if self.linformer_length else None,
             linformer_share_projection=self.linformer_share_projection,
+        )
+
+    def stack_kwargs(self, num_layers):
+        """The arguments of an encoder or decoder stack: `num_layers` blocks, or the universal
+        stack's recurrence."""
+        if not self.universal_steps:
+            return dict(num_layers=num_layers, **self.block_kwargs())
+        return dict(
+            max_steps=self.universal_steps,
+            adaptive_computation=self.adaptive_computation,
+            halting_threshold=self.halting_threshold,
+            ponder_cost=self.ponder_cost,
+            **self.block_kwargs(),
         )
 
     @property

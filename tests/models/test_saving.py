@@ -135,6 +135,10 @@ CASES = {
     "encoder": lambda: _case_encoder(L.Encoder(2, **BLOCK)),
     "decoder_block": lambda: _case_decoder(L.DecoderBlock(**BLOCK)),
     "decoder": lambda: _case_decoder(L.Decoder(2, **BLOCK, norm_first=True)),
+    "universal_encoder_act": lambda: _case_encoder(
+        L.UniversalEncoder(3, adaptive_computation=True, **BLOCK, norm_first=True)
+    ),
+    "universal_decoder": lambda: _case_decoder(L.UniversalDecoder(3, **BLOCK)),
     "transformer": _case_transformer,
     "transformer_unshared_learned": lambda: _case_transformer(
         share_embeddings=False, position="learned"
@@ -142,9 +146,14 @@ CASES = {
     "transformer_shaw": lambda: _case_transformer(position="shaw", relative_values=False),
     "transformer_tener": lambda: _case_transformer(position="tener", norm_first=True),
     "transformer_linformer": lambda: _case_transformer(linformer_length=4),
+    "transformer_universal_act": lambda: _case_transformer(
+        universal_steps=3, adaptive_computation=True, position="shaw"
+    ),
+    "tagger_universal": lambda: _case_tagger(universal_steps=2),
     "tagger_tener": lambda: _case_tagger(position="tener"),
     "tagger_learned": lambda: _case_tagger(position="learned"),
     "lm_vanilla": lambda: _case_lm(),
+    "lm_universal_act": lambda: _case_lm(universal_steps=3, adaptive_computation=True),
     "lm_transformer_xl": lambda: _case_lm(position="transformer_xl", memory_length=6, norm_first=True),
 }
 

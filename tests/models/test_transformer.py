@@ -31,6 +31,8 @@ VARIANTS = [
     {"position": "shaw", "max_relative_distance": 3},
     {"position": "tener"},
     {"linformer_length": 8},
+    {"universal_steps": 3},
+    {"universal_steps": 4, "adaptive_computation": True, "position": "tener"},
 ]
 
 

@@ -28,6 +28,7 @@ from tfx_transformer.layers.relative import (
     TransformerXLAttention,
     relative_distances,
 )
+from tfx_transformer.layers.universal import UniversalDecoder, UniversalEncoder
 
 __all__ = [
     "Attention",
@@ -47,6 +48,8 @@ __all__ = [
     "TenerAttention",
     "TokenEmbedding",
     "TransformerXLAttention",
+    "UniversalDecoder",
+    "UniversalEncoder",
     "causal_mask",
     "combine_masks",
     "decoder_self_attention_mask",

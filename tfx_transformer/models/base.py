@@ -5,11 +5,13 @@ import keras
 
 from tfx_transformer.config import TransformerConfig
 from tfx_transformer.layers import (
+    Decoder,
     Encoder,
     LearnedPositionEmbedding,
     SinusoidalPositionEncoding,
     TokenEmbedding,
 )
+from tfx_transformer.layers.universal import UniversalDecoder, UniversalEncoder
 
 
 def position_layer(config, name, dtype=None):
@@ -20,6 +22,22 @@ def position_layer(config, name, dtype=None):
     if config.position == "sinusoidal":
         return SinusoidalPositionEncoding(dtype=dtype, name="positions")
     return None
+
+
+def make_stack(config, num_layers, decoder=False, dtype=None, name=None):
+    """An encoder (or decoder) stack of `num_layers` blocks, or the universal one the config asks
+    for (`universal_steps`)."""
+    if config.universal_steps:
+        stack_class = UniversalDecoder if decoder else UniversalEncoder
+    else:
+        stack_class = Decoder if decoder else Encoder
+    return stack_class(**config.stack_kwargs(num_layers), dtype=dtype, name=name)
+
+
+def ponder_kwargs(config, real_positions):
+    """What a stack's call needs to know of padding beyond its attention mask: the universal
+    stacks' ACT must not ponder padded positions ([B, T] bool, True on real tokens)."""
+    return {"padding_mask": real_positions} if config.universal_steps else {}
 
 
 def embed_tokens(embedding, positions, dropout, token_ids, start_index=0, training=None):
@@ -81,11 +99,8 @@ class SingleStackModel(ConfiguredModel):
         self.embedding_dropout = keras.layers.Dropout(
             config.dropout, dtype=self.dtype_policy, name="embedding_dropout"
         )
-        self.stack = Encoder(
-            getattr(config, num_layers_field),
-            **config.block_kwargs(),
-            dtype=self.dtype_policy,
-            name=stack_name,
+        self.stack = make_stack(
+            config, getattr(config, num_layers_field), dtype=self.dtype_policy, name=stack_name
         )
 
     def build(self, input_shape=None):

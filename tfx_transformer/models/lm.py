@@ -16,7 +16,7 @@ import keras
 from keras import ops
 
 from tfx_transformer.layers import causal_mask, padding_mask
-from tfx_transformer.models.base import SingleStackModel
+from tfx_transformer.models.base import SingleStackModel, ponder_kwargs
 
 
 def check_lm_config(config):
@@ -80,7 +80,9 @@ class TransformerLM(SingleStackModel):
         x = self.embed(token_ids, training)
         if memory is None or not self.memory_length:
             mask = ops.logical_and(causal_mask(length), ops.expand_dims(real, 1))  # (B, T, T)
-            x, _ = self.stack(x, attention_mask=mask, return_block_inputs=True, training=training)
+            x = self.stack(
+                x, attention_mask=mask, training=training, **ponder_kwargs(config, real)
+            )
             return self._logits(x), None
         states, valid = memory
         remembered = ops.shape(valid)[1]

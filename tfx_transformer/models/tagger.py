@@ -3,9 +3,9 @@
 import keras
 from keras import ops
 
-from tfx_transformer.layers import key_padding_mask
+from tfx_transformer.layers import key_padding_mask, padding_mask
 from tfx_transformer.layers.validation import check_positive_int
-from tfx_transformer.models.base import SingleStackModel
+from tfx_transformer.models.base import SingleStackModel, ponder_kwargs
 
 
 @keras.saving.register_keras_serializable(package="tfx_transformer")
@@ -36,10 +36,15 @@ class TransformerTagger(SingleStackModel):
     def call(self, token_ids, training=None, return_attention_scores=False):
         if isinstance(token_ids, dict):
             token_ids = token_ids["token_ids"]
-        mask = key_padding_mask(token_ids, self.model_config.pad_id)  # (B, 1, S)
+        config = self.model_config
+        mask = key_padding_mask(token_ids, config.pad_id)  # (B, 1, S)
         x = self.embed(token_ids, training)
         encoded = self.stack(
-            x, attention_mask=mask, return_attention_scores=return_attention_scores, training=training
+            x,
+            attention_mask=mask,
+            return_attention_scores=return_attention_scores,
+            training=training,
+            **ponder_kwargs(config, padding_mask(token_ids, config.pad_id)),
         )
         if return_attention_scores:
             encoded, weights = encoded

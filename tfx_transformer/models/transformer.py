@@ -4,14 +4,19 @@ import keras
 from keras import ops
 
 from tfx_transformer.layers import (
-    Decoder,
-    Encoder,
     TokenEmbedding,
     causal_mask,
     decoder_self_attention_mask,
     key_padding_mask,
+    padding_mask,
 )
-from tfx_transformer.models.base import ConfiguredModel, embed_tokens, position_layer
+from tfx_transformer.models.base import (
+    ConfiguredModel,
+    embed_tokens,
+    make_stack,
+    ponder_kwargs,
+    position_layer,
+)
 
 
 @keras.saving.register_keras_serializable(package="tfx_transformer")
@@ -52,17 +57,11 @@ class Transformer(ConfiguredModel):
         self.embedding_dropout = keras.layers.Dropout(
             config.dropout, dtype=self.dtype_policy, name="embedding_dropout"
         )
-        self.encoder = Encoder(
-            config.num_encoder_layers,
-            **config.block_kwargs(),
-            dtype=self.dtype_policy,
-            name="encoder",
+        self.encoder = make_stack(
+            config, config.num_encoder_layers, dtype=self.dtype_policy, name="encoder"
         )
-        self.decoder = Decoder(
-            config.num_decoder_layers,
-            **config.block_kwargs(),
-            dtype=self.dtype_policy,
-            name="decoder",
+        self.decoder = make_stack(
+            config, config.num_decoder_layers, decoder=True, dtype=self.dtype_policy, name="decoder"
         )
         # Weights exist from construction on, so a model can be saved, loaded, summarized or
         # placed under a distribution strategy before it has seen data.
@@ -96,36 +95,50 @@ class Transformer(ConfiguredModel):
         encoder_output, source_mask = self.encode(inputs["source_ids"], training=training)
         return self.decode(inputs["target_ids"], encoder_output, source_mask, training=training)
 
-    def encode(self, source_ids, training=None, return_attention_scores=False):
-        """[B, S] ids -> (encoder output [B, S, d_model], source key mask [B, 1, S])."""
-        source_mask = key_padding_mask(source_ids, self.model_config.pad_id)  # (B, 1, S)
+    def encode(self, source_ids, training=None, return_attention_scores=False, return_ponder=False):
+        """[B, S] ids -> (encoder output [B, S, d_model], source key mask [B, 1, S]), then the
+        attention weights and the ponder statistics when asked."""
+        config = self.model_config
+        source_mask = key_padding_mask(source_ids, config.pad_id)  # (B, 1, S)
         x = self._embed(self.source_embedding, self.source_positions, source_ids, 0, training)
+        extra = {"return_ponder": True} if return_ponder else {}
         encoded = self.encoder(
             x,
             attention_mask=source_mask,
             return_attention_scores=return_attention_scores,
             training=training,
+            **ponder_kwargs(config, padding_mask(source_ids, config.pad_id)),
+            **extra,
         )
-        if return_attention_scores:
-            return encoded[0], source_mask, encoded[1]
-        return encoded, source_mask
+        encoded = encoded if isinstance(encoded, tuple) else (encoded,)
+        return (encoded[0], source_mask) + encoded[1:]
 
     def decode(
-        self, target_ids, encoder_output, source_mask, training=None, return_attention_scores=False
+        self,
+        target_ids,
+        encoder_output,
+        source_mask,
+        training=None,
+        return_attention_scores=False,
+        return_ponder=False,
     ):
-        """Full decoder pass: [B, T] target ids -> float32 logits [B, T, V]."""
+        """Full decoder pass: [B, T] target ids -> float32 logits [B, T, V], then the self and
+        cross attention weights and the ponder statistics when asked."""
+        config = self.model_config
         x = self._embed(self.target_embedding, self.target_positions, target_ids, 0, training)
+        extra = {"return_ponder": True} if return_ponder else {}
         decoded = self.decoder(
             x,
             encoder_output,
-            self_attention_mask=decoder_self_attention_mask(target_ids, self.model_config.pad_id),
+            self_attention_mask=decoder_self_attention_mask(target_ids, config.pad_id),
             cross_attention_mask=source_mask,
             return_attention_scores=return_attention_scores,
             training=training,
+            **ponder_kwargs(config, padding_mask(target_ids, config.pad_id)),
+            **extra,
         )
-        if return_attention_scores:
-            return self._logits(decoded[0]), decoded[1], decoded[2]
-        return self._logits(decoded)
+        decoded = decoded if isinstance(decoded, tuple) else (decoded,)
+        return self._logits(decoded[0]) if len(decoded) == 1 else (self._logits(decoded[0]),) + decoded[1:]
 
     def attention_maps(self, inputs):
         """Every attention layer's weights for one batch (inference mode).
@@ -148,6 +161,27 @@ class Transformer(ConfiguredModel):
             "decoder_self": decoder_self,
             "decoder_cross": decoder_cross,
         }
+
+    def ponder_steps(self, inputs):
+        """How many applications of the shared block each real position took (inference mode):
+        {"encoder": [B, S], "decoder": [B, T]} float32, 0 on padding. Without adaptive
+        computation every real position takes `universal_steps`; a fixed-depth model, the
+        number of layers."""
+        config = self.model_config
+        if not config.adaptive_computation:
+            source = ops.cast(padding_mask(inputs["source_ids"], config.pad_id), "float32")
+            target = ops.cast(padding_mask(inputs["target_ids"], config.pad_id), "float32")
+            return {
+                "encoder": source * (config.universal_steps or config.num_encoder_layers),
+                "decoder": target * (config.universal_steps or config.num_decoder_layers),
+            }
+        encoder_output, source_mask, encoder_ponder = self.encode(
+            inputs["source_ids"], training=False, return_ponder=True
+        )
+        _, decoder_ponder = self.decode(
+            inputs["target_ids"], encoder_output, source_mask, training=False, return_ponder=True
+        )
+        return {"encoder": encoder_ponder["steps"], "decoder": decoder_ponder["steps"]}
 
     # Incremental decoding -------------------------------------------------------------------
 
