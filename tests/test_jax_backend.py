@@ -97,6 +97,18 @@ JAX_SCRIPT = textwrap.dedent(
         cached = jax.jit(lambda ids: tt.greedy_decode(relative, ids, max_length=8))(src)[0]
         full = tt.greedy_decode(relative, src, max_length=8, use_cache=False)[0]
         np.testing.assert_array_equal(np.asarray(cached), np.asarray(full))
+    # The Universal Transformer with ACT: cached decoding under jit equals recomputation, and
+    # stateless_call returns its ponder cost for a training step to add.
+    universal = tt.Transformer(tt.TransformerConfig.preset(
+        "tiny", vocab_size=50, universal_steps=4, adaptive_computation=True, dropout=0.0))
+    cached = jax.jit(lambda ids: tt.beam_search(universal, ids, beam_size=2, max_length=8))(src)[0]
+    full = tt.beam_search(universal, src, beam_size=2, max_length=8, use_cache=False)[0]
+    np.testing.assert_array_equal(np.asarray(cached), np.asarray(full))
+    _, _, ponder_losses = universal.stateless_call(
+        [v.value for v in universal.trainable_variables],
+        [v.value for v in universal.non_trainable_variables],
+        inputs, training=True, return_losses=True)
+    assert len(ponder_losses) == 2 and all(0.01 <= float(loss) <= 0.05 for loss in ponder_losses)
     tagger = tt.TransformerTagger(
         tt.TransformerConfig.preset("tiny", vocab_size=50, num_encoder_layers=1, position="tener"),
         num_tags=5,

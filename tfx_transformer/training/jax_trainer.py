@@ -203,20 +203,30 @@ class Trainer:
     # Steps ------------------------------------------------------------------------------------
 
     def _forward(self, trainable, non_trainable, batch, training):
-        """(summed loss, correct predictions, real target tokens, new non-trainable state)."""
+        """(summed loss, correct predictions, real target tokens, new non-trainable state, the
+        losses the model adds itself)."""
         features, labels = batch[:-1], batch[-1]
-        logits, non_trainable = self.model.stateless_call(
-            trainable, non_trainable, self.task.model_inputs(features), training=training
+        logits, non_trainable, model_losses = self.model.stateless_call(
+            trainable,
+            non_trainable,
+            self.task.model_inputs(features),
+            training=training,
+            return_losses=True,
         )
         losses, tokens = smoothed_token_losses(labels, logits, self.options.label_smoothing)
         correct, _ = token_accuracy_counts(labels, logits)
-        return ops.sum(losses), correct, tokens, non_trainable
+        added = sum((ops.cast(loss, "float32") for loss in model_losses), ops.zeros((), "float32"))
+        return ops.sum(losses), correct, tokens, non_trainable, added
 
     def _loss(self, trainable, non_trainable, batch):
-        loss_sum, correct, tokens, non_trainable = self._forward(trainable, non_trainable, batch, True)
+        loss_sum, correct, tokens, non_trainable, added = self._forward(
+            trainable, non_trainable, batch, True
+        )
         # The mean over the global batch's real tokens: its gradient is the one the TensorFlow
         # engine gets by dividing each replica's summed gradients by the global token count.
-        return loss_sum / ops.maximum(tokens, 1.0), (non_trainable, loss_sum, correct, tokens)
+        # `added`: what the model adds to the loss itself (ACT's ponder cost), a batch mean.
+        loss = loss_sum / ops.maximum(tokens, 1.0) + added
+        return loss, (non_trainable, loss_sum, correct, tokens)
 
     def _train(self, state, batch):
         trainable, non_trainable, optimizer_variables = state

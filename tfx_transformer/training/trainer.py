@@ -116,11 +116,15 @@ class Trainer:
         features, labels = batch[:-1], batch[-1]
         with tf.GradientTape() as tape:
             logits = self.model(self.task.model_inputs(features), training=True)
-            losses, _ = smoothed_token_losses(labels, logits, self.options.label_smoothing)
+            losses, tokens = smoothed_token_losses(labels, logits, self.options.label_smoothing)
             loss_sum = tf.reduce_sum(losses)
+            # Losses the model adds (ACT's ponder cost) are means per batch: weighted by this
+            # replica's tokens, so that dividing by the global count below averages them.
             scaled = loss_sum
+            for added in self.model.losses:
+                scaled += tf.cast(added, tf.float32) * tokens
             if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
-                scaled = self.optimizer.scale_loss(loss_sum)
+                scaled = self.optimizer.scale_loss(scaled)
         gradients = tape.gradient(scaled, self.model.trainable_variables)
         correct, _ = token_accuracy_counts(labels, logits)
         return loss_sum, correct, gradients

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -168,3 +170,43 @@ def test_tfds_spec_reads_a_local_dataset(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="tfds:no_such_dataset_here") as refused:
         data_lib.load_spec("tfds:no_such_dataset_here")
     assert len(str(refused.value)) < 500 and "\n" not in str(refused.value)  # not tfds's list of names
+
+
+def test_algorithmic_splits_hold_longer_inputs_for_the_test():
+    from tfx_transformer.tasks.translation.algorithmic import algorithmic_split
+
+    for name in ("copy", "reverse", "addition"):
+        train = algorithmic_split(name, "train", sizes={"train": 400})
+        test = algorithmic_split(name, "test", sizes={"test": 60})
+        train_lengths = [len(s.split()) for s in train.sources]
+        assert max(train_lengths) <= 20 and min(train_lengths) >= 1
+        assert set(train.bands) == {"1-20"}
+        for source, band in zip(test.sources, test.bands):
+            low, high = map(int, band.split("-"))
+            assert low <= len(source.split()) <= high
+        assert test.bands.count("21-40") == test.bands.count("41-60") == 30
+        # The same seed gives the same pairs; the splits differ.
+        assert algorithmic_split(name, "train", sizes={"train": 400}).sources == train.sources
+        assert algorithmic_split(name, "validation", sizes={"validation": 400}).sources != train.sources
+
+
+def test_algorithmic_targets_are_what_the_task_computes():
+    from tfx_transformer.tasks.translation.algorithmic import algorithmic_split
+
+    copy = algorithmic_split("copy", "validation", sizes={"validation": 50})
+    assert copy.sources == copy.targets
+    reverse = algorithmic_split("reverse", "validation", sizes={"validation": 50})
+    assert all(t.split() == s.split()[::-1] for s, t in zip(reverse.sources, reverse.targets))
+    addition = algorithmic_split("addition", "test", sizes={"test": 50})
+    for source, target in zip(addition.sources, addition.targets):
+        first, second = source.split(" + ")
+        def value(digits):  # least significant digit first
+            return int("".join(digits.split()[::-1]))
+        assert value(target) == value(first) + value(second)
+
+
+def test_algorithmic_spec_errors_name_the_choices():
+    with pytest.raises(DataError, match="copy, reverse, addition"):
+        data_lib.load_spec("builtin:algorithmic:sort")
+    with pytest.raises(DataError, match=re.escape("'algorithmic:copy|reverse|addition'")):
+        data_lib.load_spec("builtin:nonsense")

@@ -1,7 +1,8 @@
 """Parallel text: the data specs, their readers, the built-in number-words task, encoding to
 token ids, and batches by a token budget (see `tfx_transformer.data.batching`).
 
-Specs: `builtin:numbers` (optionally `builtin:numbers:en-fr`), `tsv:PATH`,
+Specs: `builtin:numbers` (optionally `builtin:numbers:en-fr`), `builtin:algorithmic:TASK`
+(copy, reverse or addition; see `algorithmic`), `tsv:PATH`,
 `parallel:SRC_PATH,TGT_PATH`, `tfds:NAME` (needs tensorflow-datasets and its data).
 """
 
@@ -19,6 +20,7 @@ from tfx_transformer.data import (
     read_lines,
 )
 from tfx_transformer.data.alignment import find_misalignment
+from tfx_transformer.tasks.translation.algorithmic import ALGORITHMIC_TASKS, algorithmic_split
 from tfx_transformer.tokens import END_ID, START_ID
 
 
@@ -29,6 +31,7 @@ class ParallelText:
     skipped_empty: int = 0
     origin: str = ""
     misalignment: str | None = None  # what `data.alignment` found wrong with the file's lines
+    bands: list | None = None  # a length band per pair (builtin:algorithmic), scored apart
     unit = "pair"
 
     def __len__(self):
@@ -38,6 +41,7 @@ class ParallelText:
         return ParallelText(
             [self.sources[i] for i in indices], [self.targets[i] for i in indices], 0, self.origin,
             self.misalignment,  # found in the whole file: holds for the parts held out of it
+            None if self.bands is None else [self.bands[i] for i in indices],
         )
 
 
@@ -200,10 +204,15 @@ def load_spec(spec, split="train", seed=0, allow_misaligned=False):
     `allow_misaligned`: see `read_parallel`."""
     kind, _, rest = spec.partition(":")
     if kind == "builtin":
-        name, _, pair = rest.partition(":")
+        name, _, variant = rest.partition(":")
+        if name == "algorithmic":
+            return algorithmic_split(variant, split, seed)
         if name != "numbers":
-            raise DataError(f"Unknown built-in dataset {name!r}; the built-in one is 'numbers'.")
-        return numbers_split(split, pair or "en-fr", seed)
+            raise DataError(
+                f"Unknown built-in dataset {name!r}; the built-in ones are 'numbers' and "
+                f"'algorithmic:{'|'.join(ALGORITHMIC_TASKS)}'."
+            )
+        return numbers_split(split, variant or "en-fr", seed)
     if kind == "tsv" and rest:
         return read_tsv(rest)
     if kind == "parallel" and rest.count(",") == 1:
@@ -212,7 +221,8 @@ def load_spec(spec, split="train", seed=0, allow_misaligned=False):
     if kind == "tfds" and rest:
         return read_tfds(rest, split)
     raise DataError(
-        f"Unknown data spec {spec!r}: use builtin:numbers, tsv:PATH, parallel:SRC,TGT or tfds:NAME."
+        f"Unknown data spec {spec!r}: use builtin:numbers, builtin:algorithmic:TASK, tsv:PATH, "
+        "parallel:SRC,TGT or tfds:NAME."
     )
 
 

@@ -8,6 +8,7 @@ from tfx_transformer.models import Transformer
 from tfx_transformer.reporting import attention_image, log, markdown_table
 from tfx_transformer.tasks.base import SentencePieceTask
 from tfx_transformer.tasks.translation import data as data_lib
+from tfx_transformer.tasks.translation.algorithmic import exact_match_by_band
 from tfx_transformer.tasks.translation.metrics import score_translations
 from tfx_transformer.tasks.translation.translator import Translator
 
@@ -15,7 +16,10 @@ from tfx_transformer.tasks.translation.translator import Translator
 class TranslationTask(SentencePieceTask):
     name = "translation"
     default_data = "builtin:numbers"
-    data_specs = "builtin:numbers[:en-fr], tsv:PATH, parallel:SRC,TGT or tfds:NAME"
+    data_specs = (
+        "builtin:numbers[:en-fr], builtin:algorithmic:copy|reverse|addition (tested on longer "
+        "inputs than trained on), tsv:PATH, parallel:SRC,TGT or tfds:NAME"
+    )
     default_epochs = 6
     batch_arity = 3  # (source, decoder input, labels)
     serving_class = "tfx_transformer.tasks.translation.serving.TranslationServingModule"
@@ -147,6 +151,8 @@ class TranslationTask(SentencePieceTask):
         maps = model.attention_maps({"source_ids": source[:1], "target_ids": decoder_in[:1]})
         cross = np.asarray(maps["decoder_cross"][-1])[0].mean(axis=0)  # (T, S), heads averaged
         writer.image("cross_attention", attention_image(cross), step)
+        if model.model_config.adaptive_computation:
+            write_ponder_summaries(model, valid_batches[0], writer, step)
 
     def describe_metrics(self, metrics):
         return describe_scores(metrics)
@@ -156,7 +162,12 @@ class TranslationTask(SentencePieceTask):
             return {}
         translations = self._translate(model, self.test_text.sources, self.options.beam_size)
         scores = score_translations(translations, self.test_text.targets)
-        return {**{f"test_{k}": v for k, v in scores.items()}, "test_pairs": len(self.test_text)}
+        results = {**{f"test_{k}": v for k, v in scores.items()}, "test_pairs": len(self.test_text)}
+        if self.test_text.bands is not None:
+            results["test_exact_match_by_length"] = exact_match_by_band(
+                translations, self.test_text.targets, self.test_text.bands
+            )
+        return results
 
     def export_settings(self):
         return {"beam_size": self.options.beam_size, "length_penalty": self.options.length_penalty}
@@ -173,7 +184,22 @@ class TranslationTask(SentencePieceTask):
         if "test_bleu" in results:
             test = {key[len("test_"):]: value for key, value in results.items() if key.startswith("test_")}
             summary += f"; test {describe_scores(test)} ({results['test_pairs']} pairs)"
+        if "test_exact_match_by_length" in results:
+            summary += "; test exact match by input length: " + ", ".join(
+                f"{band} {share:.2%}" for band, share in results["test_exact_match_by_length"].items()
+            )
         return summary
+
+
+def write_ponder_summaries(model, batch, writer, step):
+    """ACT's steps per real position on one validation batch: their mean and histogram, for the
+    encoder (per source token) and the decoder (per target token, teacher-forced)."""
+    source, decoder_in, _ = batch
+    steps = model.ponder_steps({"source_ids": source, "target_ids": decoder_in})
+    for side, ids in (("encoder", source), ("decoder", decoder_in)):
+        real = np.asarray(steps[side])[np.asarray(ids) != 0]
+        writer.scalar(f"ponder/{side}_mean_steps", real.mean(), step)
+        writer.histogram(f"ponder/{side}_steps", real, step)
 
 
 def describe_scores(scores):
