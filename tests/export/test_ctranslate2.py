@@ -46,6 +46,11 @@ def test_what_ctranslate2_cannot_express_is_refused(exported_run, tmp_path):
     config = TransformerConfig.from_dict({**exported_run["model"].model_config.to_dict(), "position": "shaw"})
     with pytest.raises(ValueError, match="no counterpart for position='shaw'"):
         export_ctranslate2(Transformer(config), exported_run["tokenizer"], str(tmp_path / "ct2"))
+    config = TransformerConfig.from_dict(
+        {**exported_run["model"].model_config.to_dict(), "universal_steps": 3}
+    )
+    with pytest.raises(ValueError, match="Universal Transformer"):
+        export_ctranslate2(Transformer(config), exported_run["tokenizer"], str(tmp_path / "ct2"))
     assert not (tmp_path / "ct2").exists()
 
 

@@ -32,6 +32,9 @@ def check_convertible(config):
         problems.append("Linformer attention")
     if config.score != "scaled_dot":
         problems.append(f"score={config.score!r} (scaled_dot only)")
+    if config.universal_steps:
+        # CTranslate2 layers add no signal between layers (the universal timestep signal).
+        problems.append("the Universal Transformer's recurrence (universal_steps)")
     if config.activation not in ACTIVATIONS:
         problems.append(f"activation={config.activation!r} ({' or '.join(ACTIVATIONS)} only)")
     if problems:
