@@ -1,8 +1,8 @@
 """The Universal Transformer against the vanilla one: length generalization on the algorithmic
 tasks, ponder steps, and what the recurrence costs per token; optionally one real-text row.
 
-    python benchmarks/universal.py [--tasks copy,reverse,addition] [--seeds 3] [--steps 600]
-        [--layers 4] [--universal-steps 4] [--act-steps 8] [--out /tmp/universal]
+    python benchmarks/universal.py [--tasks copy,reverse,addition] [--seeds 3] [--steps 1000]
+        [--layers 2] [--universal-steps 4] [--act-steps 6] [--out /tmp/universal]
         [--real-text-budget 600 --data ../shared/data/multi30k-en-fr] [-- extra train.py flags]
 
 Three models per task, each trained by `python train.py --data builtin:algorithmic:TASK` for
@@ -236,10 +236,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default="copy,reverse,addition")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--layers", type=int, default=4, help="vanilla's blocks per stack")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--layers", type=int, default=2, help="vanilla's blocks per stack")
     parser.add_argument("--universal-steps", type=int, default=4)
-    parser.add_argument("--act-steps", type=int, default=8, help="ACT's most steps")
+    parser.add_argument("--act-steps", type=int, default=6, help="ACT's most steps")
     parser.add_argument("--out", default="/tmp/universal")
     parser.add_argument("--real-text-budget", type=float, default=0,
                         help="seconds per model on the shared corpus (0: no real-text row)")

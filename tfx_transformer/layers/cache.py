@@ -14,6 +14,14 @@ def empty_key_value_cache(num_blocks, batch_size, num_heads, max_length, head_si
     return tuple((ops.zeros(shape, dtype=dtype), ops.zeros(shape, dtype=dtype)) for _ in range(num_blocks))
 
 
+def empty_block_caches(count, block_kwargs, batch_size, max_length, dtype):
+    """`empty_key_value_cache` for `count` attention layers of blocks built with `block_kwargs`."""
+    heads = block_kwargs["num_heads"]
+    return empty_key_value_cache(
+        count, batch_size, heads, max_length, block_kwargs["d_model"] // heads, dtype
+    )
+
+
 def write_positions(buffer, update, index, axis):
     """buffer with `update` written at positions index.. of `axis` (a dynamic index).
 

@@ -3,7 +3,7 @@
 import keras
 
 from tfx_transformer.layers.block import TransformerBlockBase, TransformerStackBase
-from tfx_transformer.layers.cache import empty_key_value_cache
+from tfx_transformer.layers.cache import empty_block_caches
 
 
 @keras.saving.register_keras_serializable(package="tfx_transformer")
@@ -141,10 +141,8 @@ class Decoder(TransformerStackBase):
 
     def empty_self_attention_cache(self, batch_size, max_length):
         """One (keys, values) pair of zeros [B, h, L, d_head] per block, filled while decoding."""
-        heads = self.block_kwargs["num_heads"]
-        return empty_key_value_cache(
-            len(self.blocks), batch_size, heads, max_length, self.block_kwargs["d_model"] // heads,
-            self.compute_dtype,
+        return empty_block_caches(
+            len(self.blocks), self.block_kwargs, batch_size, max_length, self.compute_dtype
         )
 
     def call(

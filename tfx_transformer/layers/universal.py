@@ -23,7 +23,7 @@ this is Graves's weighted sum: the weights are the halting distribution itself.
 import keras
 from keras import ops
 
-from tfx_transformer.layers.cache import empty_key_value_cache
+from tfx_transformer.layers.cache import empty_block_caches
 from tfx_transformer.layers.decoder import DecoderBlock
 from tfx_transformer.layers.encoder import EncoderBlock
 from tfx_transformer.layers.position import sinusoid
@@ -242,10 +242,8 @@ class UniversalDecoder(UniversalStackBase):
 
     def empty_self_attention_cache(self, batch_size, max_length):
         """One (keys, values) pair of zeros [B, h, L, d_head] per step, filled while decoding."""
-        heads = self.block_kwargs["num_heads"]
-        return empty_key_value_cache(
-            self.max_steps, batch_size, heads, max_length, self.block_kwargs["d_model"] // heads,
-            self.compute_dtype,
+        return empty_block_caches(
+            self.max_steps, self.block_kwargs, batch_size, max_length, self.compute_dtype
         )
 
     def call(

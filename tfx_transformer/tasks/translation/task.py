@@ -59,6 +59,10 @@ class TranslationTask(SentencePieceTask):
         log(self.describe("validation", self.valid_text))
         if self.test_text is not None:
             log(self.describe("test", self.test_text))
+        if self.train_text.bands is not None:
+            # Symbol tasks (builtin:algorithmic) have outputs of one or two tokens, where BLEU's
+            # 4-grams say nothing: an output is right or wrong.
+            self.selection_metric = ("exact_match", "max")
         self.eval_texts = sample_pairs(self.valid_text, options.eval_examples, options.seed)
         self.shown = self.eval_texts + ([],)  # (sources, references, translations) to show
         return model_config
