@@ -14,11 +14,10 @@ the same --steps on the same data, once per seed:
 - universal + ACT: the same block, up to --act-steps applications decided per position.
 
 Per model: test exact match (whole output right, greedy) per input-length band (training saw
-1-20 symbols; the test holds 21-40 and 41-60), in-distribution validation exact match, the
-mean ponder steps per real source and target position on the test set, and training and
-decoding time per token against vanilla's in the same run (training: train.py's tokens per
-second; decoding: cached greedy decoding of the test set with the references forced, so that
-every model writes the same tokens).
+1-20 symbols; the test holds 21-40 and 41-60), in-distribution validation exact match, and the
+mean ponder steps per real source and target position on the test set. Before the runs, the
+time per token of training and of cached decoding against vanilla's, measured in one process
+with the three models taking turns (`--timing-only` measures just that).
 
 With --real-text-budget SECONDS it also trains vanilla (the small preset) and universal + ACT at
 the same width on the shared corpus, each with `--time-budget SECONDS`, and prints their test
@@ -31,7 +30,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -64,10 +62,11 @@ def matched_width(d_model, num_heads, d_ff, layers, universal_steps):
     """The universal block's feed-forward width whose stacks hold as many parameters as
     `layers` vanilla blocks of width d_ff."""
     target = block_parameters(d_model, num_heads, d_ff, layers=layers)
-    widths = range(32, 64 * d_ff, 32)
-    best = min(widths, key=lambda w: abs(block_parameters(
-        d_model, num_heads, w, universal_steps=universal_steps) - target))
-    return best, target
+    # The count is linear in the width: two points give the line.
+    low = block_parameters(d_model, num_heads, 32, universal_steps=universal_steps)
+    high = block_parameters(d_model, num_heads, 64, universal_steps=universal_steps)
+    width = 32 + (target - low) / ((high - low) / 32)
+    return max(32, int(round(width / 32)) * 32), target
 
 
 def variant_flags(variant, args, universal_width):
@@ -93,7 +92,7 @@ def train(command, folder):
 
 
 def analyse(run_folder, task):
-    """Ponder steps on the test set and greedy decoding speed of the trained model."""
+    """Mean ponder steps per real position on the test set (teacher-forced)."""
     import numpy as np
 
     from tfx_transformer.tasks.translation import data as data_lib
@@ -114,33 +113,9 @@ def analyse(run_folder, task):
         steps = model.ponder_steps({"source_ids": source, "target_ids": decoder_in})
         for side, ids in (("encoder", source), ("decoder", decoder_in)):
             ponder[side].extend(np.asarray(steps[side])[ids != 0].tolist())
-    # Decoding speed with every model writing the same tokens: the references (with their end
-    # token) forced as a prefix, so that a model that stops early or runs on is not favoured.
-    import tensorflow as tf
-
-    from tfx_transformer.decoding import greedy_decode
-
-    batches = []
-    for start in range(0, len(test), 100):
-        rows = range(start, min(start + 100, len(test)))
-        prefix = _pad([encoded.targets[i] for i in rows])
-        batches.append((_pad([encoded.sources[i] for i in rows]), prefix))
-    decode = tf.function(
-        lambda source, prefix: greedy_decode(
-            model, source, max_length=prefix.shape[1], prefix_ids=prefix
-        )[0]
-    )
-    for source, prefix in batches:  # traces each shape once, outside the timing
-        decode(source, prefix)
-    started = time.perf_counter()
-    for source, prefix in batches:
-        decode(source, prefix)
-    seconds = time.perf_counter() - started
-    generated = sum(int((prefix != 0).sum()) for _, prefix in batches)
     return {
         "ponder_encoder": float(np.mean(ponder["encoder"])),
         "ponder_decoder": float(np.mean(ponder["decoder"])),
-        "decode_tokens_per_sec": generated / seconds,
     }
 
 
@@ -169,12 +144,77 @@ def algorithmic_rows(args, extra, universal_width):
                 row = {
                     "bands": metrics["test_exact_match_by_length"],
                     "validation": metrics["exact_match"],
-                    "train_tokens_per_sec": metrics["tokens_per_sec"],
                     **analyse(os.path.join(folder, "run"), task),
                 }
                 results.setdefault(task, {}).setdefault(variant, []).append(row)
                 print(f"{task} {variant} seed {seed}: {json.dumps(row)}", flush=True)
     return results
+
+
+def time_per_token(args, universal_width, rounds=5, batch_size=64):
+    """{variant: (training, decoding) seconds per target token}, medians of `rounds` rounds in
+    which the variants take turns (one process, so the machine's load hits all alike). Training:
+    a compiled step (loss, gradients, Adam) on a batch of reverse pairs of 1-20 symbols;
+    decoding: cached greedy decoding of the same batch with the references forced, so that every
+    model writes the same tokens."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from common import alternate, median
+    from tfx_transformer import Transformer, TransformerConfig
+    from tfx_transformer.decoding import greedy_decode
+    from tfx_transformer.tokens import END_ID, START_ID
+    from tfx_transformer.training.losses import smoothed_token_losses
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 21, size=batch_size)
+    sources = [list(rng.integers(4, 14, size=n)) for n in lengths]
+    source = _pad([s + [END_ID] for s in sources])
+    labels = _pad([s[::-1] + [END_ID] for s in sources])
+    decoder_in = _pad([[START_ID] + s[::-1] for s in sources])
+    tokens = int((labels != 0).sum())
+    steps = {}
+    for variant in VARIANTS:
+        overrides = dict(arg.split("=", 1) for arg in variant_flags(variant, args, universal_width)[1::2])
+        config = TransformerConfig.preset(
+            "tiny", vocab_size=16, **{key: json.loads(value) for key, value in overrides.items()}
+        )
+        model = Transformer(config)
+        optimizer = keras.optimizers.Adam(1e-4)
+        optimizer.build(model.trainable_variables)
+
+        @tf.function
+        def train_step(model=model, optimizer=optimizer):
+            with tf.GradientTape() as tape:
+                logits = model({"source_ids": source, "target_ids": decoder_in}, training=True)
+                loss = tf.reduce_sum(smoothed_token_losses(labels, logits, 0.1)[0]) / tokens
+                loss += tf.add_n(model.losses) if model.losses else 0.0
+            optimizer.apply_gradients(
+                zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+            )
+
+        decode = tf.function(lambda model=model: greedy_decode(
+            model, source, max_length=labels.shape[1], prefix_ids=labels)[0])
+        train_step()  # traced outside the timing
+        decode()
+        steps[f"{variant} training"], steps[f"{variant} decoding"] = train_step, decode
+    times = alternate(steps, rounds)
+    return {
+        variant: (median(times[f"{variant} training"]) / tokens,
+                  median(times[f"{variant} decoding"]) / tokens)
+        for variant in VARIANTS
+    }
+
+
+def print_timing_table(timing):
+    base_train, base_decode = timing["vanilla"]
+    print("\n| model | training, ms per 1,000 target tokens | against vanilla | decoding, ms per "
+          "1,000 tokens | against vanilla |")
+    print("|---|---|---|---|---|")
+    for variant, (train_seconds, decode_seconds) in timing.items():
+        print(f"| {variant} | {1e6 * train_seconds:.1f} | {train_seconds / base_train:.2f}x | "
+              f"{1e6 * decode_seconds:.1f} | {decode_seconds / base_decode:.2f}x |")
 
 
 def mean_and_spread(values):
@@ -185,22 +225,16 @@ def mean_and_spread(values):
 
 def print_algorithmic_table(results):
     print("\n| task | model | validation (1-20) | test 21-40 | test 41-60 | ponder steps "
-          "(source / target) | training time per token | decoding time per token |")
-    print("|---|---|---|---|---|---|---|---|")
+          "(source / target) |")
+    print("|---|---|---|---|---|---|")
     for task, variants in results.items():
-        vanilla = variants["vanilla"]
-        train_base = statistics.mean(r["train_tokens_per_sec"] for r in vanilla)
-        decode_base = statistics.mean(r["decode_tokens_per_sec"] for r in vanilla)
         for variant, rows in variants.items():
             bands = list(rows[0]["bands"])
-            train_rate = statistics.mean(r["train_tokens_per_sec"] for r in rows)
-            decode_rate = statistics.mean(r["decode_tokens_per_sec"] for r in rows)
             print(
                 f"| {task} | {variant} | {mean_and_spread([r['validation'] for r in rows])} | "
                 + " | ".join(mean_and_spread([r["bands"][b] for r in rows]) for b in bands)
                 + f" | {statistics.mean(r['ponder_encoder'] for r in rows):.2f} / "
-                f"{statistics.mean(r['ponder_decoder'] for r in rows):.2f} | "
-                f"{train_base / train_rate:.2f}x | {decode_base / decode_rate:.2f}x |"
+                f"{statistics.mean(r['ponder_decoder'] for r in rows):.2f} |"
             )
 
 
@@ -244,10 +278,11 @@ def main(argv=None):
     parser.add_argument("--real-text-budget", type=float, default=0,
                         help="seconds per model on the shared corpus (0: no real-text row)")
     parser.add_argument("--data", default=os.path.join(SHARED, "data", "multi30k-en-fr"))
+    parser.add_argument("--timing-only", action="store_true", help="only the time per token")
     args = parser.parse_args(argv)
     if args.real_text_budget and not os.path.isdir(args.data):
         sys.exit(f"{args.data} does not exist (the shared corpus lives beside the project).")
-    if os.path.exists(args.out) and os.listdir(args.out):
+    if not args.timing_only and os.path.exists(args.out) and os.listdir(args.out):
         sys.exit(f"{args.out} is not empty; choose another --out.")
     sys.path.insert(0, HERE)
     from common import machine
@@ -263,7 +298,11 @@ def main(argv=None):
     print(f"stacks: vanilla {args.layers}+{args.layers} blocks, d_ff {tiny['d_ff']}: "
           f"{parameters:,} parameters; universal, one block per stack with d_ff {width}: "
           f"{universal:,} (+{tiny['d_model'] + 1} per stack for ACT's halting unit)", flush=True)
-    results = {"algorithmic": algorithmic_rows(args, extra, width)}
+    results = {"time_per_token": time_per_token(args, width)}
+    print_timing_table(results["time_per_token"])
+    if args.timing_only:
+        return
+    results["algorithmic"] = algorithmic_rows(args, extra, width)
     print_algorithmic_table(results["algorithmic"])
     if args.real_text_budget:
         small = PRESETS["small"]

@@ -252,3 +252,20 @@ def test_transformer_ponder_steps(rng):
 def test_universal_config_errors(overrides, message):
     with pytest.raises(ValueError, match=message):
         TransformerConfig(**overrides)
+
+
+def test_the_benchmarks_universal_block_matches_vanillas_parameters():
+    """benchmarks/universal.py compares at equal parameters: its width must deliver that."""
+    import sys
+
+    from tests import ROOT
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from universal import block_parameters, matched_width
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    width, vanilla = matched_width(64, 4, 256, layers=2, universal_steps=4)
+    universal = block_parameters(64, 4, width, universal_steps=4)
+    assert abs(universal - vanilla) / vanilla < 0.01 and width % 32 == 0
+    assert block_parameters(64, 4, 256, layers=4) > 1.9 * block_parameters(64, 4, 256, layers=2)
