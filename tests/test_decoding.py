@@ -61,7 +61,8 @@ def test_greedy_equals_a_plain_python_loop_over_full_passes(rng):
     [{}, {"position": "learned"}, {"norm_first": True}, {"position": "shaw"}, {"position": "tener"},
      {"position": "transformer_xl"}, {"universal_steps": 3},
      {"universal_steps": 4, "adaptive_computation": True, "norm_first": True},
-     {"universal_steps": 4, "adaptive_computation": True, "position": "learned"}],
+     {"universal_steps": 4, "adaptive_computation": True, "position": "learned"},
+     {"universal_steps": 3, "adaptive_computation": True, "position": "transformer_xl"}],
 )
 def test_cached_decoding_equals_recomputing_the_decoder(overrides, rng):
     model = make_model(**overrides)

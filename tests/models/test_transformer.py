@@ -33,6 +33,7 @@ VARIANTS = [
     {"linformer_length": 8},
     {"universal_steps": 3},
     {"universal_steps": 4, "adaptive_computation": True, "position": "tener"},
+    {"universal_steps": 2, "adaptive_computation": True, "linformer_length": 8},
 ]
 
 
