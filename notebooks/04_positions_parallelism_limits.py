@@ -163,8 +163,13 @@ assert equivariant and not still
 #   alone take h x n^2 numbers. Measured below; `LinformerAttention` (`linformer_length=k` in the
 #   config) projects keys and values to k rows and is linear in n
 #   (`benchmarks/linformer_scaling.py`).
-# - **No recurrence, no conditional computation**: every token gets the same fixed depth; the
-#   Universal Transformer with adaptive computation time answers that (planned).
+# - **No recurrent inductive bias** (Tran et al. 2018: recurrent models generalize better on
+#   hierarchical structure), **not Turing-complete** (a fixed depth is a fixed number of
+#   sequential steps, whatever the input's length) and **no conditional computation** (every
+#   token gets the same depth, though "bank" in "I arrived at the bank after crossing the river"
+#   needs more thought than "river"): the Universal Transformer (`universal_steps`, one block
+#   applied repeatedly with shared weights) with adaptive computation time
+#   (`adaptive_computation=True`, each position halts on its own). The last cells below.
 
 # %%
 # The dot product of absolute encodings is symmetric in the offset: +k and -k look the same.
@@ -209,3 +214,100 @@ plt.tight_layout()
 plt.show()
 print(f"attention weights grow x{megabytes[-1] / megabytes[-2]:.0f} per doubling of n; time grows "
       f"x{milliseconds[-1] / milliseconds[-2]:.1f} over the last doubling on this machine")
+
+# %% [markdown]
+# ### Problems 3-5: the Universal Transformer with adaptive computation time
+#
+# **Recurrence in depth.** A universal stack is one block applied `universal_steps` times with a
+# timestep signal added before each application: the number of sequential steps is a
+# hyperparameter, not a count of weight matrices. Its parameters do not grow with the steps:
+
+# %%
+def parameters(**overrides):
+    return tt.Transformer(tt.TransformerConfig.preset("tiny", vocab_size=100, **overrides)).count_params()
+
+
+for depth in (2, 4, 12):
+    print(f"depth {depth:2d}: vanilla {parameters(num_encoder_layers=depth, num_decoder_layers=depth):,} "
+          f"parameters, universal {parameters(universal_steps=depth):,}, universal + ACT "
+          f"{parameters(universal_steps=depth, adaptive_computation=True):,}")
+assert parameters(universal_steps=2) == parameters(universal_steps=12)
+
+# %% [markdown]
+# **Conditional computation.** With ACT every position computes a halting probability at each
+# step and stops once their sum passes 1 - epsilon; its output is the halting-weighted mean of
+# its states, and the ponder cost (steps + remainder, times tau) in the loss makes pondering
+# pay its way. A tiny universal + ACT model trained briefly on the built-in number words, and
+# the steps each source piece took. Number words are easy: with the default tau of 0.01 such a
+# model learned to stop after one step almost everywhere (a mean of 1.03 steps per piece after
+# 300 steps, when measured); with tau = 0.001 some pieces take a second step.
+
+# %%
+import tempfile
+
+from tfx_transformer.data import Tokenizer
+from tfx_transformer.tokens import END_ID
+from tfx_transformer.training.loop import run
+from tfx_transformer.training.options import TrainOptions
+
+act_folder = os.path.join(tempfile.mkdtemp(), "run")
+act_results = run(TrainOptions(
+    output=act_folder, steps=300, eval_examples=100, samples=0, export=False, average_last=0,
+    model={"universal_steps": 6, "adaptive_computation": True, "ponder_cost": 0.001},
+))
+act_model = keras.models.load_model(os.path.join(act_folder, "model.keras"))
+act_tokenizer = Tokenizer.load(os.path.join(act_folder, "tokenizer"))
+print(f"validation exact match after {act_results['steps']} steps: {act_results['exact_match']:.1%}")
+
+# %%
+sentences = [
+    "seventy thousand and seventy-one",
+    "one hundred",
+    "nine hundred and ninety-nine thousand, nine hundred and ninety-nine",
+    "four hundred and eighty thousand and eighty",
+]
+rows = [act_tokenizer.encode([s])[0] + [END_ID] for s in sentences]
+width = max(map(len, rows))
+source_ids = np.array([r + [0] * (width - len(r)) for r in rows])
+steps = ops.convert_to_numpy(act_model.ponder_steps(
+    {"source_ids": source_ids, "target_ids": np.full((len(rows), 1), tt.TransformerConfig().start_id)}
+)["encoder"])
+fig, axis = plt.subplots(figsize=(min(14, 0.6 * width + 2), 2.6))
+shown = np.ma.masked_where(source_ids == 0, steps)
+image = axis.imshow(shown, cmap="magma", vmin=1, vmax=act_model.model_config.universal_steps)
+for row, ids in enumerate(rows):
+    for column, token in enumerate(ids):
+        axis.text(column, row, act_tokenizer.id_to_piece(token), ha="center", va="center",
+                  fontsize=7, color="cyan", rotation=45)
+axis.set_yticks(range(len(sentences)))
+axis.set_yticklabels([s[:24] for s in sentences], fontsize=7)
+axis.set_xticks([])
+fig.colorbar(image, label="ponder steps")
+plt.tight_layout()
+plt.show()
+real = steps[source_ids != 0]
+print(f"steps per source piece: mean {real.mean():.2f} of at most "
+      f"{act_model.model_config.universal_steps}, from {real.min():.0f} to {real.max():.0f}")
+
+# %% [markdown]
+# **What ACT costs.** The halting bookkeeping is cheap, but the steps are unrolled: every
+# position is computed at every step up to `universal_steps` and halted ones are masked, so
+# compute follows the most steps, not the mean (a per-batch early exit would only pay when
+# every position of the batch halts). At equal parameters the universal block is also wider
+# (its one block holds what vanilla spreads over its layers). Forward passes on this CPU, the
+# models of `benchmarks/universal.py` (the tiny preset; the universal block's feed-forward
+# width 704 matches the parameters of 2 + 2 vanilla blocks):
+
+# %%
+sizes = {"vanilla, 2 + 2 layers": dict(num_encoder_layers=2, num_decoder_layers=2),
+         "universal, 4 steps": dict(universal_steps=4, d_ff=704),
+         "universal + ACT, up to 6 steps": dict(universal_steps=6, d_ff=704, adaptive_computation=True)}
+batch = {"source_ids": rng.integers(4, 100, size=(16, 24)), "target_ids": rng.integers(4, 100, size=(16, 24))}
+forward_ms = {}
+for name, overrides in sizes.items():
+    candidate = tt.Transformer(tt.TransformerConfig.preset("tiny", vocab_size=100, **overrides))
+    forward = tf.function(lambda inputs, m=candidate: m(inputs, training=False))
+    forward_ms[name] = best_time(lambda: forward(batch), repeats=3) * 1000
+    print(f"{name}: {candidate.count_params():,} parameters, {forward_ms[name]:.1f} ms per batch")
+vanilla_ms = forward_ms["vanilla, 2 + 2 layers"]
+print("against vanilla: " + ", ".join(f"{name} {ms / vanilla_ms:.2f}x" for name, ms in forward_ms.items()))
