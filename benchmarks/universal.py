@@ -96,13 +96,12 @@ def analyse(run_folder, task):
     import numpy as np
 
     from tfx_transformer.tasks.translation import data as data_lib
-    from tfx_transformer.tasks.translation.algorithmic import algorithmic_split
     from tfx_transformer.tasks.translation.translator import Translator
     from tfx_transformer.tokens import START_ID
 
     translator = Translator.from_run(run_folder, beam_size=1)
     model, tokenizer = translator.model, translator.tokenizer
-    test = algorithmic_split(task, "test")
+    test = data_lib.algorithmic_split(task, "test")
     encoded = data_lib.encode_pairs(tokenizer, test, model.model_config.max_length, "truncate")
     ponder = {"encoder": [], "decoder": []}
     for start in range(0, len(test), 100):

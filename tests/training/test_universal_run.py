@@ -26,7 +26,8 @@ def test_universal_act_trains_on_the_algorithmic_task_and_exports(tmp_path):
         "--steps", "8", "--beam-size", "2",
     ])
     assert "test exact match by input length: 21-40" in result.stdout
-    assert "(validation exact_match" in result.stdout  # symbols: right or wrong, not BLEU
+    # Symbols are right or wrong: the best weights are chosen by exact match, not BLEU.
+    assert json.loads((output / "checkpoints" / "best.json").read_text())["metric"] == "exact_match"
     metrics = json.loads((output / "metrics.json").read_text())
     bands = metrics["test_exact_match_by_length"]
     assert list(bands) == ["21-40", "41-60"] and all(0.0 <= v <= 1.0 for v in bands.values())

@@ -173,7 +173,7 @@ def test_tfds_spec_reads_a_local_dataset(tmp_path, monkeypatch):
 
 
 def test_algorithmic_splits_hold_longer_inputs_for_the_test():
-    from tfx_transformer.tasks.translation.algorithmic import algorithmic_split
+    from tfx_transformer.tasks.translation.data import algorithmic_split
 
     for name in ("copy", "reverse", "addition"):
         train = algorithmic_split(name, "train", sizes={"train": 400})
@@ -191,7 +191,7 @@ def test_algorithmic_splits_hold_longer_inputs_for_the_test():
 
 
 def test_algorithmic_targets_are_what_the_task_computes():
-    from tfx_transformer.tasks.translation.algorithmic import algorithmic_split
+    from tfx_transformer.tasks.translation.data import algorithmic_split
 
     copy = algorithmic_split("copy", "validation", sizes={"validation": 50})
     assert copy.sources == copy.targets

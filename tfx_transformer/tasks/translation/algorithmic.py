@@ -30,10 +30,9 @@ def band_name(band):
     return f"{band[0]}-{band[1]}"
 
 
-def algorithmic_split(name, split, seed=0, sizes=None):
-    """The pairs of one split of the algorithmic task `name` (see the module docstring)."""
-    from tfx_transformer.tasks.translation.data import ParallelText
-
+def algorithmic_pairs(name, split, seed=0, sizes=None):
+    """(sources, targets, bands) of one split of the algorithmic task `name` (see the module
+    docstring); `data.algorithmic_split` makes them `ParallelText`."""
     if name not in ALGORITHMIC_TASKS:
         raise DataError(
             f"builtin:algorithmic takes one of {', '.join(ALGORITHMIC_TASKS)}; received {name!r}."
@@ -55,9 +54,7 @@ def algorithmic_split(name, split, seed=0, sizes=None):
             sources.append(" ".join(source))
             targets.append(" ".join(target))
             names.append(band_name(band))
-    return ParallelText(
-        sources, targets, 0, f"builtin:algorithmic:{name}[{split}]", bands=names
-    )
+    return sources, targets, names
 
 
 def make_pair(name, length, rng):
@@ -89,3 +86,4 @@ def exact_match_by_band(translations, references, bands):
             np.mean([translations[i].strip() == references[i].strip() for i in rows])
         )
     return result
+

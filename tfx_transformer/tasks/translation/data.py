@@ -20,7 +20,7 @@ from tfx_transformer.data import (
     read_lines,
 )
 from tfx_transformer.data.alignment import find_misalignment
-from tfx_transformer.tasks.translation.algorithmic import ALGORITHMIC_TASKS, algorithmic_split
+from tfx_transformer.tasks.translation.algorithmic import ALGORITHMIC_TASKS, algorithmic_pairs
 from tfx_transformer.tokens import END_ID, START_ID
 
 
@@ -157,6 +157,13 @@ def numbers_split(split, language_pair="en-fr", seed=0, sizes=None):
     return ParallelText(
         [p[0] for p in pairs], [p[1] for p in pairs], 0, f"builtin:numbers:{language_pair}[{split}]"
     )
+
+
+def algorithmic_split(name, split, seed=0, sizes=None):
+    """One split of `builtin:algorithmic:NAME`, each pair with its length band (see
+    `algorithmic`)."""
+    sources, targets, bands = algorithmic_pairs(name, split, seed, sizes)
+    return ParallelText(sources, targets, 0, f"builtin:algorithmic:{name}[{split}]", bands=bands)
 
 
 def number_words(number, language_pair="en-fr"):
