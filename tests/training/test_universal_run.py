@@ -49,23 +49,6 @@ def test_universal_act_trains_on_the_algorithmic_task_and_exports(tmp_path):
     assert np.all(np.isfinite(serve(text=tf.constant(texts))["score"].numpy()))
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
-def test_universal_act_trains_on_jax(tmp_path):
-    output = tmp_path / "out"
-    result = train(
-        ["--output", str(output), "--data", "builtin:algorithmic:addition", *TINY, *UNIVERSAL,
-         "--steps", "6", "--no-export"],
-        env={"KERAS_BACKEND": "jax"},
-    )
-    assert "jax backend" in result.stdout
-    metrics = json.loads((output / "metrics.json").read_text())
-    assert np.isfinite(metrics["loss"]) and list(metrics["test_exact_match_by_length"]) == [
-        "21-40", "41-60"
-    ]
-    assert "scalars" in event_tags(output / "logs" / "validation")["ponder/encoder_mean_steps"]
-
-
 PONDER_SCRIPT = textwrap.dedent(
     """
     import sys
