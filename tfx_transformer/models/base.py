@@ -34,10 +34,12 @@ def make_stack(config, num_layers, decoder=False, dtype=None, name=None):
     return stack_class(**config.stack_kwargs(num_layers), dtype=dtype, name=name)
 
 
-def ponder_kwargs(config, real_positions):
-    """What a stack's call needs to know of padding beyond its attention mask: the universal
-    stacks' ACT must not ponder padded positions ([B, T] bool, True on real tokens)."""
-    return {"padding_mask": real_positions} if config.universal_steps else {}
+def ponder_kwargs(config, real_positions, return_ponder=False):
+    """The call arguments only the universal stacks take: the padding their ACT must not ponder
+    ([B, T] bool, True on real tokens) and, when asked, that they return the ponder statistics."""
+    if not config.universal_steps:
+        return {}
+    return {"padding_mask": real_positions, **({"return_ponder": True} if return_ponder else {})}
 
 
 def embed_tokens(embedding, positions, dropout, token_ids, start_index=0, training=None):

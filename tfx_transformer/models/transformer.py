@@ -101,14 +101,12 @@ class Transformer(ConfiguredModel):
         config = self.model_config
         source_mask = key_padding_mask(source_ids, config.pad_id)  # (B, 1, S)
         x = self._embed(self.source_embedding, self.source_positions, source_ids, 0, training)
-        extra = {"return_ponder": True} if return_ponder else {}
         encoded = self.encoder(
             x,
             attention_mask=source_mask,
             return_attention_scores=return_attention_scores,
             training=training,
-            **ponder_kwargs(config, padding_mask(source_ids, config.pad_id)),
-            **extra,
+            **ponder_kwargs(config, padding_mask(source_ids, config.pad_id), return_ponder),
         )
         encoded = encoded if isinstance(encoded, tuple) else (encoded,)
         return (encoded[0], source_mask) + encoded[1:]
@@ -126,7 +124,6 @@ class Transformer(ConfiguredModel):
         cross attention weights and the ponder statistics when asked."""
         config = self.model_config
         x = self._embed(self.target_embedding, self.target_positions, target_ids, 0, training)
-        extra = {"return_ponder": True} if return_ponder else {}
         decoded = self.decoder(
             x,
             encoder_output,
@@ -134,11 +131,11 @@ class Transformer(ConfiguredModel):
             cross_attention_mask=source_mask,
             return_attention_scores=return_attention_scores,
             training=training,
-            **ponder_kwargs(config, padding_mask(target_ids, config.pad_id)),
-            **extra,
+            **ponder_kwargs(config, padding_mask(target_ids, config.pad_id), return_ponder),
         )
         decoded = decoded if isinstance(decoded, tuple) else (decoded,)
-        return self._logits(decoded[0]) if len(decoded) == 1 else (self._logits(decoded[0]),) + decoded[1:]
+        logits = self._logits(decoded[0])
+        return logits if len(decoded) == 1 else (logits,) + decoded[1:]
 
     def attention_maps(self, inputs):
         """Every attention layer's weights for one batch (inference mode).
