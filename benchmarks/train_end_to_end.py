@@ -99,7 +99,7 @@ def main(argv=None):
     scratch = tempfile.mkdtemp()
     trainer = Trainer(TrainOptions(output=scratch), config, strategy, RunPaths(scratch))
     train_step = trainer.make_train_step()
-    iterator = iter(distributed_batches(strategy, ours_batches * 50, len(ours_batches) * 50, 0))
+    iterator = iter(distributed_batches(strategy, ours_batches * 50, len(ours_batches) * 50, 0, 3))
     theirs_step = make_step(keras_hub_seq2seq(tokenizer.vocab_size, FIXED_LENGTH, **DIMS), False)
     fixed_iter = iter(fixed * 50)
     useful = {"ours": [], "keras-hub, fixed 40": []}

@@ -45,7 +45,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
             trainer.optimizer = keras.optimizers.SGD(1.0)
             trainer.optimizer.build(trainer.model.trainable_variables)
         step = trainer.make_train_step()
-        iterator = iter(distributed_batches(strategy, batches, 1, 0))
+        iterator = iter(distributed_batches(strategy, batches, 1, 0, 3))
         loss_sum, correct, tokens = step(iterator)
         return trainer.model.get_weights(), float(loss_sum) / float(tokens)
 

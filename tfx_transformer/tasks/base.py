@@ -39,6 +39,12 @@ class Task(abc.ABC):
         self.options = options
         self.paths = paths
         self.vocabulary = None
+        self.worker, self.workers = 0, 1
+
+    def place(self, worker, workers):
+        """This process is worker `worker` of `workers` that train together (a task that streams
+        its data reads this worker's share)."""
+        self.worker, self.workers = worker, workers
 
     def load_splits(self, load, split_off):
         """(train, validation, test or None) from --data, --valid-data and --test-data.
@@ -104,8 +110,9 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def train_batches(self, seed, shapes=BatchShapes()):
-        """(list of batches, padding fraction) for one epoch, shuffled by `seed`, shaped as
-        `shapes` (a `data.BatchShapes`) says."""
+        """(list of batches, padding fraction) for one epoch, shuffled by `seed` (the run's
+        --seed plus the epoch's number), shaped as `shapes` (a `data.BatchShapes`) says. A task
+        that streams its data gives a `data.shards.StreamEpoch` in place of the list."""
 
     @abc.abstractmethod
     def valid_batches(self, shapes=BatchShapes()):

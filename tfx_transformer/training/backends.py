@@ -30,6 +30,7 @@ class Placement:
     strategy: object = None
     devices: tuple = ()
     processes: int = 1  # the processes (workers) that train together
+    process_index: int = 0  # this process's place among them (0: the chief)
 
 
 def engine():

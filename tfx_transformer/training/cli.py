@@ -45,6 +45,9 @@ def build_parser():
     add("--max-length", type=int, help="longest sequence in tokens (default: the preset's)")
     add("--long-pairs", choices=["drop", "truncate"],
         help="what to do with longer training pairs or sentences (default drop)")
+    add("--stream-window", type=int, help="--data prepared:DIR: training pairs read, shuffled and "
+        "batched by length together as they stream from the shards (default "
+        f"{defaults.stream_window:,}); memory grows with it, not with the corpus")
     add("--vocab-size", type=int, help="tokenizer vocabulary bound; tagging: the most frequent words "
         f"kept (default {defaults.vocab_size})")
     add("--word-dropout", type=float, help="tagging: share of training words replaced by <unk>, "

@@ -74,6 +74,18 @@ def worker_count(strategy):
     return sum(len(jobs.get(name, ())) for name in ("chief", "worker"))
 
 
+def worker_index(strategy):
+    """This process's place among the workers (0 for the chief, then the workers in TF_CONFIG's
+    order); 0 without a cluster."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return 0
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    if resolver.task_type == "chief":
+        return 0
+    return resolver.task_id + (1 if has_chief else 0)
+
+
 def writable_folder(strategy, folder):
     """The chief writes to `folder`; other workers to a scratch folder of their own, because
     multi-worker checkpointing needs every worker to save."""
@@ -93,8 +105,10 @@ def strategy_name(strategy):
     return type(strategy).__name__.lstrip("_")
 
 
-def distributed_batches(strategy, batches, steps_per_epoch, skip_steps):
-    """Each replica gets its own batches: replica r of step s takes batch s * R + r."""
+def distributed_batches(strategy, batches, steps_per_epoch, skip_steps, arity):
+    """Each replica gets its own batches: replica r of step s takes batch s * R + r of a list;
+    from a stream (`data.shards.StreamEpoch`), each worker's replicas take its own stream's
+    batches in turn. `arity`: arrays per batch."""
     replicas = strategy.num_replicas_in_sync
 
     def dataset_fn(context):
@@ -102,12 +116,15 @@ def distributed_batches(strategy, batches, steps_per_epoch, skip_steps):
         start = context.input_pipeline_id * per_pipeline
 
         def generate():
+            if not isinstance(batches, list):  # a StreamEpoch: this worker's own batches
+                yield from batches.local_batches(steps_per_epoch, skip_steps, per_pipeline)
+                return
             for step in range(skip_steps, steps_per_epoch):
                 for replica in range(start, start + per_pipeline):
                     yield batches[step * replicas + replica]
 
         spec = tf.TensorSpec([None, None], tf.int32)
-        signature = (spec,) * len(batches[0])
+        signature = (spec,) * arity
         return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(
             tf.data.AUTOTUNE
         )

@@ -60,6 +60,7 @@ def setup(options, strategy=None):
         shapes=BatchShapes(multiple=8, fixed=True, replicas=len(devices)),
         devices=devices,
         processes=jax.process_count(),
+        process_index=jax.process_index(),
     )
 
 
@@ -258,11 +259,15 @@ class Trainer:
     def steps(self, batches, steps_per_epoch, offset):
         """Trains on the epoch's `batches` from step `offset`; yields (loss sum, correct
         predictions, target tokens) after each step, lazily: stop iterating to stop training."""
-        for index in range(offset, steps_per_epoch):
+        if isinstance(batches, list):
+            epoch = (batches[index] for index in range(offset, steps_per_epoch))
+        else:  # a StreamEpoch
+            epoch = batches.local_batches(steps_per_epoch, offset, 1)
+        for batch in epoch:
             if self._shared_with_variables:
                 self.state = jax.tree_util.tree_map(lambda a: a.copy(), self.state)
                 self._shared_with_variables = False
-            self.state, results = self._train_step(self.state, self._place(batches[index]))
+            self.state, results = self._train_step(self.state, self._place(batch))
             self._step += 1
             yield results
 

@@ -122,6 +122,7 @@ def prepare(options, paths, placement, engine):
 
     task = task_class(options.task)(options, paths)
     model_config = task.prepare()
+    task.place(placement.process_index, placement.processes)
     per_step = placement.batches_per_step
     first_batches, padding = task.train_batches(options.seed, placement.shapes)
     steps_per_epoch = len(first_batches) // per_step

@@ -39,6 +39,7 @@ class TrainOptions(JsonDataclass):
     batch_tokens: int | None = None  # None: the preset's (PRESET_TRAINING)
     max_length: int | None = None
     long_pairs: str = "drop"
+    stream_window: int = 100_000  # --data prepared:DIR: examples shuffled and batched together
     vocab_size: int = 8000  # translation: SentencePiece bound; tagging: most frequent words kept
     model: dict = dataclasses.field(default_factory=dict)  # TransformerConfig overrides
     warmup_steps: int = 400
@@ -90,7 +91,7 @@ class TrainOptions(JsonDataclass):
                 f"Received: {self.mixed_precision!r}"
             )
         for name in ("epochs", "batch_tokens", "vocab_size", "warmup_steps", "beam_size",
-                     "checkpoint_every", "log_every", "eval_examples"):
+                     "checkpoint_every", "log_every", "eval_examples", "stream_window"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer. Received: {value!r}")

@@ -27,6 +27,7 @@ def setup(options, strategy=None):
         shapes=BatchShapes(multiple=8 if options.jit_compile else 1),
         strategy=strategy,
         processes=distribute.worker_count(strategy),
+        process_index=distribute.worker_index(strategy),
     )
 
 
@@ -81,13 +82,17 @@ class Trainer:
         if self._train_step is None:
             self._train_step = self.make_train_step()
         iterator = iter(
-            distribute.distributed_batches(self.strategy, batches, steps_per_epoch, offset)
+            distribute.distributed_batches(
+                self.strategy, batches, steps_per_epoch, offset, self.task.batch_arity
+            )
         )
         for _ in range(offset, steps_per_epoch):
             yield self._train_step(iterator)
 
     def restore(self):
-        latest = self.manager.latest_checkpoint
+        # Every worker restores the chief's checkpoint: a cluster's workers share the run folder
+        # (the other workers save only to scratch folders, see `distribute.writable_folder`).
+        latest = tf.train.latest_checkpoint(self.paths.checkpoints)
         if latest is None:
             return 0
         self.checkpoint.restore(latest).assert_existing_objects_matched()

@@ -249,11 +249,19 @@ class Encoded:
 def encode_pairs(tokenizer, data, max_length, long_pairs="drop"):
     """Tokenizes; pairs longer than `max_length` tokens (with the end token) are dropped or
     truncated, and counted."""
+    return limit_pairs(
+        zip(tokenizer.encode(data.sources), tokenizer.encode(data.targets)), max_length, long_pairs
+    )
+
+
+def limit_pairs(id_pairs, max_length, long_pairs="drop"):
+    """(source ids, target ids) pairs -> `Encoded`: the end token appended, pairs longer than
+    `max_length` dropped or truncated (`long_pairs`), and counted."""
     if long_pairs not in ("drop", "truncate"):
         raise ValueError(f"`long_pairs` must be 'drop' or 'truncate'. Received: {long_pairs!r}")
     sources, targets, dropped, truncated = [], [], 0, 0
-    for source, target in zip(tokenizer.encode(data.sources), tokenizer.encode(data.targets)):
-        source, target = source + [END_ID], target + [END_ID]
+    for source, target in id_pairs:
+        source, target = list(source) + [END_ID], list(target) + [END_ID]
         if len(source) > max_length or len(target) > max_length:
             if long_pairs == "drop":
                 dropped += 1
@@ -264,6 +272,15 @@ def encode_pairs(tokenizer, data, max_length, long_pairs="drop"):
         sources.append(source)
         targets.append(target)
     return Encoded(sources, targets, dropped, truncated)
+
+
+def limited_lengths(longest, max_length, long_pairs="drop"):
+    """The batching lengths (`make_batches`: the longer side with its end token) of pairs whose
+    longer side has `longest` pieces, after `limit_pairs`."""
+    lengths = np.asarray(longest, "int64") + 1
+    if long_pairs == "drop":
+        return lengths[lengths <= max_length]
+    return np.minimum(lengths, max_length)
 
 
 def make_batches(encoded, batch_tokens, max_length, shuffle_seed=None, shapes=BatchShapes()):

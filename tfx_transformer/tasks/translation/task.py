@@ -1,15 +1,17 @@
 """`--task translation`: parallel text, a SentencePiece tokenizer, the encoder-decoder
 `Transformer`, BLEU / chrF / exact match, and the translation export."""
 
+import keras
 import numpy as np
 
-from tfx_transformer.data import BatchShapes, DataError, split_off
+from tfx_transformer.data import BatchShapes, DataError, Tokenizer, split_off
 from tfx_transformer.models import Transformer
 from tfx_transformer.reporting import attention_image, log, markdown_table
 from tfx_transformer.tasks.base import SentencePieceTask
 from tfx_transformer.tasks.translation import data as data_lib
 from tfx_transformer.tasks.translation.algorithmic import exact_match_by_band
 from tfx_transformer.tasks.translation.metrics import score_translations
+from tfx_transformer.tasks.translation.streamed import PreparedCorpus, is_prepared
 from tfx_transformer.tasks.translation.translator import Translator
 
 
@@ -18,7 +20,9 @@ class TranslationTask(SentencePieceTask):
     default_data = "builtin:numbers"
     data_specs = (
         "builtin:numbers[:en-fr], builtin:algorithmic:copy|reverse|addition (tested on longer "
-        "inputs than trained on), tsv:PATH, parallel:SRC,TGT or tfds:NAME"
+        "inputs than trained on), tsv:PATH, parallel:SRC,TGT, tfds:NAME, or prepared:DIR (a "
+        "corpus of any size encoded by python -m tfx_transformer.prepare, streamed from its "
+        "shards)"
     )
     default_epochs = 6
     batch_arity = 3  # (source, decoder input, labels)
@@ -34,20 +38,60 @@ class TranslationTask(SentencePieceTask):
 
     def prepare(self):
         options = self.options
-        self.train_text, self.valid_text, self.test_text = self.load_splits(
-            lambda spec, split, seed: data_lib.load_spec(spec, split, seed, options.allow_misaligned),
-            lambda train: split_off(train, options.eval_examples, options.seed),
-        )
+        # A prepared corpus (python -m tfx_transformer.prepare) streams from its shards; any
+        # other spec is read whole.
+        self.corpus = PreparedCorpus(options.data) if is_prepared(options.data) else None
+        self.train_text, self.valid_text, self.test_text = self.read_splits()
         for name, split in (("training", self.train_text), ("validation", self.valid_text),
                             ("test", self.test_text)):
             self.check_alignment(name, split)
-        self.vocabulary = self.tokenizer_for(self.train_text.sources + self.train_text.targets)
+        self.vocabulary = self.choose_tokenizer()
         model_config = self.model_config(self.vocabulary.vocab_size)
         self.max_length = max_length = model_config.max_length
-        self.train_encoded = data_lib.encode_pairs(
-            self.vocabulary, self.train_text, max_length, options.long_pairs
-        )
+        if self.corpus is None:
+            self.encode_training_text()
+        else:
+            self.describe_corpus()
         self.valid_encoded = data_lib.encode_pairs(self.vocabulary, self.valid_text, max_length, "truncate")
+        log(self.describe("validation", self.valid_text))
+        if self.test_text is not None:
+            log(self.describe("test", self.test_text))
+        if self.train_text is not None and self.train_text.bands is not None:
+            # Symbol tasks (builtin:algorithmic) have outputs of one or two tokens, where BLEU's
+            # 4-grams say nothing: an output is right or wrong.
+            self.selection_metric = ("exact_match", "max")
+        self.eval_texts = sample_pairs(self.valid_text, options.eval_examples, options.seed)
+        self.shown = self.eval_texts + ([],)  # (sources, references, translations) to show
+        return model_config
+
+    def read_splits(self):
+        """(train, validation, test) text; train is None for a prepared corpus, whose validation
+        pairs are those it held out unless --valid-data says otherwise."""
+        options = self.options
+
+        def load(spec, split, seed=options.seed):
+            return data_lib.load_spec(spec, split, seed, options.allow_misaligned)
+
+        if self.corpus is None:
+            return self.load_splits(
+                load, lambda train: split_off(train, options.eval_examples, options.seed)
+            )
+        valid = load(options.valid_data or self.corpus.validation_spec(), "validation")
+        test = load(options.test_data, "test") if options.test_data else None
+        return None, valid, test
+
+    def choose_tokenizer(self):
+        if self.corpus is None:
+            return self.tokenizer_for(self.train_text.sources + self.train_text.targets)
+        if self.options.resume:
+            self.corpus.check_run_tokenizer(Tokenizer.load(self.paths.tokenizer))
+        return self.corpus.tokenizer
+
+    def encode_training_text(self):
+        max_length = self.max_length
+        self.train_encoded = data_lib.encode_pairs(
+            self.vocabulary, self.train_text, max_length, self.options.long_pairs
+        )
         if not self.train_encoded.sources:
             raise DataError(
                 f"{self.train_text.origin}: every pair is longer than {max_length} tokens."
@@ -56,16 +100,30 @@ class TranslationTask(SentencePieceTask):
         self.warn_if_mostly_dropped(
             len(self.train_encoded.sources), self.train_encoded.dropped, "pair", max_length
         )
-        log(self.describe("validation", self.valid_text))
-        if self.test_text is not None:
-            log(self.describe("test", self.test_text))
-        if self.train_text.bands is not None:
-            # Symbol tasks (builtin:algorithmic) have outputs of one or two tokens, where BLEU's
-            # 4-grams say nothing: an output is right or wrong.
-            self.selection_metric = ("exact_match", "max")
-        self.eval_texts = sample_pairs(self.valid_text, options.eval_examples, options.seed)
-        self.shown = self.eval_texts + ([],)  # (sources, references, translations) to show
-        return model_config
+
+    def describe_corpus(self):
+        manifest, options = self.corpus.manifest, self.options
+        kept = self.corpus.kept_examples(self.max_length, options.long_pairs)
+        if kept == 0:
+            raise DataError(f"{self.corpus.origin}: every pair is longer than {self.max_length} tokens.")
+        over = manifest["examples"] - kept
+        what = "dropped" if options.long_pairs == "drop" else "truncated"
+        log(f"train: {manifest['examples']} pairs streamed from {self.corpus.origin}, "
+            f"{len(manifest['shards'])} shard(s), windows of {options.stream_window} pairs"
+            + (f"; {over} over-long pairs {what}" if over else ""))
+        if options.long_pairs == "drop":
+            self.warn_if_mostly_dropped(kept, over, "pair", self.max_length)
+
+    def place(self, worker, workers):
+        if self.corpus is not None and workers > 1 and keras.backend.backend() == "jax":
+            # Each JAX process would stream batches of its own widths, and a global array needs
+            # the same shape from every process.
+            raise ValueError(
+                "--data prepared: on several JAX processes is not supported: train it on the "
+                "TensorFlow backend (MultiWorkerMirroredStrategy), or on one JAX process with all "
+                "its local devices."
+            )
+        super().place(worker, workers)
 
     def check_alignment(self, name, split):
         """Refuses text whose sides look shifted against each other (see `data.alignment`),
@@ -92,9 +150,17 @@ class TranslationTask(SentencePieceTask):
 
     @property
     def train_examples(self):
+        if self.corpus is not None:
+            return self.corpus.kept_examples(self.max_length, self.options.long_pairs)
         return len(self.train_encoded.sources)
 
     def train_batches(self, seed, shapes=BatchShapes()):
+        if self.corpus is not None:
+            if self.corpus.stream is None:
+                self.corpus.open_stream(self.options, self.max_length, shapes, self.worker,
+                                        self.workers, self.paths.checkpoints)
+            return self.corpus.epoch(seed - self.options.seed, self.options, self.max_length,
+                                     shapes, self.workers)
         return data_lib.make_batches(
             self.train_encoded, self.options.batch_tokens, self.max_length, seed, shapes
         )

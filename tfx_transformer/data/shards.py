@@ -1,0 +1,284 @@
+"""Prepared corpora: token ids in sharded, compressed files with a manifest, and the endless,
+resumable stream of batches a training worker reads from its own shards.
+
+A shard is a gzip-compressed text file, one example per line, each side's ids separated by
+spaces and the sides by a tab ("5 17 9\t8 44"): tf.data reads it natively
+(`tf.data.TextLineDataset(files, compression_type="GZIP")`, see `tf_dataset`), Python's gzip
+without TensorFlow. Examples carry no start or end token: the task adds them, so that one shard
+set serves any model length.
+
+The stream: worker w of n reads the shards w, w + n, w + 2n, ... of the manifest (disjoint, and
+together all of them). Each pass over them (a data epoch) takes them in an order shuffled for the
+pass, cuts the examples into windows of `window` examples, and lets the task batch each window
+(shuffled, bucketed by length, filled to the token budget). Batches are numbered from 0 along
+the stream; a window's first batch number is an anchor, saved beside the checkpoints, from which
+a resumed run seeks to its batch without redoing the windows before it.
+"""
+
+import gzip
+import hashlib
+import itertools
+import json
+import os
+
+import numpy as np
+
+from tfx_transformer.data.readers import DataError
+from tfx_transformer.files import atomic_path, write_json_atomic
+
+FORMAT = "tfx_transformer.prepared"
+VERSION = 1
+MANIFEST = "manifest.json"
+TOKENIZER_FOLDER = "tokenizer"
+
+
+def shard_name(index):
+    return f"shard-{index:05d}.txt.gz"
+
+
+def model_checksum(model_proto):
+    """What identifies a tokenizer: the sha256 of its serialized model."""
+    return hashlib.sha256(bytes(model_proto)).hexdigest()
+
+
+# Shard files -----------------------------------------------------------------------------------
+
+
+def format_example(sides):
+    return "\t".join(" ".join(map(str, ids)) for ids in sides)
+
+
+def write_shard(path, examples):
+    """Writes examples (tuples of id lists) as one shard, atomically: a reader never sees part
+    of one."""
+    with atomic_path(path) as temporary:
+        # mtime=0: the same examples make the same bytes, whenever they are written.
+        with open(temporary, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+            for sides in examples:
+                f.write(format_example(sides).encode("ascii") + b"\n")
+
+
+def read_shard(path, skip=0):
+    """The examples of a shard from its `skip`-th on, each a tuple of id lists."""
+    with gzip.open(path, "rt", encoding="ascii") as f:
+        for number, line in enumerate(f):
+            if number < skip:
+                continue
+            yield tuple([int(i) for i in side.split()] for side in line.rstrip("\n").split("\t"))
+
+
+def tf_dataset(paths, sides=2):
+    """The examples of shard files as a tf.data.Dataset of int32 vectors per side (TensorFlow
+    reads them natively: gzip'd text lines)."""
+    import tensorflow as tf
+
+    def parse(line):
+        parts = tf.strings.split(line, "\t")
+        return tuple(
+            tf.strings.to_number(tf.strings.split(parts[i]), tf.int32) for i in range(sides)
+        )
+
+    lines = tf.data.TextLineDataset(list(paths), compression_type="GZIP")
+    return lines.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+# The manifest ----------------------------------------------------------------------------------
+
+
+def read_manifest(folder):
+    """The manifest of a finished shard set; a clear error for anything else."""
+    path = os.path.join(folder, MANIFEST)
+    if not os.path.isdir(folder):
+        raise DataError(f"prepared:{folder}: no such folder.")
+    if not os.path.exists(path):
+        raise DataError(
+            f"prepared:{folder}: no {MANIFEST}, so its preparation did not finish; run "
+            "`python -m tfx_transformer.prepare` again with the same arguments to complete it."
+        )
+    with open(path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        raise DataError(
+            f"{path} is not a version-{VERSION} {FORMAT} manifest (format "
+            f"{manifest.get('format')!r}, version {manifest.get('version')!r})."
+        )
+    missing = [s["file"] for s in manifest["shards"]
+               if not os.path.exists(os.path.join(folder, s["file"]))]
+    if missing:
+        raise DataError(f"prepared:{folder}: {len(missing)} shard(s) missing, e.g. {missing[0]}.")
+    return manifest
+
+
+def describe_manifest(manifest, bins=10):
+    """A shard set in a few lines: counts, tokenizer, and its length histogram as bars."""
+    lengths = {int(k): v for k, v in manifest["length_histogram"].items()}
+    lines = [
+        f"{manifest['examples']:,} {manifest['unit']}s in {len(manifest['shards'])} shard(s) from "
+        f"{manifest['source']}; {manifest['skipped_empty']:,} empty skipped; "
+        f"{manifest['validation_examples']:,} held out for validation",
+        f"tokens: {manifest['tokens'][0]:,} source, {manifest['tokens'][1]:,} target; tokenizer "
+        f"{manifest['tokenizer']['vocab_size']} pieces, sha256 "
+        f"{manifest['tokenizer']['sha256'][:12]}",
+        "length (longer side, pieces): examples",
+    ]
+    if lengths:
+        top = max(lengths)
+        width = max(1, -(-top // bins))
+        counts = {}
+        for length, count in lengths.items():
+            counts[length // width] = counts.get(length // width, 0) + count
+        most = max(counts.values())
+        for index in range(top // width + 1):
+            count = counts.get(index, 0)
+            bar = "#" * round(40 * count / most)
+            lines.append(f"  {index * width:>5}-{index * width + width - 1:<5} {count:>12,} {bar}")
+    return "\n".join(lines)
+
+
+def lengths_from_histogram(histogram):
+    """The sorted example lengths that a {length: count} histogram holds."""
+    items = sorted((int(k), int(v)) for k, v in histogram.items())
+    return np.repeat([k for k, _ in items], [v for _, v in items]).astype("int64")
+
+
+# The stream ------------------------------------------------------------------------------------
+
+
+class BatchStream:
+    """This worker's endless, deterministic sequence of batches from a shard set (see the module's
+    description).
+
+    `window_batches(examples, seed)`: the task's batches of a window's examples (a list of
+    tuples of id lists), shuffled by `seed`. `anchors_path`: where window anchors are kept
+    (None: not kept; seeking then replays the windows before the batch asked for).
+    """
+
+    def __init__(self, folder, manifest, window_batches, window, seed, worker=0, workers=1,
+                 anchors_path=None):
+        if window < 1:
+            raise ValueError(f"`window` must be at least 1. Received: {window}")
+        if not 0 <= worker < workers:
+            raise ValueError(f"worker {worker} of {workers} does not exist.")
+        shards = manifest["shards"][worker::workers]
+        if not shards or not sum(s["examples"] for s in shards):
+            raise DataError(
+                f"prepared:{folder} has {len(manifest['shards'])} shard(s): too few for "
+                f"{workers} workers to read shards of their own (worker {worker} has none with "
+                "examples); prepare it with smaller --shard-size."
+            )
+        self.folder = folder
+        self.shards = shards
+        self.window_batches = window_batches
+        self.window = window
+        self.seed = seed
+        self.worker = worker
+        self.anchors_path = anchors_path
+        self.anchors = self._load_anchors()  # {first batch number: [data epoch, window index]}
+
+    @property
+    def examples(self):
+        return sum(s["examples"] for s in self.shards)
+
+    def shard_order(self, epoch):
+        rng = np.random.default_rng([self.seed, epoch, self.worker])
+        return [self.shards[i] for i in rng.permutation(len(self.shards))]
+
+    def epoch_examples(self, epoch, start=0):
+        """The examples of data epoch `epoch` from its `start`-th on, read from their shards
+        (whole shards before it are skipped unread)."""
+        for shard in self.shard_order(epoch):
+            if start >= shard["examples"]:
+                start -= shard["examples"]
+                continue
+            yield from read_shard(os.path.join(self.folder, shard["file"]), skip=start)
+            start = 0
+
+    def batches(self, first=0):
+        """Yields the batches numbered `first`, `first + 1`, ... forever."""
+        number, (epoch, index) = self._anchor_at_or_before(first)
+        while True:
+            before, whole_epoch = number, index == 0
+            examples = self.epoch_examples(epoch, index * self.window)
+            while True:
+                window = list(itertools.islice(examples, self.window))
+                if not window:
+                    break
+                seed = int(np.random.default_rng([self.seed, epoch, self.worker, index]).integers(2**31))
+                self._remember(number, epoch, index)
+                for batch in self.window_batches(window, seed):
+                    if number >= first:
+                        yield batch
+                    number += 1
+                index += 1
+            if whole_epoch and number == before:
+                raise DataError(
+                    f"prepared:{self.folder}: worker {self.worker}'s shards make no batches (every "
+                    "example over the length limit?)."
+                )
+            epoch, index = epoch + 1, 0
+
+    def _anchor_at_or_before(self, number):
+        best = max((b for b in self.anchors if b <= number), default=None)
+        if best is None:
+            return 0, (0, 0)
+        return best, tuple(self.anchors[best])
+
+    def _remember(self, number, epoch, index):
+        if number in self.anchors:
+            return
+        self.anchors[number] = [epoch, index]
+        if self.anchors_path:
+            write_json_atomic(self.anchors_path, {str(k): v for k, v in sorted(self.anchors.items())})
+
+    def _load_anchors(self):
+        if not self.anchors_path or not os.path.exists(self.anchors_path):
+            return {}
+        with open(self.anchors_path, encoding="utf-8") as f:
+            return {int(k): v for k, v in json.load(f).items()}
+
+
+def stream_fingerprint(**settings):
+    """A short name for the settings that decide a stream's batches: anchors saved under one
+    fingerprint are facts about that stream only."""
+    text = json.dumps(settings, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class StreamEpoch:
+    """One training epoch's share of a `BatchStream`, as the training engines take it in place of
+    a list of batches: `len` is the estimated batches of all workers in an epoch (the loop plans
+    its steps from it), `local_batches` this worker's batches of the epoch's steps."""
+
+    def __init__(self, stream, epoch, batches_per_epoch):
+        self.stream = stream
+        self.epoch = epoch
+        self.batches_per_epoch = batches_per_epoch
+
+    def __len__(self):
+        return self.batches_per_epoch
+
+    def local_batches(self, steps_per_epoch, first_step, per_step):
+        """The batches this worker feeds to steps `first_step` .. `steps_per_epoch` - 1 of the
+        epoch, `per_step` a step (one per local replica)."""
+        start = (self.epoch * steps_per_epoch + first_step) * per_step
+        count = (steps_per_epoch - first_step) * per_step
+        return itertools.islice(self.stream.batches(start), count)
+
+
+def estimate_batches(lengths, worker_examples, window, count_batches):
+    """The batches a data epoch makes over all workers, estimated from the examples' sorted
+    batching `lengths` (the manifest's histogram): each worker's windows are batched as a window
+    of evenly spaced quantiles of them would be (`count_batches(lengths)`: a window's batch
+    count); exact for one worker whose examples fit one window. Also returns the padding share
+    of those batches' widths (`count_batches` returning (batches, padded tokens))."""
+    total, real, padded = 0.0, 0, 0
+    for examples in worker_examples:
+        size = min(window, examples, len(lengths))
+        if size == 0:
+            continue
+        chosen = lengths[np.linspace(0, len(lengths) - 1, size).round().astype("int64")]
+        batches, width_tokens = count_batches(chosen)
+        total += batches * examples / size
+        real += int(chosen.sum())
+        padded += width_tokens
+    return max(1, round(total)), (1.0 - real / padded if padded else 0.0)

@@ -1,0 +1,369 @@
+"""Preparing a parallel corpus of any size for `train.py --data prepared:DIR`: a SentencePiece
+tokenizer trained on a sample (or one given), the pairs encoded by worker processes a shard at a
+time (memory bound by the shards in flight, not by the corpus), sharded token ids
+(`data.shards`), held-out validation text and a manifest.
+
+    DIR/tokenizer/             the SentencePiece model every shard was encoded with
+    DIR/shard-00000.txt.gz     token ids, one pair per line (see data.shards)
+    DIR/shard-00000.json       that shard's counts, written after it: the shard is finished
+    DIR/validation.source, DIR/validation.target   the held-out pairs, as text
+    DIR/preparation.json       the inputs and options (a rerun must match them to resume)
+    DIR/manifest.json          written last: the set is complete
+
+Shard k holds the usable pairs of input lines [k * shard_size, (k + 1) * shard_size), so an
+interrupted preparation resumes by encoding the shards without a .json and nothing else.
+"""
+
+import dataclasses
+import gzip
+import json
+import multiprocessing
+import os
+import time
+
+import numpy as np
+
+from tfx_transformer.data import DataError, Tokenizer
+from tfx_transformer.data.alignment import find_misalignment
+from tfx_transformer.data.shards import (
+    FORMAT,
+    MANIFEST,
+    TOKENIZER_FOLDER,
+    VERSION,
+    model_checksum,
+    shard_name,
+    write_shard,
+)
+from tfx_transformer.files import write_json_atomic, write_text_atomic
+from tfx_transformer.reporting import log
+
+PREPARATION = "preparation.json"
+VALIDATION_FILES = ("validation.source", "validation.target")
+
+
+@dataclasses.dataclass
+class PrepareOptions:
+    data: str  # parallel:SRC,TGT or tsv:PATH (plain or .gz files)
+    output: str
+    tokenizer: str | None = None  # a folder with sentencepiece.model (a run's tokenizer/); None: train one
+    vocab_size: int = 8000
+    tokenizer_sample: int = 300_000  # pairs the tokenizer is trained on
+    shard_size: int = 100_000  # input lines per shard
+    validation: int = 1000  # pairs held out for validation
+    processes: int = 0  # 0: one per CPU
+    seed: int = 0
+    allow_misaligned: bool = False
+
+    def check(self):
+        for name in ("vocab_size", "tokenizer_sample", "shard_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1.")
+        if self.validation < 0 or self.processes < 0:
+            raise ValueError("--validation and --processes cannot be negative.")
+
+
+# Reading the corpus as a stream ----------------------------------------------------------------
+
+
+def open_lines(path):
+    """Byte lines of a text file (gzip'd when it ends in .gz), without line endings."""
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no such file.")
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a folder, not a text file.")
+    opened = gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+    with opened as f:
+        for line in f:
+            yield line.rstrip(b"\r\n")
+
+
+def input_files(spec):
+    """The files a spec names: (source, target) for parallel:, (tsv,) for tsv:."""
+    kind, _, rest = spec.partition(":")
+    if kind == "parallel" and rest.count(",") == 1:
+        return tuple(rest.split(","))
+    if kind == "tsv" and rest:
+        return (rest,)
+    raise DataError(
+        f"Cannot prepare {spec!r}: prepare reads parallel:SRC,TGT or tsv:PATH (plain or .gz)."
+    )
+
+
+def raw_rows(files):
+    """(line number, raw lines) of the input, one per line: a pair of byte lines (parallel) or
+    one (tsv). Files of different lengths are a DataError naming both counts."""
+    readers = [open_lines(path) for path in files]
+    number = 0
+    while True:
+        row = [next(reader, None) for reader in readers]
+        if all(line is None for line in row):
+            return
+        number += 1
+        if any(line is None for line in row):
+            short = files[row.index(None)]
+            raise DataError(
+                f"{short} ends at line {number - 1} while {files[1 - files.index(short)]} goes on: "
+                "parallel files must be aligned line by line."
+            )
+        yield number, row
+
+
+def decode(raw, path, number):
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}:{number}: invalid UTF-8 at byte {error.start} of the line.") from None
+
+
+def split_row(number, row, files):
+    """Raw lines -> (source, target) text, stripped; errors name the file and line."""
+    texts = [decode(line, path, number) for line, path in zip(row, files)]
+    if number == 1:
+        texts = [text.removeprefix("\ufeff") for text in texts]
+    if len(files) == 2:
+        return texts[0].strip(), texts[1].strip()
+    line = texts[0]
+    if not line.strip():
+        return "", ""
+    if "\t" not in line:
+        raise DataError(f"{files[0]}:{number}: no tab between source and target: {line[:80]!r}")
+    source, target = line.split("\t", 1)
+    if "\t" in target:
+        raise DataError(f"{files[0]}:{number}: more than one tab; expected source<TAB>target.")
+    return source.strip(), target.strip()
+
+
+def survey(files, sample_size, seed):
+    """One pass over the input: its line count, and a uniform sample of `sample_size` rows
+    (numbered) for the tokenizer (reservoir sampling: memory bound by the sample)."""
+    rng = np.random.default_rng(seed)
+    sample, count, draws = [], 0, np.empty(0)
+    for number, row in raw_rows(files):
+        count = number
+        if len(sample) < sample_size:
+            sample.append((number, row))
+            continue
+        position = (number - 1) % 65536
+        if position == 0 or len(draws) == 0:
+            draws = rng.random(65536)
+        slot = int(draws[position] * number)
+        if slot < sample_size:
+            sample[slot] = (number, row)
+    if count == 0:
+        raise DataError(f"{', '.join(files)}: no lines.")
+    return count, sample
+
+
+def count_lines(files):
+    count = 0
+    for count, _ in raw_rows(files):
+        pass
+    if count == 0:
+        raise DataError(f"{', '.join(files)}: no lines.")
+    return count
+
+
+# Encoding shards in worker processes -----------------------------------------------------------
+
+_worker_tokenizer = None
+
+
+def _start_worker(model_proto):
+    global _worker_tokenizer
+    _worker_tokenizer = Tokenizer(model_proto)
+
+
+def encode_shard(job):
+    """In a worker: a shard's rows -> its file and counts (also written as its .json)."""
+    index, numbers, rows, files, folder, allow_misaligned = job
+    pairs = [split_row(number, row, files) for number, row in zip(numbers, rows)]
+    found = find_misalignment([s for s, _ in pairs], [t for _, t in pairs])
+    if found and not allow_misaligned:
+        found = dataclasses.replace(
+            found, first_line=numbers[found.first_line - 1], last_line=numbers[found.last_line - 1]
+        )
+        sides = files if len(files) == 2 else ("the sources", "the targets")
+        raise DataError(
+            f"{found.describe(*sides)}. Fix the files, or pass --allow-misaligned to prepare "
+            "them as they are."
+        )
+    kept = [(s, t) for s, t in pairs if s and t]
+    sources = _worker_tokenizer.encode([s for s, _ in kept])
+    targets = _worker_tokenizer.encode([t for _, t in kept])
+    write_shard(os.path.join(folder, shard_name(index)), zip(sources, targets))
+    longest = np.array([max(len(s), len(t)) for s, t in zip(sources, targets)], "int64")
+    histogram = np.bincount(longest) if len(longest) else np.zeros(0, "int64")
+    stats = {
+        "file": shard_name(index),
+        "examples": len(kept),
+        "skipped_empty": len(pairs) - len(kept),
+        "tokens": [sum(map(len, sources)), sum(map(len, targets))],
+        "length_histogram": {str(k): int(v) for k, v in enumerate(histogram) if v},
+    }
+    write_json_atomic(os.path.join(folder, stats_name(index)), stats)
+    return stats
+
+
+def stats_name(index):
+    return shard_name(index).replace(".txt.gz", ".json")
+
+
+def worker_pool(processes, model_proto):
+    """Worker processes that encode shards. Spawned (a fork would copy whatever the parent holds,
+    TensorFlow's threads included) on Keras's NumPy backend: they need no TensorFlow."""
+    context = multiprocessing.get_context("spawn")
+    saved = os.environ.get("KERAS_BACKEND")
+    os.environ["KERAS_BACKEND"] = "numpy"
+    try:
+        return context.Pool(processes, initializer=_start_worker, initargs=(model_proto,))
+    finally:
+        if saved is None:
+            del os.environ["KERAS_BACKEND"]
+        else:
+            os.environ["KERAS_BACKEND"] = saved
+
+
+# The preparation -------------------------------------------------------------------------------
+
+
+def input_fingerprint(files):
+    return [{"path": os.path.abspath(p), "bytes": os.path.getsize(p),
+             "modified": int(os.path.getmtime(p))} for p in files]
+
+
+def prepare(options):
+    """Prepares (or finishes preparing) `options.data` into `options.output`; returns the
+    manifest."""
+    options.check()
+    files = input_files(options.data)
+    folder = options.output
+    manifest_path = os.path.join(folder, MANIFEST)
+    if os.path.exists(manifest_path):
+        log(f"{folder} is prepared already")
+        with open(manifest_path, encoding="utf-8") as f:
+            return json.load(f)
+    for path in files:
+        next(open_lines(path), None)  # a missing file or a folder: said before any work
+    record, tokenizer = start_or_resume(options, files, folder)
+    lines = record["lines"]
+    held_out = validation_lines(lines, options.validation, options.seed)
+    shard_count = -(-lines // options.shard_size)
+    done = {i for i in range(shard_count) if os.path.exists(os.path.join(folder, stats_name(i)))}
+    if done:
+        log(f"resuming: {len(done)} of {shard_count} shards are done already")
+    started = time.time()
+    validation = encode_all(options, files, folder, tokenizer, held_out, shard_count, done)
+    stats = [read_json(os.path.join(folder, stats_name(i))) for i in range(shard_count)]
+    for index, name in enumerate(VALIDATION_FILES):
+        write_text_atomic(os.path.join(folder, name), "".join(pair[index] + "\n" for pair in validation))
+    manifest = make_manifest(options, record, stats, len(validation))
+    write_json_atomic(manifest_path, manifest)
+    elapsed = time.time() - started
+    log(f"prepared {manifest['examples']:,} pairs in {elapsed:.0f} s "
+        f"({(lines - len(held_out)) / max(elapsed, 1e-9):,.0f} lines/s)")
+    return manifest
+
+
+def start_or_resume(options, files, folder):
+    """(preparation record, tokenizer): the saved ones when `folder` holds this same preparation
+    unfinished; new ones (the tokenizer trained on a sample) in an empty or new folder."""
+    settings = {k: v for k, v in dataclasses.asdict(options).items() if k not in ("output", "processes")}
+    path = os.path.join(folder, PREPARATION)
+    if os.path.exists(path):
+        record = read_json(path)
+        if record["options"] != settings or record["inputs"] != input_fingerprint(files):
+            raise DataError(
+                f"{folder} holds an unfinished preparation of other inputs or options "
+                f"({record['options']['data']}); finish it with its own arguments, or choose "
+                "another --output."
+            )
+        return record, Tokenizer.load(os.path.join(folder, TOKENIZER_FOLDER))
+    if os.path.isdir(folder) and os.listdir(folder):
+        raise DataError(f"{folder} exists and is not a preparation folder; choose another --output.")
+    if options.tokenizer:
+        tokenizer = Tokenizer.load(options.tokenizer)
+        lines = count_lines(files)
+    else:
+        lines, sample = survey(files, options.tokenizer_sample, options.seed)
+        texts = [side for number, row in sample for side in split_row(number, row, files)]
+        log(f"training the tokenizer on {len(sample):,} of {lines:,} lines")
+        tokenizer = Tokenizer.train(texts, options.vocab_size, seed=options.seed)
+    tokenizer.save(os.path.join(folder, TOKENIZER_FOLDER))
+    record = {"options": settings, "inputs": input_fingerprint(files), "lines": lines,
+              "tokenizer_sha256": model_checksum(tokenizer.model_proto),
+              "vocab_size": tokenizer.vocab_size}
+    write_json_atomic(path, record)
+    return record, tokenizer
+
+
+def validation_lines(lines, count, seed):
+    """The input line numbers held out for validation (at most a tenth of the lines)."""
+    count = min(count, lines // 10)
+    chosen = np.random.default_rng([seed, 1]).choice(lines, size=count, replace=False) + 1
+    return set(chosen.tolist())
+
+
+def encode_all(options, files, folder, tokenizer, held_out, shard_count, done):
+    """Reads the input once, sends each unfinished shard's rows to the workers (at most two per
+    worker in flight), and returns the held-out validation pairs."""
+    processes = options.processes or os.cpu_count() or 1
+    validation, pending, numbers, rows = [], [], [], []
+    with worker_pool(processes, tokenizer.model_proto) as pool:
+
+        def send(index):
+            if index not in done:
+                job = (index, numbers, rows, files, folder, options.allow_misaligned)
+                pending.append(pool.apply_async(encode_shard, (job,)))
+            while len(pending) > 2 * processes:
+                report(pending.pop(0).get(), shard_count)
+
+        for number, row in raw_rows(files):
+            if number in held_out:
+                pair = split_row(number, row, files)
+                if all(pair):
+                    validation.append(pair)
+            elif (number - 1) // options.shard_size not in done:
+                numbers.append(number)
+                rows.append(row)
+            if number % options.shard_size == 0:
+                send(number // options.shard_size - 1)
+                numbers, rows = [], []
+        if number % options.shard_size:  # the last shard, shorter than the others
+            send(shard_count - 1)
+        while pending:
+            report(pending.pop(0).get(), shard_count)
+    return validation
+
+
+def report(stats, shard_count):
+    log(f"  {stats['file']}: {stats['examples']:,} pairs ({shard_count} shards in all)")
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def make_manifest(options, record, stats, validation_examples):
+    histogram = {}
+    for shard in stats:
+        for length, count in shard["length_histogram"].items():
+            histogram[length] = histogram.get(length, 0) + count
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "task": "translation",
+        "unit": "pair",
+        "source": options.data,
+        "shards": [{"file": s["file"], "examples": s["examples"]} for s in stats],
+        "examples": sum(s["examples"] for s in stats),
+        "skipped_empty": sum(s["skipped_empty"] for s in stats),
+        "validation_examples": validation_examples,
+        "validation_files": list(VALIDATION_FILES),
+        "tokens": [sum(s["tokens"][0] for s in stats), sum(s["tokens"][1] for s in stats)],
+        "length_histogram": dict(sorted(histogram.items(), key=lambda item: int(item[0]))),
+        "tokenizer": {"folder": TOKENIZER_FOLDER, "sha256": record["tokenizer_sha256"],
+                      "vocab_size": record["vocab_size"]},
+        "lines": record["lines"],
+        "options": record["options"],
+    }

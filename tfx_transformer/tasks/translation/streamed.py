@@ -1,0 +1,115 @@
+"""Training on a prepared corpus (`--data prepared:DIR`, made by `python -m
+tfx_transformer.prepare`): its tokenizer, its held-out validation text, and training batches
+streamed from this worker's shards (`data.shards.BatchStream`) instead of a list in memory."""
+
+import os
+
+import numpy as np
+
+from tfx_transformer.data import DataError, Tokenizer, batch_indices
+from tfx_transformer.data.shards import (
+    BatchStream,
+    StreamEpoch,
+    estimate_batches,
+    lengths_from_histogram,
+    model_checksum,
+    read_manifest,
+    stream_fingerprint,
+)
+from tfx_transformer.tasks.translation import data as data_lib
+
+PREFIX = "prepared:"
+
+
+def is_prepared(spec):
+    return bool(spec) and spec.startswith(PREFIX)
+
+
+class PreparedCorpus:
+    """A prepared folder as one run reads it."""
+
+    def __init__(self, spec):
+        self.folder = spec[len(PREFIX):]
+        self.manifest = read_manifest(self.folder)
+        info = self.manifest["tokenizer"]
+        self.tokenizer = Tokenizer.load(os.path.join(self.folder, info["folder"]))
+        if model_checksum(self.tokenizer.model_proto) != info["sha256"]:
+            raise DataError(
+                f"{spec}: its tokenizer/ is not the one its shards were encoded with (sha256 "
+                "differs from the manifest's); prepare the corpus again."
+            )
+        self.stream = None
+
+    @property
+    def origin(self):
+        return f"{PREFIX}{self.folder} ({self.manifest['source']})"
+
+    def check_run_tokenizer(self, run_tokenizer):
+        """--resume: the run's saved tokenizer must be the one the shards were encoded with."""
+        if model_checksum(run_tokenizer.model_proto) != self.manifest["tokenizer"]["sha256"]:
+            raise DataError(
+                f"{PREFIX}{self.folder} was encoded with another tokenizer than the run being "
+                "resumed (sha256 of tokenizer/sentencepiece.model differs): its token ids would "
+                "mean other pieces. Resume with the prepared set the run started with."
+            )
+
+    def validation_spec(self):
+        files = self.manifest["validation_files"]
+        if not self.manifest["validation_examples"]:
+            raise DataError(
+                f"{PREFIX}{self.folder} holds no validation pairs (prepared with --validation 0); "
+                "give --valid-data."
+            )
+        return "parallel:" + ",".join(os.path.join(self.folder, name) for name in files)
+
+    def batch_lengths(self, max_length, long_pairs):
+        """The sorted batching lengths of the training pairs, from the manifest's histogram."""
+        longest = lengths_from_histogram(self.manifest["length_histogram"])
+        return data_lib.limited_lengths(longest, max_length, long_pairs)
+
+    def open_stream(self, options, max_length, shapes, worker, workers, checkpoints):
+        """This worker's BatchStream; window anchors saved in `checkpoints`."""
+        settings = dict(
+            manifest=self.manifest["tokenizer"]["sha256"], shards=len(self.manifest["shards"]),
+            examples=self.manifest["examples"], seed=options.seed, window=options.stream_window,
+            batch_tokens=options.batch_tokens, max_length=max_length,
+            long_pairs=options.long_pairs, shapes=repr(shapes),
+        )
+        anchors = os.path.join(
+            checkpoints, f"stream-{stream_fingerprint(**settings)}-worker{worker}-of-{workers}.json"
+        )
+
+        def window_batches(examples, seed):
+            encoded = data_lib.limit_pairs(examples, max_length, options.long_pairs)
+            if not encoded.sources:
+                return []
+            return data_lib.make_batches(encoded, options.batch_tokens, max_length, seed, shapes)[0]
+
+        self.stream = BatchStream(self.folder, self.manifest, window_batches, options.stream_window,
+                                  options.seed, worker, workers, anchors)
+        return self.stream
+
+    def epoch(self, epoch, options, max_length, shapes, workers):
+        """The StreamEpoch of training epoch `epoch`, and the padding estimated for its batches."""
+        lengths = self.batch_lengths(max_length, options.long_pairs)
+        kept = len(lengths) / max(self.manifest["examples"], 1)
+        shards = self.manifest["shards"]
+        worker_examples = [kept * sum(s["examples"] for s in shards[w::workers])
+                           for w in range(workers)]
+
+        def count_batches(window_lengths):
+            chunks = batch_indices(window_lengths, options.batch_tokens, max_length, shapes=shapes)
+            padded = 0
+            for chunk in chunks:
+                longest = int(window_lengths[chunk].max())
+                shape = shapes.shape_for(longest, options.batch_tokens, max_length)
+                rows, width = shape or (len(chunk), -(-longest // shapes.multiple) * shapes.multiple)
+                padded += rows * width
+            return len(chunks), padded
+
+        batches, padding = estimate_batches(lengths, worker_examples, options.stream_window,
+                                            count_batches)
+        return StreamEpoch(self.stream, epoch, batches), padding
+
+    def kept_examples(self, max_length, long_pairs):
+        return int(len(self.batch_lengths(max_length, long_pairs)))
