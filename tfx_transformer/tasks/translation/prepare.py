@@ -16,6 +16,7 @@ interrupted preparation resumes by encoding the shards without a .json and nothi
 
 import dataclasses
 import gzip
+import itertools
 import json
 import multiprocessing
 import os
@@ -65,16 +66,14 @@ class PrepareOptions:
 # Reading the corpus as a stream ----------------------------------------------------------------
 
 
-def open_lines(path):
-    """Byte lines of a text file (gzip'd when it ends in .gz), without line endings."""
+def open_binary(path):
+    """A text file for reading bytes (gunzipped when it ends in .gz); clear errors for a missing
+    file or a folder."""
     if not os.path.exists(path):
         raise DataError(f"{path}: no such file.")
     if os.path.isdir(path):
         raise DataError(f"{path}: is a folder, not a text file.")
-    opened = gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
-    with opened as f:
-        for line in f:
-            yield line.rstrip(b"\r\n")
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
 
 
 def input_files(spec):
@@ -89,23 +88,31 @@ def input_files(spec):
     )
 
 
-def raw_rows(files):
-    """(line number, raw lines) of the input, one per line: a pair of byte lines (parallel) or
-    one (tsv). Files of different lengths are a DataError naming both counts."""
-    readers = [open_lines(path) for path in files]
-    number = 0
-    while True:
-        row = [next(reader, None) for reader in readers]
-        if all(line is None for line in row):
-            return
-        number += 1
-        if any(line is None for line in row):
-            short = files[row.index(None)]
-            raise DataError(
-                f"{short} ends at line {number - 1} while {files[1 - files.index(short)]} goes on: "
-                "parallel files must be aligned line by line."
-            )
-        yield number, row
+def raw_chunks(files, size, skip_chunk=lambda index: False):
+    """(first line number, rows) of the input, `size` lines at a time; rows: a list of byte lines
+    per file, without line endings (None for a chunk that `skip_chunk(index)` says is not
+    needed: read past, not kept). Files of different lengths are a DataError naming where."""
+    handles = [open_binary(path) for path in files]
+    try:
+        number, index = 1, 0
+        while True:
+            parts = [list(itertools.islice(handle, size)) for handle in handles]
+            counts = [len(part) for part in parts]
+            if min(counts) != max(counts):
+                short = files[counts.index(min(counts))]
+                other = files[counts.index(max(counts))]
+                raise DataError(
+                    f"{short} ends at line {number + min(counts) - 1} while {other} goes on: "
+                    "parallel files must be aligned line by line."
+                )
+            if not counts[0]:
+                return
+            rows = None if skip_chunk(index) else [[line.rstrip(b"\r\n") for line in part] for part in parts]
+            yield number, rows
+            number, index = number + counts[0], index + 1
+    finally:
+        for handle in handles:
+            handle.close()
 
 
 def decode(raw, path, number):
@@ -133,22 +140,21 @@ def split_row(number, row, files):
     return source.strip(), target.strip()
 
 
-def survey(files, sample_size, seed):
+def survey(files, sample_size, seed, chunk=65536):
     """One pass over the input: its line count, and a uniform sample of `sample_size` rows
     (numbered) for the tokenizer (reservoir sampling: memory bound by the sample)."""
     rng = np.random.default_rng(seed)
-    sample, count, draws = [], 0, np.empty(0)
-    for number, row in raw_rows(files):
-        count = number
-        if len(sample) < sample_size:
-            sample.append((number, row))
-            continue
-        position = (number - 1) % 65536
-        if position == 0 or len(draws) == 0:
-            draws = rng.random(65536)
-        slot = int(draws[position] * number)
-        if slot < sample_size:
-            sample[slot] = (number, row)
+    sample, count = [], 0
+    for first, rows in raw_chunks(files, chunk):
+        lines = list(zip(*rows))
+        count = first + len(lines) - 1
+        numbers = np.arange(first, count + 1)
+        slots = (rng.random(len(lines)) * numbers).astype("int64")  # row i may replace slot < i
+        for offset, (number, slot) in enumerate(zip(numbers.tolist(), slots.tolist())):
+            if len(sample) < sample_size:
+                sample.append((number, lines[offset]))
+            elif slot < sample_size:
+                sample[slot] = (number, lines[offset])
     if count == 0:
         raise DataError(f"{', '.join(files)}: no lines.")
     return count, sample
@@ -156,8 +162,8 @@ def survey(files, sample_size, seed):
 
 def count_lines(files):
     count = 0
-    for count, _ in raw_rows(files):
-        pass
+    for first, rows in raw_chunks(files, 65536, skip_chunk=lambda index: False):
+        count = first + len(rows[0]) - 1
     if count == 0:
         raise DataError(f"{', '.join(files)}: no lines.")
     return count
@@ -174,19 +180,14 @@ def _start_worker(model_proto):
 
 
 def encode_shard(job):
-    """In a worker: a shard's rows -> its file and counts (also written as its .json)."""
-    index, numbers, rows, files, folder, allow_misaligned = job
-    pairs = [split_row(number, row, files) for number, row in zip(numbers, rows)]
-    found = find_misalignment([s for s, _ in pairs], [t for _, t in pairs])
-    if found and not allow_misaligned:
-        found = dataclasses.replace(
-            found, first_line=numbers[found.first_line - 1], last_line=numbers[found.last_line - 1]
-        )
-        sides = files if len(files) == 2 else ("the sources", "the targets")
-        raise DataError(
-            f"{found.describe(*sides)}. Fix the files, or pass --allow-misaligned to prepare "
-            "them as they are."
-        )
+    """In a worker: a shard's rows -> its file and counts, and the held-out validation pairs
+    among its lines (all written to its .json, last)."""
+    index, first, rows, held_out, files, folder, allow_misaligned = job
+    pairs = [split_row(first + offset, row, files) for offset, row in enumerate(zip(*rows))]
+    check_alignment(pairs, first, files, allow_misaligned)
+    validation = [pairs[number - first] for number in held_out]
+    for number in held_out:
+        pairs[number - first] = ("", "")
     kept = [(s, t) for s, t in pairs if s and t]
     sources = _worker_tokenizer.encode([s for s, _ in kept])
     targets = _worker_tokenizer.encode([t for _, t in kept])
@@ -196,12 +197,27 @@ def encode_shard(job):
     stats = {
         "file": shard_name(index),
         "examples": len(kept),
-        "skipped_empty": len(pairs) - len(kept),
+        "skipped_empty": len(pairs) - len(kept) - len(held_out),
         "tokens": [sum(map(len, sources)), sum(map(len, targets))],
         "length_histogram": {str(k): int(v) for k, v in enumerate(histogram) if v},
+        "validation": [list(pair) for pair in validation if all(pair)],
     }
     write_json_atomic(os.path.join(folder, stats_name(index)), stats)
     return stats
+
+
+def check_alignment(pairs, first, files, allow_misaligned):
+    """A shard whose sides look shifted (`data.alignment`) is refused, naming its lines."""
+    found = find_misalignment([s for s, _ in pairs], [t for _, t in pairs])
+    if found is None or allow_misaligned:
+        return
+    found = dataclasses.replace(found, first_line=found.first_line + first - 1,
+                                last_line=found.last_line + first - 1)
+    sides = files if len(files) == 2 else ("the sources", "the targets")
+    raise DataError(
+        f"{found.describe(*sides)}. Fix the files, or pass --allow-misaligned to prepare them "
+        "as they are."
+    )
 
 
 def stats_name(index):
@@ -243,7 +259,7 @@ def prepare(options):
         with open(manifest_path, encoding="utf-8") as f:
             return json.load(f)
     for path in files:
-        next(open_lines(path), None)  # a missing file or a folder: said before any work
+        open_binary(path).close()  # a missing file or a folder: said before any work
     record, tokenizer = start_or_resume(options, files, folder)
     lines = record["lines"]
     held_out = validation_lines(lines, options.validation, options.seed)
@@ -252,8 +268,9 @@ def prepare(options):
     if done:
         log(f"resuming: {len(done)} of {shard_count} shards are done already")
     started = time.time()
-    validation = encode_all(options, files, folder, tokenizer, held_out, shard_count, done)
+    encode_all(options, files, folder, tokenizer, held_out, shard_count, done)
     stats = [read_json(os.path.join(folder, stats_name(i))) for i in range(shard_count)]
+    validation = [pair for shard in stats for pair in shard["validation"]]
     for index, name in enumerate(VALIDATION_FILES):
         write_text_atomic(os.path.join(folder, name), "".join(pair[index] + "\n" for pair in validation))
     manifest = make_manifest(options, record, stats, len(validation))
@@ -304,35 +321,24 @@ def validation_lines(lines, count, seed):
 
 
 def encode_all(options, files, folder, tokenizer, held_out, shard_count, done):
-    """Reads the input once, sends each unfinished shard's rows to the workers (at most two per
-    worker in flight), and returns the held-out validation pairs."""
+    """Reads the input once, a shard's lines at a time, and has the workers encode each
+    unfinished shard (at most two per worker in flight)."""
     processes = options.processes or os.cpu_count() or 1
-    validation, pending, numbers, rows = [], [], [], []
+    pending = []
     with worker_pool(processes, tokenizer.model_proto) as pool:
-
-        def send(index):
-            if index not in done:
-                job = (index, numbers, rows, files, folder, options.allow_misaligned)
-                pending.append(pool.apply_async(encode_shard, (job,)))
+        for index, (first, rows) in enumerate(
+            raw_chunks(files, options.shard_size, skip_chunk=lambda index: index in done)
+        ):
+            if rows is None:
+                continue
+            last = first + len(rows[0]) - 1
+            mine = sorted(n for n in held_out if first <= n <= last)
+            job = (index, first, rows, mine, files, folder, options.allow_misaligned)
+            pending.append(pool.apply_async(encode_shard, (job,)))
             while len(pending) > 2 * processes:
                 report(pending.pop(0).get(), shard_count)
-
-        for number, row in raw_rows(files):
-            if number in held_out:
-                pair = split_row(number, row, files)
-                if all(pair):
-                    validation.append(pair)
-            elif (number - 1) // options.shard_size not in done:
-                numbers.append(number)
-                rows.append(row)
-            if number % options.shard_size == 0:
-                send(number // options.shard_size - 1)
-                numbers, rows = [], []
-        if number % options.shard_size:  # the last shard, shorter than the others
-            send(shard_count - 1)
         while pending:
             report(pending.pop(0).get(), shard_count)
-    return validation
 
 
 def report(stats, shard_count):
