@@ -107,9 +107,12 @@ class PreparedCorpus:
                 padded += rows * width
             return len(chunks), padded
 
-        batches, padding = estimate_batches(lengths, worker_examples, options.stream_window,
-                                            count_batches)
-        return StreamEpoch(self.stream, epoch, batches), padding
+        batches, padded = estimate_batches(lengths, worker_examples, options.stream_window,
+                                           count_batches)
+        # Real tokens of both sides (as make_batches counts padding: sources and labels, each
+        # with its end token) against two arrays of the batches' shapes.
+        real = kept * (sum(self.manifest["tokens"]) + 2 * self.manifest["examples"])
+        return StreamEpoch(self.stream, epoch, batches), max(0.0, 1.0 - real / max(2 * padded, 1.0))
 
     def kept_examples(self, max_length, long_pairs):
         return int(len(self.batch_lengths(max_length, long_pairs)))

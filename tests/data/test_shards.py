@@ -1,0 +1,172 @@
+"""Shard files and the batch stream over them: what TensorFlow and Python read is what was
+written, workers read disjoint shards that cover the set, and seeking (with or without saved
+anchors) gives the batches an uninterrupted stream gives."""
+
+import collections
+import json
+
+import numpy as np
+import pytest
+
+from tfx_transformer.data import DataError
+from tfx_transformer.data.shards import (
+    BatchStream,
+    StreamEpoch,
+    describe_manifest,
+    estimate_batches,
+    lengths_from_histogram,
+    read_manifest,
+    read_shard,
+    shard_name,
+    tf_dataset,
+    write_shard,
+)
+
+
+def random_examples(rng, count, offset=0):
+    """Examples whose first source id numbers them, so that each can be told apart."""
+    return [
+        ([offset + i] + rng.integers(4, 900, rng.integers(0, 12)).tolist(),
+         rng.integers(4, 900, rng.integers(1, 15)).tolist())
+        for i in range(count)
+    ]
+
+
+def write_set(folder, rng, sizes):
+    """A shard set with shards of `sizes` examples and the manifest fields the stream reads."""
+    shards, offset = [], 0
+    for index, size in enumerate(sizes):
+        write_shard(folder / shard_name(index), random_examples(rng, size, offset))
+        shards.append({"file": shard_name(index), "examples": size})
+        offset += size
+    manifest = {"format": "tfx_transformer.prepared", "version": 1, "shards": shards}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return manifest
+
+
+def test_python_and_tensorflow_read_what_was_written(tmp_path, rng):
+    examples = random_examples(rng, 50) + [([7], [8, 9])]
+    write_shard(tmp_path / "s.txt.gz", examples)
+    assert list(read_shard(tmp_path / "s.txt.gz")) == [tuple(e) for e in examples]
+    assert list(read_shard(tmp_path / "s.txt.gz", skip=48)) == [tuple(e) for e in examples[48:]]
+    read_by_tf = [tuple(side.tolist() for side in pair)
+                  for pair in tf_dataset([str(tmp_path / "s.txt.gz")]).as_numpy_iterator()]
+    assert read_by_tf == [tuple(e) for e in examples]
+
+
+def test_shards_are_deterministic_bytes(tmp_path, rng):
+    examples = random_examples(rng, 20)
+    write_shard(tmp_path / "a.txt.gz", examples)
+    write_shard(tmp_path / "b.txt.gz", examples)
+    assert (tmp_path / "a.txt.gz").read_bytes() == (tmp_path / "b.txt.gz").read_bytes()
+
+
+def first_ids(examples, seed):
+    """A window's 'batches': its examples' numbers, in shuffled order, four to a batch."""
+    order = np.random.default_rng(seed).permutation(len(examples))
+    numbers = [examples[i][0][0] for i in order]
+    return [numbers[i : i + 4] for i in range(0, len(numbers), 4)]
+
+
+def test_workers_read_disjoint_shards_that_cover_the_set(tmp_path, rng):
+    manifest = write_set(tmp_path, rng, [30, 25, 40, 10, 22])
+    seen = collections.Counter()
+    for worker in range(2):
+        stream = BatchStream(str(tmp_path), manifest, first_ids, window=16, seed=3,
+                             worker=worker, workers=2)
+        per_epoch = sum(-(-min(16, stream.examples - start) // 4)
+                        for start in range(0, stream.examples, 16))
+        batches = stream.batches()
+        epoch = [n for _ in range(per_epoch) for n in next(batches)]
+        assert len(epoch) == len(set(epoch)) == stream.examples
+        seen.update(epoch)
+    assert sorted(seen) == list(range(127)) and set(seen.values()) == {1}
+
+
+def test_each_data_epoch_shuffles_again(tmp_path, rng):
+    manifest = write_set(tmp_path, rng, [12, 12, 12])
+    stream = BatchStream(str(tmp_path), manifest, first_ids, window=36, seed=0)
+    batches = stream.batches()
+    first = [n for _ in range(9) for n in next(batches)]
+    second = [n for _ in range(9) for n in next(batches)]
+    assert sorted(first) == sorted(second) == list(range(36))
+    assert first != second
+
+
+@pytest.mark.parametrize("with_anchors", [True, False])
+def test_seeking_gives_the_batches_of_an_uninterrupted_stream(tmp_path, rng, with_anchors):
+    manifest = write_set(tmp_path, rng, [23, 17, 31])
+    anchors = str(tmp_path / "anchors.json") if with_anchors else None
+    whole = BatchStream(str(tmp_path), manifest, first_ids, window=10, seed=5, anchors_path=anchors)
+    stream = whole.batches()
+    reference = [next(stream) for _ in range(60)]  # past the end of the first data epoch (19)
+    for start in (0, 3, 17, 19, 20, 41):
+        # A new stream, as a resumed run makes: it reads the anchors the first one saved.
+        resumed = BatchStream(str(tmp_path), manifest, first_ids, window=10, seed=5,
+                              anchors_path=anchors)
+        batches = resumed.batches(start)
+        assert [next(batches) for _ in range(60 - start)] == reference[start:], start
+    if with_anchors:
+        saved = json.loads((tmp_path / "anchors.json").read_text())
+        # One per window: 8 windows a data epoch (10, 10, 3 + 10, 7 + 10, 10, 10, 1 examples).
+        assert len(saved) >= 8 and saved["0"] == [0, 0]
+
+
+def test_a_stream_without_batches_is_an_error_not_a_hang(tmp_path, rng):
+    manifest = write_set(tmp_path, rng, [5])
+    stream = BatchStream(str(tmp_path), manifest, lambda examples, seed: [], window=4, seed=0)
+    with pytest.raises(DataError, match="make no batches"):
+        next(stream.batches())
+
+
+def test_more_workers_than_shards_is_refused(tmp_path, rng):
+    manifest = write_set(tmp_path, rng, [5, 5])
+    with pytest.raises(DataError, match="too few for 3 workers"):
+        BatchStream(str(tmp_path), manifest, first_ids, window=4, seed=0, worker=2, workers=3)
+
+
+def test_stream_epochs_continue_where_the_last_one_stopped(tmp_path, rng):
+    manifest = write_set(tmp_path, rng, [40])
+    stream = BatchStream(str(tmp_path), manifest, first_ids, window=40, seed=1)
+    reference = stream.batches()
+    reference = [next(reference) for _ in range(24)]
+    # 3 steps an epoch of 2 batches a step (two replicas of this worker)
+    epochs = [StreamEpoch(stream, epoch, batches_per_epoch=6) for epoch in range(4)]
+    taken = [b for e in epochs for b in e.local_batches(steps_per_epoch=3, first_step=0, per_step=2)]
+    assert taken == reference
+    assert list(epochs[2].local_batches(3, 1, 2)) == reference[14:18]
+    assert len(epochs[0]) == 6
+
+
+def test_estimate_is_exact_when_one_window_holds_a_worker(rng):
+    lengths = np.sort(rng.integers(1, 30, 500))
+
+    def count(window):
+        return len(window) // 7 + 1, int(window.sum())
+
+    batches, padded = estimate_batches(lengths, [500], window=1000, count_batches=count)
+    assert (batches, padded) == (500 // 7 + 1, int(lengths.sum()))
+    # Windows of 100: five of them, each batched as a fifth of the quantiles is.
+    batches, _ = estimate_batches(lengths, [500], window=100, count_batches=count)
+    assert batches == 5 * (100 // 7 + 1)
+
+
+def test_manifest_checks_and_rendering(tmp_path, rng):
+    with pytest.raises(DataError, match="did not finish"):
+        read_manifest(str(tmp_path))
+    manifest = write_set(tmp_path, rng, [3])
+    (tmp_path / shard_name(0)).unlink()
+    with pytest.raises(DataError, match="1 shard\\(s\\) missing"):
+        read_manifest(str(tmp_path))
+    manifest.update({
+        "examples": 1234, "unit": "pair", "source": "parallel:a,b", "skipped_empty": 2,
+        "validation_examples": 10, "tokens": [5000, 6000],
+        "tokenizer": {"vocab_size": 300, "sha256": "ab" * 32},
+        "length_histogram": {"3": 1000, "25": 200, "60": 34},
+    })
+    text = describe_manifest(manifest)
+    assert "1,234 pairs in 1 shard(s) from parallel:a,b" in text
+    bars = [line for line in text.splitlines() if line.startswith("  ")]
+    assert sum(int(line.split()[1].replace(",", "")) for line in bars) == 1234
+    assert bars[0].endswith("#" * 40)  # the fullest bin gets the longest bar
+    assert list(lengths_from_histogram(manifest["length_histogram"])[[0, 999, 1000, 1233]]) == [3, 3, 25, 60]
