@@ -14,7 +14,7 @@ from tfx_transformer.data.shards import (
     StreamEpoch,
     describe_manifest,
     estimate_batches,
-    lengths_from_histogram,
+    quantile_lengths,
     read_manifest,
     read_shard,
     shard_name,
@@ -140,14 +140,21 @@ def test_stream_epochs_continue_where_the_last_one_stopped(tmp_path, rng):
 
 def test_estimate_is_exact_when_one_window_holds_a_worker(rng):
     lengths = np.sort(rng.integers(1, 30, 500))
+    histogram = {str(k): int(v) for k, v in zip(*np.unique(lengths, return_counts=True))}
+    seen = []
 
     def count(window):
+        seen.append(window)
         return len(window) // 7 + 1, int(window.sum())
 
-    batches, padded = estimate_batches(lengths, [500], window=1000, count_batches=count)
+    batches, padded = estimate_batches(histogram, [500], window=1000, count_batches=count)
     assert (batches, padded) == (500 // 7 + 1, int(lengths.sum()))
+    np.testing.assert_array_equal(seen[0], lengths)
     # Windows of 100: five of them, each batched as a fifth of the quantiles is.
-    batches, _ = estimate_batches(lengths, [500], window=100, count_batches=count)
+    batches, _ = estimate_batches(histogram, [500], window=100, count_batches=count)
+    assert batches == 5 * (100 // 7 + 1)
+    # Two workers of 300 and 200 examples: windows of 100 each.
+    batches, _ = estimate_batches(histogram, [300, 200], window=100, count_batches=count)
     assert batches == 5 * (100 // 7 + 1)
 
 
@@ -169,4 +176,7 @@ def test_manifest_checks_and_rendering(tmp_path, rng):
     bars = [line for line in text.splitlines() if line.startswith("  ")]
     assert sum(int(line.split()[1].replace(",", "")) for line in bars) == 1234
     assert bars[0].endswith("#" * 40)  # the fullest bin gets the longest bar
-    assert list(lengths_from_histogram(manifest["length_histogram"])[[0, 999, 1000, 1233]]) == [3, 3, 25, 60]
+    every = quantile_lengths(manifest["length_histogram"], 1234)
+    assert list(every[[0, 999, 1000, 1233]]) == [3, 3, 25, 60] and len(every) == 1234
+    assert list(quantile_lengths(manifest["length_histogram"], 3)) == [3, 3, 60]
+    assert list(quantile_lengths({"5": 2, "9": 2}, 4)) == [5, 5, 9, 9]

@@ -138,10 +138,17 @@ def describe_manifest(manifest, bins=10):
     return "\n".join(lines)
 
 
-def lengths_from_histogram(histogram):
-    """The sorted example lengths that a {length: count} histogram holds."""
-    items = sorted((int(k), int(v)) for k, v in histogram.items())
-    return np.repeat([k for k, _ in items], [v for _, v in items]).astype("int64")
+def quantile_lengths(histogram, size):
+    """`size` of the example lengths that a {length: count} histogram holds, at evenly spaced
+    ranks, sorted: all of them when `size` is their count (memory bound by `size`, not by the
+    corpus)."""
+    items = sorted((int(k), int(v)) for k, v in histogram.items() if int(v) > 0)
+    if not items or size < 1:
+        return np.zeros(0, "int64")
+    values = np.array([k for k, _ in items], "int64")
+    ends = np.cumsum([v for _, v in items])
+    ranks = np.linspace(0, ends[-1] - 1, size).round().astype("int64")
+    return values[np.searchsorted(ends, ranks, side="right")]
 
 
 # The stream ------------------------------------------------------------------------------------
@@ -278,18 +285,19 @@ class StreamEpoch:
         return itertools.islice(self.stream.batches(start), count)
 
 
-def estimate_batches(lengths, worker_examples, window, count_batches):
-    """The batches a data epoch makes over all workers, estimated from the examples' sorted
-    batching `lengths` (the manifest's histogram): each worker's windows are batched as a window
-    of evenly spaced quantiles of them would be (`count_batches(lengths)`: a window's batch
-    count); exact for one worker whose examples fit one window. Returns (batches, the rows times
-    widths of those batches), `count_batches` returning both for a window."""
+def estimate_batches(histogram, worker_examples, window, count_batches):
+    """The batches a data epoch makes over all workers, estimated from a {batching length:
+    count} `histogram` of the examples (the manifest's): each worker's windows are batched as a
+    window of evenly spaced quantiles of them would be (`count_batches(lengths)`: a window's
+    batch count); exact for one worker whose examples fit one window. Returns (batches, the rows
+    times widths of those batches), `count_batches` returning both for a window."""
     total, padded = 0.0, 0.0
+    everything = sum(histogram.values())
     for examples in worker_examples:
-        size = int(min(window, examples, len(lengths)))
+        size = int(min(window, round(examples), everything))
         if size == 0:
             continue
-        chosen = lengths[np.linspace(0, len(lengths) - 1, size).round().astype("int64")]
+        chosen = quantile_lengths(histogram, size)
         batches, width_tokens = count_batches(chosen)
         total += batches * examples / size
         padded += width_tokens * examples / size

@@ -274,13 +274,18 @@ def limit_pairs(id_pairs, max_length, long_pairs="drop"):
     return Encoded(sources, targets, dropped, truncated)
 
 
-def limited_lengths(longest, max_length, long_pairs="drop"):
-    """The batching lengths (`make_batches`: the longer side with its end token) of pairs whose
-    longer side has `longest` pieces, after `limit_pairs`."""
-    lengths = np.asarray(longest, "int64") + 1
-    if long_pairs == "drop":
-        return lengths[lengths <= max_length]
-    return np.minimum(lengths, max_length)
+def limited_histogram(longest, max_length, long_pairs="drop"):
+    """{batching length (`make_batches`: the longer side with its end token): pairs} after
+    `limit_pairs`, from {longer side's pieces: pairs}."""
+    limited = {}
+    for pieces, count in longest.items():
+        length = int(pieces) + 1
+        if length > max_length:
+            if long_pairs == "drop":
+                continue
+            length = max_length
+        limited[length] = limited.get(length, 0) + int(count)
+    return limited
 
 
 def make_batches(encoded, batch_tokens, max_length, shuffle_seed=None, shapes=BatchShapes()):

@@ -11,7 +11,6 @@ from tfx_transformer.data.shards import (
     BatchStream,
     StreamEpoch,
     estimate_batches,
-    lengths_from_histogram,
     model_checksum,
     read_manifest,
     stream_fingerprint,
@@ -63,9 +62,8 @@ class PreparedCorpus:
         return "parallel:" + ",".join(os.path.join(self.folder, name) for name in files)
 
     def batch_lengths(self, max_length, long_pairs):
-        """The sorted batching lengths of the training pairs, from the manifest's histogram."""
-        longest = lengths_from_histogram(self.manifest["length_histogram"])
-        return data_lib.limited_lengths(longest, max_length, long_pairs)
+        """{batching length: pairs} of the training pairs, from the manifest's histogram."""
+        return data_lib.limited_histogram(self.manifest["length_histogram"], max_length, long_pairs)
 
     def open_stream(self, options, max_length, shapes, worker, workers, checkpoints):
         """This worker's BatchStream; window anchors saved in `checkpoints`."""
@@ -92,7 +90,7 @@ class PreparedCorpus:
     def epoch(self, epoch, options, max_length, shapes, workers):
         """The StreamEpoch of training epoch `epoch`, and the padding estimated for its batches."""
         lengths = self.batch_lengths(max_length, options.long_pairs)
-        kept = len(lengths) / max(self.manifest["examples"], 1)
+        kept = sum(lengths.values()) / max(self.manifest["examples"], 1)
         shards = self.manifest["shards"]
         worker_examples = [kept * sum(s["examples"] for s in shards[w::workers])
                            for w in range(workers)]
@@ -115,4 +113,4 @@ class PreparedCorpus:
         return StreamEpoch(self.stream, epoch, batches), max(0.0, 1.0 - real / max(2 * padded, 1.0))
 
     def kept_examples(self, max_length, long_pairs):
-        return int(len(self.batch_lengths(max_length, long_pairs)))
+        return sum(self.batch_lengths(max_length, long_pairs).values())
