@@ -20,6 +20,8 @@ import time
 
 import keras
 
+from tfx_transformer.reporting import log
+
 
 class RunPaths:
     def __init__(self, output):
@@ -62,16 +64,24 @@ class RunInUse(ValueError):
 
 
 @contextlib.contextmanager
-def claimed(paths):
+def claimed(paths, resume=False):
     """Holds DIR/.lock for the duration: created atomically, so that of two processes started
     together on one folder exactly one gets it; the other is refused at once, before any slow
     work. The folder is created if need be (which also proves it writable), and removed again if
-    the run ends before writing anything into it."""
+    the run ends before writing anything into it.
+
+    `resume` (--resume): a lock left by a process of this host that is no longer running (killed,
+    as a cluster manager restarting a job finds it) is taken over instead of refused."""
     if os.path.exists(paths.output) and not os.path.isdir(paths.output):
         raise ValueError(f"--output {paths.output} is a file; a run needs a folder.")
     created = not os.path.exists(paths.output)
     os.makedirs(paths.output, exist_ok=True)
-    owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    owner = {"pid": os.getpid(), "host": socket.gethostname(),
+             "started": time.strftime("%Y-%m-%d %H:%M:%S"), "process_start": _process_start(os.getpid())}
+    if resume and _left_by_dead_process(paths):
+        log(f"{paths.lock} was left by a process that is no longer running; resuming in its place")
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(paths.lock)
     _create_lock(paths, owner)
     try:
         yield
@@ -124,6 +134,30 @@ def _holder_message(paths):
         f"{paths.output} is in use: process {pid} on {host} has been training into it since "
         f"{started}. Wait for it to finish, or choose another --output."
     )
+
+
+def _left_by_dead_process(paths):
+    """Whether DIR/.lock names a process of this host that is gone, or whose pid another process
+    has taken since (a restarted container's first process has the pid of the last one's)."""
+    try:
+        with open(paths.lock, encoding="utf-8") as f:
+            holder = json.load(f)
+        pid, host = int(holder["pid"]), str(holder["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if host != socket.gethostname():
+        return False
+    recorded = holder.get("process_start")
+    return not _alive(pid) or (recorded is not None and recorded != _process_start(pid))
+
+
+def _process_start(pid):
+    """When process `pid` started, in clock ticks since boot (Linux); None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _alive(pid):

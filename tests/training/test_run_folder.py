@@ -64,6 +64,30 @@ def test_a_lock_left_by_a_dead_process_is_reported_with_how_to_clear_it(tmp_path
     assert f"delete {paths.lock}" in str(refused.value)
 
 
+def test_resume_takes_over_a_lock_whose_process_is_gone(tmp_path):
+    paths = RunPaths(str(tmp_path / "run"))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    os.makedirs(paths.output)
+    # A killed process's lock; then one whose pid is alive but names another process (a
+    # restarted container's first process gets its predecessor's pid).
+    for holder in ({"pid": gone.pid, "host": os.uname().nodename},
+                   {"pid": os.getpid(), "host": os.uname().nodename, "process_start": 1}):
+        with open(paths.lock, "w") as f:
+            json.dump(holder, f)
+        with claimed(paths, resume=True):
+            assert json.loads(open(paths.lock).read())["pid"] == os.getpid()
+        assert not os.path.exists(paths.lock)
+    # A live holder is never taken over, resume or not; nor one of another host.
+    for holder in ({"pid": os.getppid(), "host": os.uname().nodename},
+                   {"pid": gone.pid, "host": "elsewhere"}):
+        with open(paths.lock, "w") as f:
+            json.dump(holder, f)
+        with pytest.raises(RunInUse):
+            with claimed(paths, resume=True):
+                pass
+
+
 @pytest.mark.slow
 def test_two_runs_started_together_one_trains_and_the_other_is_refused_at_once(tmp_path):
     data = numbers_tsv(tmp_path / "train.tsv", 300)

@@ -66,7 +66,7 @@ def run(options, strategy=None, started=None):
     engine = backends.engine()
     placement = engine.setup(options, strategy)
     # Only the chief writes the folder; the other workers write scratch folders of their own.
-    with claimed(paths) if placement.chief else contextlib.nullcontext():
+    with claimed(paths, options.resume) if placement.chief else contextlib.nullcontext():
         job = prepare(options, paths, placement, engine)
         stats = TrainingStats(job.paths, job.chief)
         if job.chief:
