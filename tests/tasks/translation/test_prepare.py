@@ -127,6 +127,9 @@ def test_another_preparation_into_an_unfinished_folder_is_refused(prepared, tmp_
                                 "shard_size": 100})
     with pytest.raises(DataError, match="unfinished preparation of other inputs or options"):
         prepare(changed)
+    prepare(PrepareOptions(**{**prepared["options"].__dict__, "output": str(folder)}))
+    with pytest.raises(DataError, match="finished preparation of other inputs or options"):
+        prepare(changed)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     elsewhere = PrepareOptions(**{**prepared["options"].__dict__, "output": str(tmp_path / "busy")})

@@ -146,15 +146,17 @@ def survey(files, sample_size, seed, chunk=65536):
     rng = np.random.default_rng(seed)
     sample, count = [], 0
     for first, rows in raw_chunks(files, chunk):
-        lines = list(zip(*rows))
-        count = first + len(lines) - 1
+        size = len(rows[0])
+        count = first + size - 1
         numbers = np.arange(first, count + 1)
-        slots = (rng.random(len(lines)) * numbers).astype("int64")  # row i may replace slot < i
-        for offset, (number, slot) in enumerate(zip(numbers.tolist(), slots.tolist())):
+        slots = (rng.random(size) * numbers).astype("int64")  # row i may replace slot < i
+        # Once the reservoir is full, only the few rows drawn into it are touched in Python.
+        for offset in np.flatnonzero((slots < sample_size) | (numbers <= sample_size)).tolist():
+            row = tuple(side[offset] for side in rows)
             if len(sample) < sample_size:
-                sample.append((number, lines[offset]))
-            elif slot < sample_size:
-                sample[slot] = (number, lines[offset])
+                sample.append((first + offset, row))
+            else:
+                sample[int(slots[offset])] = (first + offset, row)
     if count == 0:
         raise DataError(f"{', '.join(files)}: no lines.")
     return count, sample
@@ -254,12 +256,17 @@ def prepare(options):
     files = input_files(options.data)
     folder = options.output
     manifest_path = os.path.join(folder, MANIFEST)
-    if os.path.exists(manifest_path):
-        log(f"{folder} is prepared already")
-        with open(manifest_path, encoding="utf-8") as f:
-            return json.load(f)
     for path in files:
         open_binary(path).close()  # a missing file or a folder: said before any work
+    if os.path.exists(manifest_path):
+        manifest = read_json(manifest_path)
+        if manifest["options"] != settings_of(options) or manifest.get("inputs") != input_fingerprint(files):
+            raise DataError(
+                f"{folder} holds a finished preparation of other inputs or options "
+                f"({manifest['source']}); choose another --output."
+            )
+        log(f"{folder} is prepared already")
+        return manifest
     record, tokenizer = start_or_resume(options, files, folder)
     lines = record["lines"]
     held_out = validation_lines(lines, options.validation, options.seed)
@@ -276,15 +283,21 @@ def prepare(options):
     manifest = make_manifest(options, record, stats, len(validation))
     write_json_atomic(manifest_path, manifest)
     elapsed = time.time() - started
-    log(f"prepared {manifest['examples']:,} pairs in {elapsed:.0f} s "
-        f"({(lines - len(held_out)) / max(elapsed, 1e-9):,.0f} lines/s)")
+    log(f"encoded {manifest['examples']:,} pairs in {elapsed:.1f} s "
+        f"({manifest['examples'] / max(elapsed, 1e-9):,.0f} pairs/s)")
     return manifest
+
+
+def settings_of(options):
+    """The options that decide what a preparation writes (not where, nor with how many
+    processes)."""
+    return {k: v for k, v in dataclasses.asdict(options).items() if k not in ("output", "processes")}
 
 
 def start_or_resume(options, files, folder):
     """(preparation record, tokenizer): the saved ones when `folder` holds this same preparation
     unfinished; new ones (the tokenizer trained on a sample) in an empty or new folder."""
-    settings = {k: v for k, v in dataclasses.asdict(options).items() if k not in ("output", "processes")}
+    settings = settings_of(options)
     path = os.path.join(folder, PREPARATION)
     if os.path.exists(path):
         record = read_json(path)
@@ -371,5 +384,6 @@ def make_manifest(options, record, stats, validation_examples):
         "tokenizer": {"folder": TOKENIZER_FOLDER, "sha256": record["tokenizer_sha256"],
                       "vocab_size": record["vocab_size"]},
         "lines": record["lines"],
+        "inputs": record["inputs"],
         "options": record["options"],
     }
