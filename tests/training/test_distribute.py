@@ -130,3 +130,74 @@ def test_two_workers_train_together_and_both_finish(tmp_path):
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["steps"] == 6
     assert "done: 6 steps" in outputs[0] and "done:" not in outputs[1]
+
+
+def start_workers(args, count, ports, log_folder, round_name):
+    """`count` train.py workers of one cluster on the loopback, their output to files."""
+    workers = [f"127.0.0.1:{port}" for port in ports]
+    processes = []
+    for index in range(count):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        log = open(log_folder / f"{round_name}-{index}.log", "w")
+        processes.append(subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"), *args], stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": json.dumps(tf_config)},
+        ))
+    return processes
+
+
+@pytest.mark.slow
+def test_a_lost_worker_and_the_restarted_job_resumes_to_the_same_total_steps(tmp_path):
+    """Worker 1 of 2 is killed mid-training, then the chief, as a cluster manager stops the
+    rest of a failed job; both restart with --resume (what `training.cluster run` adds) and
+    reach the planned steps from the last checkpoint, every kept checkpoint readable. The data
+    is a prepared corpus: each worker streams its own shards and resumes in its stream."""
+    import time
+
+    import tensorflow as tf
+
+    from tfx_transformer.tasks.translation.prepare import PrepareOptions, prepare
+
+    corpus = numbers_tsv(tmp_path / "train.tsv", 400)
+    prepare(PrepareOptions(data=f"tsv:{corpus}", output=str(tmp_path / "set"), shard_size=100,
+                           validation=30, vocab_size=150, processes=1))
+    output = tmp_path / "out"
+    args = ["--output", str(output), "--data", f"prepared:{tmp_path / 'set'}", "--steps", "24",
+            "--checkpoint-every", "4", *TINY, "--no-export", "--average-last", "0",
+            "--eval-every", "100", "--stream-window", "50"]
+    ports = free_ports(2)
+    first = start_workers(args, 2, ports, tmp_path, "first")
+    try:
+        deadline = time.time() + 300
+        while not (output / "checkpoints" / "ckpt-8.index").exists():
+            assert time.time() < deadline and all(p.poll() is None for p in first), (
+                (tmp_path / "first-0.log").read_text()[-3000:])
+            time.sleep(0.2)
+        first[1].kill()
+        # The chief notices its lost peer within seconds (heartbeats) and fails by itself; a
+        # cluster manager stopping the job first kills it, leaving its lock behind, as here.
+        time.sleep(1.0)
+        first[0].kill()
+    finally:
+        for process in first:
+            process.kill()
+            process.wait()
+    assert not (output / "metrics.json").exists()
+    assert (output / ".lock").exists()  # taken over by the restarted chief's --resume
+    restarted = start_workers(args + ["--resume"], 2, free_ports(2), tmp_path, "second")
+    try:
+        for process in restarted:
+            process.wait(timeout=400)
+    finally:
+        for process in restarted:
+            process.kill()
+    chief_log = (tmp_path / "second-0.log").read_text()
+    assert [p.returncode for p in restarted] == [0, 0], (
+        chief_log[-3000:] + (tmp_path / "second-1.log").read_text()[-3000:])
+    resumed_at = int(chief_log.split("resuming from step ")[1].split()[0])
+    assert resumed_at >= 8 and resumed_at % 4 == 0
+    assert json.loads((output / "metrics.json").read_text())["steps"] == 24
+    for path in tf.train.get_checkpoint_state(str(output / "checkpoints")).all_model_checkpoint_paths:
+        reader = tf.train.load_checkpoint(path)
+        assert reader.get_variable_to_shape_map()
+    assert int(tf.train.latest_checkpoint(str(output / "checkpoints")).rsplit("-", 1)[1]) == 24

@@ -107,7 +107,10 @@ def checkpoint_step(path):
 def prepare(options, paths, placement, engine):
     """Checks the (claimed) folder, reads the data and vocabulary, plans the steps, writes
     config.json and the vocabulary, builds the trainer."""
-    check_output_folder(options, paths)
+    if placement.chief:
+        # Only the chief's view counts: the other workers start beside it, and would find the
+        # config.json it has just written.
+        check_output_folder(options, paths)
     if placement.processes > 1 and (options.time_budget or options.early_stop):
         # Only the chief evaluates and keeps the time; the other workers could not know when
         # to stop, and would wait for it at the next step.
