@@ -209,11 +209,14 @@ def test_sigkill_then_resume_continues_to_the_same_total(tmp_path):
     saved_step = int(tf.train.latest_checkpoint(str(checkpoints)).rsplit("-", 1)[1])
     assert 10 <= saved_step < 40
 
-    # The killed process left its claim on the folder: reported, with how to clear it.
-    refused = train([*args, "--resume"], check=False)
+    # The killed process left its claim on the folder: a new run is refused with how to go on,
+    # --resume takes the claim over (as a cluster manager's restart needs).
+    assert (output / ".lock").exists()
+    refused = train(args, check=False)
     assert refused.returncode == 4 and "no longer running" in refused.stderr
-    (output / ".lock").unlink()
+    assert "--resume" in refused.stderr
     result = train([*args, "--resume"])
+    assert "no longer running; resuming in its place" in result.stdout
     assert f"resuming from step {saved_step}" in result.stdout
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["steps"] == 40

@@ -31,9 +31,8 @@ def build_parser():
         "decoder-only language model over segments of max_length tokens (Transformer-XL memory "
         "with --set memory_length=M --set position=transformer_xl)")
     add("--preset", choices=sorted(PRESETS), help=f"model size (default {defaults.preset})")
-    specs = "; ".join(f"{name}: {task.data_specs}" for name, task in TASKS.items())
-    task_data = ", ".join(f"{name} {task.default_data}" for name, task in TASKS.items())
-    add("--data", help=f"{specs} (default: {task_data})")
+    add("--data", help="; ".join(f"{name}: {task.data_specs}" for name, task in TASKS.items())
+        + f" (default: {', '.join(f'{name} {task.default_data}' for name, task in TASKS.items())})")
     add("--valid-data", help="validation data spec (default: the spec's own validation split, "
         "or pairs held out of --data)")
     add("--test-data", help="test data spec, scored at the end (the built-in sets have their own)")
@@ -45,9 +44,8 @@ def build_parser():
     add("--max-length", type=int, help="longest sequence in tokens (default: the preset's)")
     add("--long-pairs", choices=["drop", "truncate"],
         help="what to do with longer training pairs or sentences (default drop)")
-    add("--stream-window", type=int, help="--data prepared:DIR: training pairs read, shuffled and "
-        "batched by length together as they stream from the shards (default "
-        f"{defaults.stream_window:,}); memory grows with it, not with the corpus")
+    add("--stream-window", type=int, help=f"--data prepared:DIR: pairs shuffled and batched together "
+        f"as they stream (default {defaults.stream_window:,}); memory grows with it, not the corpus")
     add("--vocab-size", type=int, help="tokenizer vocabulary bound; tagging: the most frequent words "
         f"kept (default {defaults.vocab_size})")
     add("--word-dropout", type=float, help="tagging: share of training words replaced by <unk>, "

@@ -38,6 +38,7 @@ class PreparedCorpus:
                 "differs from the manifest's); prepare the corpus again."
             )
         self.stream = None
+        self._estimates = {}
 
     @property
     def origin(self):
@@ -89,6 +90,15 @@ class PreparedCorpus:
 
     def epoch(self, epoch, options, max_length, shapes, workers):
         """The StreamEpoch of training epoch `epoch`, and the padding estimated for its batches."""
+        key = (max_length, repr(shapes), workers)
+        if key not in self._estimates:
+            self._estimates[key] = self.estimate(options, max_length, shapes, workers)
+        batches, padding = self._estimates[key]
+        return StreamEpoch(self.stream, epoch, batches), padding
+
+    def estimate(self, options, max_length, shapes, workers):
+        """(batches in an epoch of all workers, their padding), from the manifest (see
+        `data.shards.estimate_batches`)."""
         lengths = self.batch_lengths(max_length, options.long_pairs)
         kept = sum(lengths.values()) / max(self.manifest["examples"], 1)
         shards = self.manifest["shards"]
@@ -110,7 +120,7 @@ class PreparedCorpus:
         # Real tokens of both sides (as make_batches counts padding: sources and labels, each
         # with its end token) against two arrays of the batches' shapes.
         real = kept * (sum(self.manifest["tokens"]) + 2 * self.manifest["examples"])
-        return StreamEpoch(self.stream, epoch, batches), max(0.0, 1.0 - real / max(2 * padded, 1.0))
+        return batches, max(0.0, 1.0 - real / max(2 * padded, 1.0))
 
     def kept_examples(self, max_length, long_pairs):
         return sum(self.batch_lengths(max_length, long_pairs).values())
