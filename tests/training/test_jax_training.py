@@ -84,11 +84,16 @@ def test_the_other_tasks_train_on_jax(tmp_path, task, extra):
 
 @pytest.mark.slow
 def test_a_run_without_tensorflow_trains_and_says_how_to_export(tmp_path):
-    data = numbers_tsv(tmp_path / "train.tsv", 200)
+    from tfx_transformer.tasks.translation.prepare import PrepareOptions, prepare
+
+    # A prepared corpus: its streaming reads the shards without TensorFlow too.
+    data = numbers_tsv(tmp_path / "train.tsv", 300)
+    prepare(PrepareOptions(data=f"tsv:{data}", output=str(tmp_path / "set"), shard_size=100,
+                           validation=30, vocab_size=150, processes=1))
     output = tmp_path / "out"
     result = subprocess.run(
         [sys.executable, "-c", WITHOUT_TENSORFLOW, str(ROOT / "train.py"), "--output", str(output),
-         "--data", f"tsv:{data}", "--steps", "6", *TINY],
+         "--data", f"prepared:{tmp_path / 'set'}", "--steps", "6", *TINY],
         capture_output=True, text=True, timeout=600, cwd=ROOT, env={**os.environ, **JAX},
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
