@@ -35,7 +35,12 @@ def setup(options, strategy=None):
                          "--strategy (keras.distribution).")
     if options.cpu_devices and options.cpu_devices > 1:
         split_cpu(options.cpu_devices)
-    if options.strategy == "multiworker" and jax.process_count() == 1:
+    if options.strategy == "multiworker" and not jax.distributed.is_initialized():
+        # Before anything asks JAX for its devices: that would start the backend, after which
+        # processes can no longer join. CPUs reduce across processes with gloo (JAX's default
+        # for them is none); accelerators are not affected.
+        if not os.environ.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION"):
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
         keras.distribution.initialize()  # reads KERAS_DISTRIBUTION_* (see README)
     several = options.strategy in ("mirrored", "multiworker") or (
         options.strategy == "auto" and (jax.device_count() > 1)
