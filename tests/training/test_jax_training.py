@@ -180,3 +180,11 @@ def test_jax_and_tensorflow_reach_close_losses(tmp_path):
     )
     assert tf_loss < 3.3 and jax_loss < 3.3, (tf_loss, jax_loss)
     assert abs(tf_loss - jax_loss) / tf_loss < 0.10, (tf_loss, jax_loss)
+
+
+def test_multiworker_without_a_cluster_says_what_to_set(tmp_path):
+    result = train(["--output", str(tmp_path / "out"), "--strategy", "multiworker", "--steps", "1",
+                    *TINY], env=JAX, check=False)
+    assert result.returncode == 2
+    assert "KERAS_DISTRIBUTION_JOB_ADDRESSES" in result.stderr
+    assert not (tmp_path / "out").exists()

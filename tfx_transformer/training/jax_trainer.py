@@ -41,7 +41,14 @@ def setup(options, strategy=None):
         # for them is none); accelerators are not affected.
         if not os.environ.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION"):
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        keras.distribution.initialize()  # reads KERAS_DISTRIBUTION_* (see README)
+        try:
+            keras.distribution.initialize()  # reads KERAS_DISTRIBUTION_* (see README)
+        except ValueError as error:
+            raise ValueError(
+                f"--strategy multiworker on JAX could not join the processes ({error}): set "
+                "KERAS_DISTRIBUTION_JOB_ADDRESSES, KERAS_DISTRIBUTION_NUM_PROCESSES and "
+                "KERAS_DISTRIBUTION_PROCESS_ID (README, 'On JAX')."
+            ) from None
     several = options.strategy in ("mirrored", "multiworker") or (
         options.strategy == "auto" and (jax.device_count() > 1)
     )
