@@ -245,3 +245,36 @@ def test_jax_training_streams_a_prepared_corpus(prepared, tmp_path):
     assert "jax backend" in result.stdout + result.stderr
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["steps"] == 3 and np.isfinite(metrics["loss"])
+
+
+@pytest.mark.slow
+def test_a_killed_preparation_resumes_to_the_same_set(tmp_path, capsys):
+    import signal
+    import time
+
+    spec = write_corpus(tmp_path / "corpus", number_pairs(6000))
+    common = ["--data", spec, "--shard-size", "250", "--vocab-size", "150", "--processes", "1",
+              "--validation", "50"]
+    command = [sys.executable, "-m", "tfx_transformer.prepare", *common, "--output",
+               str(tmp_path / "killed")]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while len(list((tmp_path / "killed").glob("shard-*.json"))) < 3:
+            assert time.time() < deadline and process.poll() is None
+            time.sleep(0.05)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the parent and its workers, mid-way
+        process.wait()
+    done = len(list((tmp_path / "killed").glob("shard-*.json")))
+    assert not (tmp_path / "killed" / "manifest.json").exists() and done < 24
+    options = dict(data=spec, shard_size=250, vocab_size=150, processes=1, validation=50)
+    capsys.readouterr()
+    resumed = prepare(PrepareOptions(output=str(tmp_path / "killed"), **options))
+    assert f"resuming: {done} of 24 shards are done already" in capsys.readouterr().out
+    whole = prepare(PrepareOptions(output=str(tmp_path / "whole"), **options))
+    assert resumed == whole
+    for shard in whole["shards"]:
+        assert (tmp_path / "killed" / shard["file"]).read_bytes() == (
+            tmp_path / "whole" / shard["file"]).read_bytes()
