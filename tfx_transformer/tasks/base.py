@@ -109,10 +109,10 @@ class Task(abc.ABC):
         """How many training examples the batches hold."""
 
     @abc.abstractmethod
-    def train_batches(self, seed, shapes=BatchShapes()):
-        """(list of batches, padding fraction) for one epoch, shuffled by `seed` (the run's
-        --seed plus the epoch's number), shaped as `shapes` (a `data.BatchShapes`) says. A task
-        that streams its data gives a `data.shards.StreamEpoch` in place of the list."""
+    def train_batches(self, epoch, shapes=BatchShapes()):
+        """(list of batches, padding fraction) for epoch `epoch` (0, 1, ...), shuffled by the
+        run's --seed plus `epoch`, shaped as `shapes` (a `data.BatchShapes`) says. A task that
+        streams its data gives a `data.shards.StreamEpoch` in place of the list."""
 
     @abc.abstractmethod
     def valid_batches(self, shapes=BatchShapes()):

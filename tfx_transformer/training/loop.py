@@ -127,7 +127,7 @@ def prepare(options, paths, placement, engine):
     model_config = task.prepare()
     task.place(placement.process_index, placement.processes)
     per_step = placement.batches_per_step
-    first_batches, padding = task.train_batches(options.seed, placement.shapes)
+    first_batches, padding = task.train_batches(0, placement.shapes)
     steps_per_epoch = len(first_batches) // per_step
     if steps_per_epoch == 0:
         raise DataError(
@@ -241,7 +241,7 @@ def train(job, stats, evaluator, best):
     stop = None
     while step < job.total_steps and stop is None:
         epoch, offset = divmod(step, job.steps_per_epoch)
-        batches, _ = task.train_batches(options.seed + epoch, job.placement.shapes)
+        batches, _ = task.train_batches(epoch, job.placement.shapes)
         for loss_sum, correct, tokens in trainer.steps(batches, job.steps_per_epoch, offset):
             step += 1
             tokens = float(tokens)

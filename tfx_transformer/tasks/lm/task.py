@@ -59,10 +59,10 @@ class LanguageModelTask(SentencePieceTask):
     def train_examples(self):
         return -(-(len(self.train_stream) - 1) // self.segment_length)
 
-    def train_batches(self, seed, shapes=BatchShapes()):
+    def train_batches(self, epoch, shapes=BatchShapes()):
         return lm_data.segment_batches(
             self.train_stream, self.segment_length, self.memory_length, self.options.batch_tokens,
-            seed, shapes,
+            self.options.seed + epoch, shapes,
         )
 
     def valid_batches(self, shapes=BatchShapes()):

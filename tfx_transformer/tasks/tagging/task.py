@@ -89,12 +89,12 @@ class TaggingTask(Task):
     def train_examples(self):
         return len(self.train_encoded.words)
 
-    def train_batches(self, seed, shapes=BatchShapes()):
+    def train_batches(self, epoch, shapes=BatchShapes()):
         return tagging_data.make_batches(
             self.train_encoded,
             self.options.batch_tokens,
             self.max_length,
-            seed,
+            self.options.seed + epoch,
             shapes,
             word_dropout=self.options.word_dropout,
         )

@@ -154,15 +154,15 @@ class TranslationTask(SentencePieceTask):
             return self.corpus.kept_examples(self.max_length, self.options.long_pairs)
         return len(self.train_encoded.sources)
 
-    def train_batches(self, seed, shapes=BatchShapes()):
+    def train_batches(self, epoch, shapes=BatchShapes()):
         if self.corpus is not None:
             if self.corpus.stream is None:
                 self.corpus.open_stream(self.options, self.max_length, shapes, self.worker,
                                         self.workers, self.paths.checkpoints)
-            return self.corpus.epoch(seed - self.options.seed, self.options, self.max_length,
-                                     shapes, self.workers)
+            return self.corpus.epoch(epoch, self.options, self.max_length, shapes, self.workers)
         return data_lib.make_batches(
-            self.train_encoded, self.options.batch_tokens, self.max_length, seed, shapes
+            self.train_encoded, self.options.batch_tokens, self.max_length,
+            self.options.seed + epoch, shapes
         )
 
     def valid_batches(self, shapes=BatchShapes()):
