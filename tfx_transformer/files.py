@@ -37,6 +37,11 @@ def write_text_atomic(path, text):
             os.fsync(f.fileno())
 
 
+def read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def write_json_atomic(path, value):
     write_text_atomic(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 

@@ -7,12 +7,17 @@ class DataError(ValueError):
     """Input data that cannot be used, with the file and line that says why."""
 
 
-def read_lines(path):
-    """Decoded lines of a UTF-8 text file, without their line endings."""
+def check_text_file(path):
+    """A DataError naming `path` when it is missing or a folder."""
     if not os.path.exists(path):
         raise DataError(f"{path}: no such file.")
     if os.path.isdir(path):
         raise DataError(f"{path}: is a folder, not a text file.")
+
+
+def read_lines(path):
+    """Decoded lines of a UTF-8 text file, without their line endings."""
+    check_text_file(path)
     with open(path, "rb") as f:
         raw_lines = f.read().splitlines()
     if not raw_lines:
@@ -23,10 +28,11 @@ def read_lines(path):
     return lines
 
 
-def decode_lines(raw_lines, source):
-    """Byte lines -> strings; invalid UTF-8 is a DataError naming `source` and the line."""
+def decode_lines(raw_lines, source, first=1):
+    """Byte lines -> strings; invalid UTF-8 is a DataError naming `source` and the line (the
+    first of `raw_lines` being line `first`)."""
     lines = []
-    for number, raw in enumerate(raw_lines, start=1):
+    for number, raw in enumerate(raw_lines, start=first):
         try:
             lines.append(raw.decode("utf-8"))
         except UnicodeDecodeError as error:

@@ -24,7 +24,7 @@ import os
 import numpy as np
 
 from tfx_transformer.data.readers import DataError
-from tfx_transformer.files import atomic_path, write_json_atomic
+from tfx_transformer.files import atomic_path, read_json, write_json_atomic
 
 FORMAT = "tfx_transformer.prepared"
 VERSION = 1
@@ -65,9 +65,7 @@ def write_shard(path, examples):
 def read_shard(path, skip=0):
     """The examples of a shard from its `skip`-th on, each a tuple of id lists."""
     with gzip.open(path, "rt", encoding="ascii") as f:
-        for number, line in enumerate(f):
-            if number < skip:
-                continue
+        for line in itertools.islice(f, skip, None):
             yield tuple([int(i) for i in side.split()] for side in line.rstrip("\n").split("\t"))
 
 
@@ -99,8 +97,7 @@ def read_manifest(folder):
             f"prepared:{folder}: no {MANIFEST}, so its preparation did not finish; run "
             "`python -m tfx_transformer.prepare` again with the same arguments to complete it."
         )
-    with open(path, encoding="utf-8") as f:
-        manifest = json.load(f)
+    manifest = read_json(path)
     if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise DataError(
             f"{path} is not a version-{VERSION} {FORMAT} manifest (format "
@@ -254,8 +251,7 @@ class BatchStream:
     def _load_anchors(self):
         if not self.anchors_path or not os.path.exists(self.anchors_path):
             return {}
-        with open(self.anchors_path, encoding="utf-8") as f:
-            return {int(k): v for k, v in json.load(f).items()}
+        return {int(k): v for k, v in read_json(self.anchors_path).items()}
 
 
 def stream_fingerprint(**settings):

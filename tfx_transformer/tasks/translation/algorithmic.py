@@ -86,4 +86,3 @@ def exact_match_by_band(translations, references, bands):
             np.mean([translations[i].strip() == references[i].strip() for i in rows])
         )
     return result
-

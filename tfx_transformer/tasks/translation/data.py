@@ -64,21 +64,24 @@ def _keep_pairs(pairs, origin, misalignment=None):
 
 def read_tsv(path):
     """source<TAB>target per line; blank lines and pairs with an empty side are skipped."""
-    pairs = []
-    for number, line in enumerate(read_lines(path), start=1):
-        if not line.strip():
-            pairs.append(("", ""))
-            continue
-        if "\t" not in line:
-            raise DataError(f"{path}:{number}: no tab between source and target: {line[:80]!r}")
-        source, target = line.split("\t", 1)
-        if "\t" in target:
-            raise DataError(f"{path}:{number}: more than one tab; expected source<TAB>target.")
-        pairs.append((source, target))
+    pairs = [split_tsv_line(line, path, number)
+             for number, line in enumerate(read_lines(path), start=1)]
     found = find_misalignment([source for source, _ in pairs], [target for _, target in pairs])
     return _keep_pairs(
         pairs, f"tsv:{path}", found and f"{path}: {found.describe('the sources', 'the targets')}"
     )
+
+
+def split_tsv_line(line, path, number):
+    """(source, target) of line `number` of a TSV file; ("", "") for a blank line."""
+    if not line.strip():
+        return "", ""
+    if "\t" not in line:
+        raise DataError(f"{path}:{number}: no tab between source and target: {line[:80]!r}")
+    source, target = line.split("\t", 1)
+    if "\t" in target:
+        raise DataError(f"{path}:{number}: more than one tab; expected source<TAB>target.")
+    return source, target
 
 
 def read_parallel(source_path, target_path, allow_misaligned=False):

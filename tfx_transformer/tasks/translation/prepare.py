@@ -17,7 +17,6 @@ interrupted preparation resumes by encoding the shards without a .json and nothi
 import dataclasses
 import gzip
 import itertools
-import json
 import multiprocessing
 import os
 import time
@@ -26,6 +25,7 @@ import numpy as np
 
 from tfx_transformer.data import DataError, Tokenizer
 from tfx_transformer.data.alignment import find_misalignment
+from tfx_transformer.data.readers import check_text_file, decode_lines
 from tfx_transformer.data.shards import (
     FORMAT,
     MANIFEST,
@@ -35,8 +35,9 @@ from tfx_transformer.data.shards import (
     shard_name,
     write_shard,
 )
-from tfx_transformer.files import write_json_atomic, write_text_atomic
+from tfx_transformer.files import read_json, write_json_atomic, write_text_atomic
 from tfx_transformer.reporting import log
+from tfx_transformer.tasks.translation.data import split_tsv_line
 
 PREPARATION = "preparation.json"
 VALIDATION_FILES = ("validation.source", "validation.target")
@@ -69,10 +70,7 @@ class PrepareOptions:
 def open_binary(path):
     """A text file for reading bytes (gunzipped when it ends in .gz); clear errors for a missing
     file or a folder."""
-    if not os.path.exists(path):
-        raise DataError(f"{path}: no such file.")
-    if os.path.isdir(path):
-        raise DataError(f"{path}: is a folder, not a text file.")
+    check_text_file(path)
     return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
 
 
@@ -115,34 +113,21 @@ def raw_chunks(files, size, skip_chunk=lambda index: False):
             handle.close()
 
 
-def decode(raw, path, number):
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}:{number}: invalid UTF-8 at byte {error.start} of the line.") from None
-
-
 def split_row(number, row, files):
     """Raw lines -> (source, target) text, stripped; errors name the file and line."""
-    texts = [decode(line, path, number) for line, path in zip(row, files)]
+    texts = [decode_lines([line], path, number)[0] for line, path in zip(row, files)]
     if number == 1:
         texts = [text.removeprefix("\ufeff") for text in texts]
     if len(files) == 2:
         return texts[0].strip(), texts[1].strip()
-    line = texts[0]
-    if not line.strip():
-        return "", ""
-    if "\t" not in line:
-        raise DataError(f"{files[0]}:{number}: no tab between source and target: {line[:80]!r}")
-    source, target = line.split("\t", 1)
-    if "\t" in target:
-        raise DataError(f"{files[0]}:{number}: more than one tab; expected source<TAB>target.")
+    source, target = split_tsv_line(texts[0], files[0], number)
     return source.strip(), target.strip()
 
 
 def survey(files, sample_size, seed, chunk=65536):
     """One pass over the input: its line count, and a uniform sample of `sample_size` rows
-    (numbered) for the tokenizer (reservoir sampling: memory bound by the sample)."""
+    (numbered) for the tokenizer (reservoir sampling: memory bound by the sample; 0: only the
+    count)."""
     rng = np.random.default_rng(seed)
     sample, count = [], 0
     for first, rows in raw_chunks(files, chunk):
@@ -160,15 +145,6 @@ def survey(files, sample_size, seed, chunk=65536):
     if count == 0:
         raise DataError(f"{', '.join(files)}: no lines.")
     return count, sample
-
-
-def count_lines(files):
-    count = 0
-    for first, rows in raw_chunks(files, 65536, skip_chunk=lambda index: False):
-        count = first + len(rows[0]) - 1
-    if count == 0:
-        raise DataError(f"{', '.join(files)}: no lines.")
-    return count
 
 
 # Encoding shards in worker processes -----------------------------------------------------------
@@ -312,7 +288,7 @@ def start_or_resume(options, files, folder):
         raise DataError(f"{folder} exists and is not a preparation folder; choose another --output.")
     if options.tokenizer:
         tokenizer = Tokenizer.load(options.tokenizer)
-        lines = count_lines(files)
+        lines, _ = survey(files, 0, options.seed)
     else:
         lines, sample = survey(files, options.tokenizer_sample, options.seed)
         texts = [side for number, row in sample for side in split_row(number, row, files)]
@@ -356,11 +332,6 @@ def encode_all(options, files, folder, tokenizer, held_out, shard_count, done):
 
 def report(stats, shard_count):
     log(f"  {stats['file']}: {stats['examples']:,} pairs ({shard_count} shards in all)")
-
-
-def read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def make_manifest(options, record, stats, validation_examples):
