@@ -20,6 +20,7 @@ import time
 
 import keras
 
+from tfx_transformer.files import read_json
 from tfx_transformer.reporting import log
 
 
@@ -78,7 +79,8 @@ def claimed(paths, resume=False):
     os.makedirs(paths.output, exist_ok=True)
     owner = {"pid": os.getpid(), "host": socket.gethostname(),
              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "process_start": _process_start(os.getpid())}
-    if resume and _left_by_dead_process(paths):
+    holder = _holder(paths) if resume else None
+    if holder is not None and holder[3]:
         log(f"{paths.lock} was left by a process that is no longer running; resuming in its place")
         with contextlib.suppress(FileNotFoundError):
             os.remove(paths.lock)
@@ -114,17 +116,31 @@ def _create_lock(paths, owner):
         os.remove(temporary)
 
 
-def _holder_message(paths):
+def _holder(paths):
+    """(pid, host, started, gone) of the process DIR/.lock names, `gone` when it is of this
+    host and no longer running, or its pid has been taken by another process since (a restarted
+    container's first process has the pid of the last one's); None when unreadable."""
     try:
-        with open(paths.lock, encoding="utf-8") as f:
-            holder = json.load(f)
+        holder = read_json(paths.lock)
         pid, host, started = int(holder["pid"]), str(holder["host"]), holder.get("started", "?")
     except (OSError, ValueError, KeyError, TypeError):
+        return None
+    recorded = holder.get("process_start")
+    gone = host == socket.gethostname() and (
+        not _alive(pid) or (recorded is not None and recorded != _process_start(pid))
+    )
+    return pid, host, started, gone
+
+
+def _holder_message(paths):
+    holder = _holder(paths)
+    if holder is None:
         return (
             f"{paths.output} is claimed by another process ({paths.lock} exists). If none trains "
             f"into it, delete {paths.lock} and run again."
         )
-    if host == socket.gethostname() and not _alive(pid):
+    pid, host, started, gone = holder
+    if gone:
         return (
             f"{paths.lock} was left by process {pid}, which is no longer running (it was killed "
             f"while training). If no other process uses {paths.output}, delete {paths.lock} and "
@@ -134,21 +150,6 @@ def _holder_message(paths):
         f"{paths.output} is in use: process {pid} on {host} has been training into it since "
         f"{started}. Wait for it to finish, or choose another --output."
     )
-
-
-def _left_by_dead_process(paths):
-    """Whether DIR/.lock names a process of this host that is gone, or whose pid another process
-    has taken since (a restarted container's first process has the pid of the last one's)."""
-    try:
-        with open(paths.lock, encoding="utf-8") as f:
-            holder = json.load(f)
-        pid, host = int(holder["pid"]), str(holder["host"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    if host != socket.gethostname():
-        return False
-    recorded = holder.get("process_start")
-    return not _alive(pid) or (recorded is not None and recorded != _process_start(pid))
 
 
 def _process_start(pid):
