@@ -1,9 +1,11 @@
 """Shard files and the batch stream over them: what TensorFlow and Python read is what was
-written, workers read disjoint shards that cover the set, and seeking (with or without saved
-anchors) gives the batches an uninterrupted stream gives."""
+written, workers read disjoint shards that cover the set, seeking (with or without saved
+anchors) gives the batches an uninterrupted stream gives, and workers that must agree on each
+step's batch shape do, from the start and on resuming."""
 
 import collections
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from tfx_transformer.data import DataError
 from tfx_transformer.data.shards import (
     BatchStream,
+    ShapeAgreement,
     StreamEpoch,
     describe_manifest,
     estimate_batches,
@@ -180,3 +183,103 @@ def test_manifest_checks_and_rendering(tmp_path, rng):
     assert list(every[[0, 999, 1000, 1233]]) == [3, 3, 25, 60] and len(every) == 1234
     assert list(quantile_lengths(manifest["length_histogram"], 3)) == [3, 3, 60]
     assert list(quantile_lengths({"5": 2, "9": 2}, 4)) == [5, 5, 9, 9]
+
+
+WIDTHS = (8, 16)
+
+
+def shaped_batches(examples, seed):
+    """A window's batches of two widths (by source length), three rows each, shuffled; row r
+    holds its example's number + 1 in column 0 (0: an empty row)."""
+    groups = {width: [] for width in WIDTHS}
+    for source, _ in examples:
+        groups[8 if len(source) <= 6 else 16].append(source[0] + 1)
+    batches = []
+    for width, numbers in groups.items():
+        for start in range(0, len(numbers), 3):
+            batch = np.zeros((3, width), "int32")
+            chunk = numbers[start : start + 3]
+            batch[: len(chunk), 0] = chunk
+            batches.append((batch,))
+    return [batches[i] for i in np.random.default_rng(seed).permutation(len(batches))]
+
+
+def streams_in_step(folder, manifest, anchors, take):
+    """Two workers' agreeing streams, each in a thread of its own (the collective is a barrier
+    between them, as processes meet in one); `take(stream)` runs in each. Returns
+    ([take's result per worker], [the agreements])."""
+    barrier, slots = threading.Barrier(2, timeout=30), [None, None]
+
+    def gather_for(worker):
+        def gather(vector):
+            slots[worker] = np.asarray(vector)
+            barrier.wait()
+            everything = np.stack(slots)
+            barrier.wait()
+            return everything
+
+        return gather
+
+    agreements = [ShapeAgreement(WIDTHS, gather_for(w)) for w in range(2)]
+    streams = [BatchStream(str(folder), manifest, shaped_batches, window=20, seed=2, worker=w,
+                           workers=2, anchors_path=anchors and f"{anchors}-{w}.json",
+                           agreement=agreements[w]) for w in range(2)]
+    results = [None, None]
+
+    def run(worker):
+        results[worker] = take(streams[worker])
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert all(r is not None for r in results), "a worker did not finish (the agreement hung)"
+    return results, agreements
+
+
+def numbers_in(batches):
+    return [int(n) - 1 for batch in batches for n in batch[0][:, 0] if n]
+
+
+def test_agreeing_workers_take_batches_of_one_shape_at_every_step(tmp_path, rng):
+    # Unequal shards: the workers' windows differ in count and make in length.
+    manifest = write_set(tmp_path, rng, [37, 21, 40, 18, 29])
+    (first, second), agreements = streams_in_step(
+        tmp_path, manifest, None, lambda stream: [next(b) for b in [stream.batches()] for _ in range(40)]
+    )
+    assert [b[0].shape for b in first] == [b[0].shape for b in second]
+    assert {b[0].shape[1] for b in first} == set(WIDTHS)
+    # Nothing made up, nothing twice within a data epoch, and each worker only its own shards.
+    own = [set(range(0, 37)) | set(range(58, 98)) | set(range(116, 145)), set(range(37, 58)) | set(range(98, 116))]
+    for worker, batches in enumerate((first, second)):
+        numbers = numbers_in(batches)
+        assert set(numbers) <= own[worker]
+    epoch = numbers_in(second[:8])  # fewer than worker 1's 39 examples
+    assert len(epoch) == len(set(epoch))
+    # Left to themselves, the workers' shapes would differ: the agreement did the aligning, by
+    # leaving out what one had over the other's count.
+    alone = [BatchStream(str(tmp_path), manifest, shaped_batches, window=20, seed=2, worker=w,
+                         workers=2).batches() for w in range(2)]
+    assert [next(alone[0])[0].shape for _ in range(40)] != [next(alone[1])[0].shape for _ in range(40)]
+    assert sum(a.dropped for a in agreements) > 0
+
+
+def test_agreeing_workers_resume_from_one_batch_with_anchors_of_unequal_reach(tmp_path, rng):
+    manifest = write_set(tmp_path, rng, [37, 21, 40, 18, 29])
+    anchors = str(tmp_path / "anchors")
+    reference, _ = streams_in_step(tmp_path, manifest, anchors,
+                                   lambda stream: [next(b) for b in [stream.batches()] for _ in range(50)])
+    # One worker's anchors reach less far (it was killed before writing its last ones).
+    saved = json.loads((tmp_path / "anchors-1.json").read_text())
+    assert json.loads((tmp_path / "anchors-0.json").read_text()).keys() == saved.keys()
+    kept = dict(sorted(saved.items(), key=lambda item: int(item[0]))[: len(saved) // 2])
+    assert max(map(int, kept)) < 31 < max(map(int, saved))
+    for start in (0, 13, 31):
+        (tmp_path / "anchors-1.json").write_text(json.dumps(kept))  # as a resumed run writes more
+        resumed, _ = streams_in_step(
+            tmp_path, manifest, anchors,
+            lambda stream: [next(b) for b in [stream.batches(start)] for _ in range(50 - start)])
+        for worker in range(2):
+            assert [b[0].tolist() for b in resumed[worker]] == \
+                [b[0].tolist() for b in reference[worker][start:]], (start, worker)

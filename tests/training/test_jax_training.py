@@ -182,6 +182,74 @@ def test_jax_and_tensorflow_reach_close_losses(tmp_path):
     assert abs(tf_loss - jax_loss) / tf_loss < 0.10, (tf_loss, jax_loss)
 
 
+def train_in_two_processes(args, log_folder, name):
+    """train.py as two JAX processes joined on the loopback (keras.distribution.initialize),
+    each with one CPU device; both must exit cleanly. Returns their logs."""
+    from tests.training.test_distribute import free_ports
+
+    address = f"127.0.0.1:{free_ports(1)[0]}"
+    processes, logs = [], [log_folder / f"{name}-{index}.log" for index in range(2)]
+    for index in range(2):
+        env = {**os.environ, **JAX, "TF_CPP_MIN_LOG_LEVEL": "2",
+               "KERAS_DISTRIBUTION_JOB_ADDRESSES": address,
+               "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}
+        with open(logs[index], "w") as log:
+            processes.append(subprocess.Popen(
+                [sys.executable, str(ROOT / "train.py"), "--strategy", "multiworker", *args],
+                stdout=log, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env))
+    try:
+        for process in processes:
+            process.wait(timeout=400)
+    finally:
+        for process in processes:
+            process.kill()
+    texts = [log.read_text() for log in logs]
+    for process, text in zip(processes, texts):
+        assert process.returncode == 0, text[-4000:]
+    return texts
+
+
+@pytest.mark.slow
+def test_two_jax_processes_train_evaluate_and_finish_as_two_devices_of_one(tmp_path):
+    """Process 0 evaluates and saves on its own copy of the weights while process 1 waits; the
+    run is the one a single process with two devices makes, to the last digit of its loss."""
+    data = numbers_tsv(tmp_path / "train.tsv", 300)
+    args = ["--data", f"tsv:{data}", "--steps", "8", "--eval-every", "4", *TINY, "--no-export",
+            "--checkpoint-every", "4"]
+    logs = train_in_two_processes(["--output", str(tmp_path / "two"), *args], tmp_path, "two")
+    assert "over 2 process(es)" in logs[0] and "done: 8 steps" in logs[0]
+    assert "done:" not in logs[1]  # only process 0 finishes the run folder
+    train(["--output", str(tmp_path / "one"), "--cpu-devices", "2", *args], env=JAX)
+    two, one = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("two", "one"))
+    for key in ("loss", "accuracy", "chrf"):
+        assert two[key] == pytest.approx(one[key], rel=1e-5), key
+    for name in ("model.keras", "checkpoints/ckpt-8.npz", "checkpoints/best.npz"):
+        assert (tmp_path / "two" / name).exists(), name
+
+
+@pytest.mark.slow
+def test_two_jax_processes_stream_their_own_shards_and_resume(tmp_path):
+    from tfx_transformer.tasks.translation.prepare import PrepareOptions, prepare
+
+    data = numbers_tsv(tmp_path / "train.tsv", 1200)
+    prepare(PrepareOptions(data=f"tsv:{data}", output=str(tmp_path / "set"), shard_size=200,
+                           validation=30, vocab_size=150, processes=1))
+    output = tmp_path / "out"
+    args = ["--output", str(output), "--data", f"prepared:{tmp_path / 'set'}", *TINY,
+            "--no-export", "--checkpoint-every", "5", "--stream-window", "150"]
+    first = train_in_two_processes([*args, "--steps", "10"], tmp_path, "first")
+    # One batch from each process a step, of its devices' rows.
+    assert "steps x 2 batch(es))" in first[0]
+    anchors = sorted(n for n in os.listdir(output / "checkpoints") if n.startswith("stream-"))
+    assert [n.rsplit("-", 3)[1:] for n in anchors] == [["worker0", "of", "2.json"],
+                                                      ["worker1", "of", "2.json"]]
+    (output / "metrics.json").unlink()  # as if stopped before the end
+    second = train_in_two_processes([*args, "--steps", "16", "--resume"], tmp_path, "second")
+    assert all("resuming from step 10" in log for log in second)
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["steps"] == 16 and np.isfinite(metrics["loss"])
+
+
 def test_multiworker_without_a_cluster_says_what_to_set(tmp_path):
     result = train(["--output", str(tmp_path / "out"), "--strategy", "multiworker", "--steps", "1",
                     *TINY], env=JAX, check=False)

@@ -159,10 +159,12 @@ class BatchStream:
     `window_batches(examples, seed)`: the task's batches of a window's examples (a list of
     tuples of id lists), shuffled by `seed`. `anchors_path`: where window anchors are kept
     (None: not kept; seeking then replays the windows before the batch asked for).
+    `agreement`: a `ShapeAgreement` where the workers' streams must agree on each batch's
+    shape (every worker then calls it once per window, in step with the others).
     """
 
     def __init__(self, folder, manifest, window_batches, window, seed, worker=0, workers=1,
-                 anchors_path=None):
+                 anchors_path=None, agreement=None):
         if window < 1:
             raise ValueError(f"`window` must be at least 1. Received: {window}")
         if not 0 <= worker < workers:
@@ -181,6 +183,7 @@ class BatchStream:
         self.seed = seed
         self.worker = worker
         self.anchors_path = anchors_path
+        self.agreement = agreement
         self.anchors = self._load_anchors()  # {first batch number: [data epoch, window index]}
 
     @property
@@ -211,6 +214,18 @@ class BatchStream:
     def batches(self, first=0):
         """Yields the batches numbered `first`, `first + 1`, ... forever."""
         number, (epoch, index) = self._anchor_at_or_before(first)
+        if self.agreement is not None:
+            # Every worker replays from the same batch number, so that their windows (and
+            # agreements) stay in step. Their anchors are the same numbers (each window
+            # gives all the same count), one worker's perhaps a few windows further.
+            common = self.agreement.start(number)
+            if common != number:
+                if common and common not in self.anchors:
+                    raise DataError(
+                        f"{self.anchors_path} lacks batch {common}, where another worker resumes "
+                        "its stream: the workers' anchor files are not of one run."
+                    )
+                number, (epoch, index) = common, tuple(self.anchors.get(common, (0, 0)))
         while True:
             before, whole_epoch = number, index == 0
             examples = self.epoch_examples(epoch, index * self.window)
@@ -223,7 +238,10 @@ class BatchStream:
                 window.sort(key=lambda placed: placed[0])
                 self._remember(number, epoch, index)
                 window = [example for _, example in window]
-                for batch in self.window_batches(window, self.window_seed(epoch, index)):
+                batches = self.window_batches(window, self.window_seed(epoch, index))
+                if self.agreement is not None:
+                    batches = self.agreement.batches(batches, [self.seed, number])
+                for batch in batches:
                     if number >= first:
                         yield batch
                     number += 1
@@ -252,6 +270,40 @@ class BatchStream:
         if not self.anchors_path or not os.path.exists(self.anchors_path):
             return {}
         return {int(k): v for k, v in read_json(self.anchors_path).items()}
+
+
+class ShapeAgreement:
+    """Keeps the streams of workers whose every step takes one batch from each (several JAX
+    processes: one global array a step, the same shape from all) in step: per window, each
+    worker keeps of every batch width as many batches as the worker with the fewest has, and
+    takes them in an order of widths drawn from a seed all share. What a worker has over that
+    count is dropped from the epoch (few batches where the workers' shards are alike).
+
+    `widths`: the widths batches take (`BatchShapes.widths`); `gather(vector)`: a collective
+    that every worker calls with an int vector and that returns all of theirs, [workers, len].
+    """
+
+    def __init__(self, widths, gather):
+        self.widths = list(widths)
+        self.gather = gather
+        self.dropped = 0  # batches this worker made and left out
+
+    def batches(self, batches, seed):
+        """The batches of this worker's window that it keeps, in the shared order."""
+        place = {width: index for index, width in enumerate(self.widths)}
+        by_width = [[] for _ in self.widths]
+        for batch in batches:
+            by_width[place[batch[0].shape[1]]].append(batch)
+        counts = np.array([len(group) for group in by_width], np.int64)
+        kept = np.asarray(self.gather(counts)).min(axis=0)
+        order = np.random.default_rng(seed).permutation(np.repeat(np.arange(len(kept)), kept))
+        self.dropped += int(counts.sum() - kept.sum())
+        taken = [iter(group) for group in by_width]
+        return [next(taken[index]) for index in order]
+
+    def start(self, number):
+        """The batch number all workers start from: the smallest of theirs."""
+        return int(np.asarray(self.gather(np.array([number], np.int64))).min())
 
 
 def stream_fingerprint(**settings):

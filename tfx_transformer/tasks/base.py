@@ -39,12 +39,20 @@ class Task(abc.ABC):
         self.options = options
         self.paths = paths
         self.vocabulary = None
-        self.worker, self.workers = 0, 1
+        self.worker, self.workers, self.gather = 0, 1, None
 
-    def place(self, worker, workers):
+    @property
+    def streams(self):
+        """Whether each worker streams training batches of its own (`train_batches` gives a
+        `data.shards.StreamEpoch`) rather than every worker holding the same list."""
+        return False
+
+    def place(self, worker, workers, gather=None):
         """This process is worker `worker` of `workers` that train together (a task that streams
-        its data reads this worker's share)."""
-        self.worker, self.workers = worker, workers
+        its data reads this worker's share). `gather`: where the workers' streams must agree on
+        each step's batch shapes (several JAX processes), the collective they agree with (see
+        `data.shards.agree_on_shapes`); None where each worker's batches may differ."""
+        self.worker, self.workers, self.gather = worker, workers, gather
 
     def load_splits(self, load, split_off):
         """(train, validation, test or None) from --data, --valid-data and --test-data.

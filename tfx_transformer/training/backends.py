@@ -31,6 +31,19 @@ class Placement:
     devices: tuple = ()
     processes: int = 1  # the processes (workers) that train together
     process_index: int = 0  # this process's place among them (0: the chief)
+    # How a process shapes the batches of a stream of its own (a prepared corpus), where a step
+    # takes one from each process (JAX, several processes); None: as `shapes` and
+    # `batches_per_step` say.
+    stream_shapes: BatchShapes = None
+    # With `stream_shapes`: the collective by which the processes' streams agree on each step's
+    # shape (int vector in, [processes, len] out; see `data.shards.agree_on_shapes`).
+    gather: object = None
+
+    def batching(self, streamed):
+        """(shapes, batches of the task's list or stream that one step takes)."""
+        if streamed and self.stream_shapes is not None:
+            return self.stream_shapes, self.processes
+        return self.shapes, self.batches_per_step
 
 
 def engine():

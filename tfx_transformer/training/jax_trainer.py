@@ -5,10 +5,17 @@ Needs JAX and Keras only: no TensorFlow.
 Data parallelism: with several devices the model's variables are replicated
 (`keras.distribution.DataParallel`) and each global batch is split along its rows, one slice
 per device; with several processes (`keras.distribution.initialize`) each process feeds the
-rows of its own devices. Batches have one shape per length bucket (`BatchShapes(fixed=True)`),
-so the step compiles once per bucket width (`BatchShapes.widths`; the run's log says how many).
+rows of its own devices: its slice of the batch list every process holds, or, from a prepared
+corpus, a batch of its own stream (the streams agree on each step's shape). Batches have one
+shape per length bucket (`BatchShapes(fixed=True)`), so the step compiles once per bucket width
+(`BatchShapes.widths`; the run's log says how many).
+
+Several processes: every computation on the shared weights needs every process, so process 0
+evaluates, chooses, saves and exports on a copy of the weights in a model of its own (one
+device, built without the distribution) while the others wait at the next step.
 """
 
+import dataclasses
 import os
 
 import jax
@@ -64,16 +71,28 @@ def setup(options, strategy=None):
     name = f"{len(devices)} {kind} device(s)"
     if len(devices) > 1:
         name += f" (keras.distribution.DataParallel over {processes} process(es))"
+    shapes = BatchShapes(multiple=8, fixed=True, replicas=len(devices))
     return Placement(
         name=name,
         replicas=len(devices),
         batches_per_step=1,
         chief=jax.process_index() == 0,
-        shapes=BatchShapes(multiple=8, fixed=True, replicas=len(devices)),
+        shapes=shapes,
         devices=devices,
-        processes=jax.process_count(),
-        process_index=jax.process_index(),
+        processes=processes,
+        process_index=jax.process_index() if processes > 1 else 0,
+        # A process streaming its own shards fills the rows of its own devices only.
+        stream_shapes=dataclasses.replace(shapes, replicas=jax.local_device_count())
+        if processes > 1 else None,
+        gather=gather_from_processes if processes > 1 else None,
     )
+
+
+def gather_from_processes(vector):
+    """Every process's `vector` ([processes, len]); all processes call it together."""
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(np.asarray(vector)))
 
 
 def split_cpu(count):
@@ -111,16 +130,20 @@ class Trainer:
         self.placement = placement
         self.paths = paths
         self.task = task or task_class(options.task)(options, paths)
-        self.model = self.task.build_model(model_config)
+        self.model_config = model_config
+        self._training_model = self.task.build_model(model_config)
+        # Several processes: `model` is process 0's own copy, built on first use (`sync`).
+        self._spans_processes = placement.processes > 1
+        self._local_model = None
         self.optimizer = optimizer or make_optimizer(
             model_config.d_model, options.warmup_steps, options.learning_rate_scale, options.clipnorm
         )
-        self.optimizer.build(self.model.trainable_variables)
+        self.optimizer.build(self._training_model.trainable_variables)
         self.schedule = self.optimizer._learning_rate  # a schedule, or a constant rate
         self.checkpoints = ArrayCheckpoints(paths.checkpoints, keep=max(2, options.average_last))
         self._variables = (
-            self.model.trainable_variables,
-            self.model.non_trainable_variables,
+            self._training_model.trainable_variables,
+            self._training_model.non_trainable_variables,
             self.optimizer.variables,
         )
         self.state = self._read_variables()
@@ -130,14 +153,48 @@ class Trainer:
         self._data_sharding = NamedSharding(Mesh(np.array(devices), (BATCH_AXIS,)), PartitionSpec(BATCH_AXIS))
         self._train_step = jax.jit(self._train, donate_argnums=0)
         self._eval_step = jax.jit(self._evaluate)
+        self._local_eval_step = None
 
     # State ------------------------------------------------------------------------------------
 
     def _read_variables(self):
         return tuple([v.value for v in group] for group in self._variables)
 
+    @property
+    def model(self):
+        """The model that evaluation, the choice of weights, model.keras and the export use: the
+        trained one, or with several processes, process 0's copy (see the module)."""
+        if not self._spans_processes:
+            return self._training_model
+        if self._local_model is None:
+            self._local_model = self._build_local_model()
+        return self._local_model
+
+    def _build_local_model(self):
+        distribution = keras.distribution.distribution()
+        keras.distribution.set_distribution(None)
+        try:
+            model = self.task.build_model(self.model_config)
+        finally:
+            keras.distribution.set_distribution(distribution)
+        self._local_eval_step = jax.jit(
+            lambda trainable, non_trainable, batch: self._forward(
+                trainable, non_trainable, batch, False, model
+            )[:3]
+        )
+        return model
+
     def sync(self):
-        """Writes the trained state into the model's (and optimizer's) variables."""
+        """Writes the trained state into the model's (and optimizer's) variables; with several
+        processes, the weights into process 0's own model."""
+        if self._spans_processes:
+            model = self.model
+            for variables, values in zip(
+                (model.trainable_variables, model.non_trainable_variables), self.state[:2]
+            ):
+                for variable, value in zip(variables, values):
+                    variable.assign(local_copy(value))
+            return
         for group, values in zip(self._variables, self.state):
             for variable, value in zip(group, values):
                 variable.assign(value)
@@ -169,7 +226,7 @@ class Trainer:
         if not self.placement.chief:
             return
         arrays = {
-            name: np.asarray(self.state[group][index])
+            name: np.asarray(local_copy(self.state[group][index]))
             for name, group, index in self._checkpoint_names()
         }
         self.checkpoints.save(self._step, arrays)
@@ -188,8 +245,9 @@ class Trainer:
         """Gives the model, and the state the steps use, these trainable weights (the end of a
         run's choice of weights)."""
         set_trainable(self.model, arrays)
-        self.state = self._read_variables()
-        self._shared_with_variables = True
+        if not self._spans_processes:  # process 0's copy alone: the others train no more
+            self.state = self._read_variables()
+            self._shared_with_variables = True
 
     def restore(self):
         latest = self.checkpoints.latest()
@@ -210,16 +268,16 @@ class Trainer:
             variable.assign(value.astype(variable.dtype))
         self.state = self._read_variables()
         self._shared_with_variables = True
-        self._step = int(self.optimizer.iterations.numpy())
+        self._step = int(np.asarray(local_copy(self.optimizer.iterations.value)))
         return self._step
 
     # Steps ------------------------------------------------------------------------------------
 
-    def _forward(self, trainable, non_trainable, batch, training):
+    def _forward(self, trainable, non_trainable, batch, training, model=None):
         """(summed loss, correct predictions, real target tokens, new non-trainable state, the
-        losses the model adds itself)."""
+        losses the model adds itself) of `model` (default: the trained one)."""
         features, labels = batch[:-1], batch[-1]
-        logits, non_trainable, model_losses = self.model.stateless_call(
+        logits, non_trainable, model_losses = (model or self._training_model).stateless_call(
             trainable,
             non_trainable,
             self.task.model_inputs(features),
@@ -254,13 +312,14 @@ class Trainer:
     def _evaluate(self, trainable, non_trainable, batch):
         return self._forward(trainable, non_trainable, batch, False)[:3]
 
-    def _place(self, batch):
+    def _place(self, batch, own=False):
         """A global batch as arrays split by rows over the devices; with several processes each
-        contributes the rows of its own devices (every process holds the same batch list)."""
-        processes = jax.process_count() if len(self.placement.devices) > 1 else 1
+        contributes the rows of its own devices: its slice of the batch (every process holds the
+        same batch list), or the whole of an `own` batch (from its own stream)."""
+        processes = self.placement.processes
         arrays = []
         for array in batch:
-            if processes > 1:
+            if processes > 1 and not own:
                 rows = len(array) // processes
                 array = array[jax.process_index() * rows : (jax.process_index() + 1) * rows]
             arrays.append(
@@ -271,21 +330,39 @@ class Trainer:
     def steps(self, batches, steps_per_epoch, offset):
         """Trains on the epoch's `batches` from step `offset`; yields (loss sum, correct
         predictions, target tokens) after each step, lazily: stop iterating to stop training."""
-        if isinstance(batches, list):
-            epoch = (batches[index] for index in range(offset, steps_per_epoch))
-        else:  # a StreamEpoch
+        own = not isinstance(batches, list)  # a StreamEpoch: this process's own batches
+        if own:
             epoch = batches.local_batches(steps_per_epoch, offset, 1)
+        else:
+            epoch = (batches[index] for index in range(offset, steps_per_epoch))
         for batch in epoch:
             if self._shared_with_variables:
                 self.state = jax.tree_util.tree_map(lambda a: a.copy(), self.state)
                 self._shared_with_variables = False
-            self.state, results = self._train_step(self.state, self._place(batch))
+            self.state, results = self._train_step(self.state, self._place(batch, own))
             self._step += 1
             yield results
 
     def make_eval_step(self):
+        """(loss sum, correct, tokens) of a validation batch, for the weights `sync` gave the
+        model."""
         def eval_step(*batch):
+            if self._spans_processes:  # process 0 alone, on its own copy
+                model = self.model
+                return self._local_eval_step(
+                    [v.value for v in model.trainable_variables],
+                    [v.value for v in model.non_trainable_variables],
+                    tuple(np.asarray(array, "int32") for array in batch),
+                )
             trainable, non_trainable, _ = self.state
             return self._eval_step(trainable, non_trainable, self._place(batch))
 
         return eval_step
+
+
+def local_copy(array):
+    """This process's copy of a replicated array that may span processes (whose value cannot be
+    fetched whole without the others)."""
+    if getattr(array, "is_fully_addressable", True):
+        return array
+    return array.addressable_data(0)

@@ -40,6 +40,7 @@ class Job:
     task: object
     model_config: object
     trainer: object  # the engine's Trainer
+    shapes: object  # how the task shapes its training batches (a data.BatchShapes)
     steps_per_epoch: int
     total_steps: int
     padding: float
@@ -125,9 +126,9 @@ def prepare(options, paths, placement, engine):
 
     task = task_class(options.task)(options, paths)
     model_config = task.prepare()
-    task.place(placement.process_index, placement.processes)
-    per_step = placement.batches_per_step
-    first_batches, padding = task.train_batches(0, placement.shapes)
+    task.place(placement.process_index, placement.processes, placement.gather)
+    shapes, per_step = placement.batching(task.streams)
+    first_batches, padding = task.train_batches(0, shapes)
     steps_per_epoch = len(first_batches) // per_step
     if steps_per_epoch == 0:
         raise DataError(
@@ -156,7 +157,7 @@ def prepare(options, paths, placement, engine):
     if placement.shapes.fixed:
         log(f"batches take at most {len(placement.shapes.widths(model_config.max_length))} "
             "shapes (one compilation of the step each)")
-    return Job(options, paths, placement, task, model_config, trainer, steps_per_epoch,
+    return Job(options, paths, placement, task, model_config, trainer, shapes, steps_per_epoch,
                total_steps, padding)
 
 
@@ -241,7 +242,7 @@ def train(job, stats, evaluator, best):
     stop = None
     while step < job.total_steps and stop is None:
         epoch, offset = divmod(step, job.steps_per_epoch)
-        batches, _ = task.train_batches(epoch, job.placement.shapes)
+        batches, _ = task.train_batches(epoch, job.shapes)
         for loss_sum, correct, tokens in trainer.steps(batches, job.steps_per_epoch, offset):
             step += 1
             tokens = float(tokens)

@@ -9,6 +9,7 @@ import numpy as np
 from tfx_transformer.data import DataError, Tokenizer, batch_indices
 from tfx_transformer.data.shards import (
     BatchStream,
+    ShapeAgreement,
     StreamEpoch,
     estimate_batches,
     model_checksum,
@@ -66,8 +67,9 @@ class PreparedCorpus:
         """{batching length: pairs} of the training pairs, from the manifest's histogram."""
         return data_lib.limited_histogram(self.manifest["length_histogram"], max_length, long_pairs)
 
-    def open_stream(self, options, max_length, shapes, worker, workers, checkpoints):
-        """This worker's BatchStream; window anchors saved in `checkpoints`."""
+    def open_stream(self, options, max_length, shapes, worker, workers, checkpoints, gather=None):
+        """This worker's BatchStream; window anchors saved in `checkpoints`; `gather`: the
+        collective by which the workers agree on each step's shape (None: they need not)."""
         settings = dict(
             manifest=self.manifest["tokenizer"]["sha256"], shards=len(self.manifest["shards"]),
             examples=self.manifest["examples"], seed=options.seed, window=options.stream_window,
@@ -84,8 +86,11 @@ class PreparedCorpus:
                 return []
             return data_lib.make_batches(encoded, options.batch_tokens, max_length, seed, shapes)[0]
 
+        agreement = None
+        if gather is not None:
+            agreement = ShapeAgreement(shapes.widths(max_length), gather)
         self.stream = BatchStream(self.folder, self.manifest, window_batches, options.stream_window,
-                                  options.seed, worker, workers, anchors)
+                                  options.seed, worker, workers, anchors, agreement)
         return self.stream
 
     def epoch(self, epoch, options, max_length, shapes, workers):

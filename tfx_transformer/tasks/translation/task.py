@@ -1,7 +1,6 @@
 """`--task translation`: parallel text, a SentencePiece tokenizer, the encoder-decoder
 `Transformer`, BLEU / chrF / exact match, and the translation export."""
 
-import keras
 import numpy as np
 
 from tfx_transformer.data import BatchShapes, DataError, Tokenizer, split_off
@@ -114,16 +113,9 @@ class TranslationTask(SentencePieceTask):
         if options.long_pairs == "drop":
             self.warn_if_mostly_dropped(kept, over, "pair", self.max_length)
 
-    def place(self, worker, workers):
-        if self.corpus is not None and workers > 1 and keras.backend.backend() == "jax":
-            # Each JAX process would stream batches of its own widths, and a global array needs
-            # the same shape from every process.
-            raise ValueError(
-                "--data prepared: on several JAX processes is not supported: train it on the "
-                "TensorFlow backend (MultiWorkerMirroredStrategy), or on one JAX process with all "
-                "its local devices."
-            )
-        super().place(worker, workers)
+    @property
+    def streams(self):
+        return self.corpus is not None
 
     def check_alignment(self, name, split):
         """Refuses text whose sides look shifted against each other (see `data.alignment`),
@@ -158,7 +150,7 @@ class TranslationTask(SentencePieceTask):
         if self.corpus is not None:
             if self.corpus.stream is None:
                 self.corpus.open_stream(self.options, self.max_length, shapes, self.worker,
-                                        self.workers, self.paths.checkpoints)
+                                        self.workers, self.paths.checkpoints, self.gather)
             return self.corpus.epoch(epoch, self.options, self.max_length, shapes, self.workers)
         return data_lib.make_batches(
             self.train_encoded, self.options.batch_tokens, self.max_length,
