@@ -31,6 +31,14 @@ def read_lines(path):
 def decode_lines(raw_lines, source, first=1):
     """Byte lines -> strings; invalid UTF-8 is a DataError naming `source` and the line (the
     first of `raw_lines` being line `first`)."""
+    try:
+        # One decode for all (a third of the time): a newline cannot complete a broken
+        # character, so each line comes back as it decodes alone, unless one held a newline.
+        lines = b"\n".join(raw_lines).decode("utf-8").split("\n") if raw_lines else []
+        if len(lines) == len(raw_lines):
+            return lines
+    except UnicodeDecodeError:
+        pass
     lines = []
     for number, raw in enumerate(raw_lines, start=first):
         try:

@@ -113,15 +113,20 @@ def raw_chunks(files, size, skip_chunk=lambda index: False):
             handle.close()
 
 
-def split_row(number, row, files):
-    """Raw lines -> (source, target) text, stripped; errors name the file and line."""
-    texts = [decode_lines([line], path, number)[0] for line, path in zip(row, files)]
-    if number == 1:
-        texts = [text.removeprefix("\ufeff") for text in texts]
+def split_rows(first, rows, files):
+    """Raw lines (a list per file, the first being line `first`) -> (source, target) text
+    pairs, stripped; errors name the file and line."""
+    sides = [decode_lines(lines, path, first) for lines, path in zip(rows, files)]
+    if first == 1:
+        for side in sides:
+            side[0] = side[0].removeprefix("\ufeff")
     if len(files) == 2:
-        return texts[0].strip(), texts[1].strip()
-    source, target = split_tsv_line(texts[0], files[0], number)
-    return source.strip(), target.strip()
+        return [(source.strip(), target.strip()) for source, target in zip(*sides)]
+    pairs = []
+    for number, text in enumerate(sides[0], start=first):
+        source, target = split_tsv_line(text, files[0], number)
+        pairs.append((source.strip(), target.strip()))
+    return pairs
 
 
 def survey(files, sample_size, seed, chunk=65536):
@@ -152,23 +157,27 @@ def survey(files, sample_size, seed, chunk=65536):
 _worker_tokenizer = None
 
 
-def _start_worker(model_proto):
+def _tokenizer_of(model_proto):
+    """The worker's tokenizer for `model_proto`, loaded once."""
     global _worker_tokenizer
-    _worker_tokenizer = Tokenizer(model_proto)
+    if _worker_tokenizer is None or _worker_tokenizer.model_proto != model_proto:
+        _worker_tokenizer = Tokenizer(model_proto)
+    return _worker_tokenizer
 
 
 def encode_shard(job):
     """In a worker: a shard's rows -> its file and counts, and the held-out validation pairs
     among its lines (all written to its .json, last)."""
-    index, first, rows, held_out, files, folder, allow_misaligned = job
-    pairs = [split_row(first + offset, row, files) for offset, row in enumerate(zip(*rows))]
+    index, first, rows, held_out, files, folder, allow_misaligned, model_proto = job
+    tokenizer = _tokenizer_of(model_proto)
+    pairs = split_rows(first, rows, files)
     check_alignment(pairs, first, files, allow_misaligned)
     validation = [pairs[number - first] for number in held_out]
     for number in held_out:
         pairs[number - first] = ("", "")
     kept = [(s, t) for s, t in pairs if s and t]
-    sources = _worker_tokenizer.encode([s for s, _ in kept])
-    targets = _worker_tokenizer.encode([t for _, t in kept])
+    sources = tokenizer.encode([s for s, _ in kept])
+    targets = tokenizer.encode([t for _, t in kept])
     write_shard(os.path.join(folder, shard_name(index)), zip(sources, targets))
     longest = np.array([max(len(s), len(t)) for s, t in zip(sources, targets)], "int64")
     histogram = np.bincount(longest) if len(longest) else np.zeros(0, "int64")
@@ -202,14 +211,14 @@ def stats_name(index):
     return shard_name(index).replace(".txt.gz", ".json")
 
 
-def worker_pool(processes, model_proto):
+def worker_pool(processes):
     """Worker processes that encode shards. Spawned (a fork would copy whatever the parent holds,
     TensorFlow's threads included) on Keras's NumPy backend: they need no TensorFlow."""
     context = multiprocessing.get_context("spawn")
     saved = os.environ.get("KERAS_BACKEND")
     os.environ["KERAS_BACKEND"] = "numpy"
     try:
-        return context.Pool(processes, initializer=_start_worker, initargs=(model_proto,))
+        return context.Pool(processes)
     finally:
         if saved is None:
             del os.environ["KERAS_BACKEND"]
@@ -243,15 +252,19 @@ def prepare(options):
             )
         log(f"{folder} is prepared already")
         return manifest
-    record, tokenizer = start_or_resume(options, files, folder)
-    lines = record["lines"]
-    held_out = validation_lines(lines, options.validation, options.seed)
-    shard_count = -(-lines // options.shard_size)
-    done = {i for i in range(shard_count) if os.path.exists(os.path.join(folder, stats_name(i)))}
-    if done:
-        log(f"resuming: {len(done)} of {shard_count} shards are done already")
-    started = time.time()
-    encode_all(options, files, folder, tokenizer, held_out, shard_count, done)
+    # Started first, the workers import (seconds each) while the input is surveyed and the
+    # tokenizer trains, which leave a core idle for much of their time.
+    processes = options.processes or os.cpu_count() or 1
+    with worker_pool(processes) as pool:
+        record, tokenizer = start_or_resume(options, files, folder)
+        lines = record["lines"]
+        held_out = validation_lines(lines, options.validation, options.seed)
+        shard_count = -(-lines // options.shard_size)
+        done = {i for i in range(shard_count) if os.path.exists(os.path.join(folder, stats_name(i)))}
+        if done:
+            log(f"resuming: {len(done)} of {shard_count} shards are done already")
+        started = time.time()
+        encode_all(pool, processes, options, files, folder, tokenizer, held_out, shard_count, done)
     stats = [read_json(os.path.join(folder, stats_name(i))) for i in range(shard_count)]
     validation = [pair for shard in stats for pair in shard["validation"]]
     for index, name in enumerate(VALIDATION_FILES):
@@ -291,7 +304,8 @@ def start_or_resume(options, files, folder):
         lines, _ = survey(files, 0, options.seed)
     else:
         lines, sample = survey(files, options.tokenizer_sample, options.seed)
-        texts = [side for number, row in sample for side in split_row(number, row, files)]
+        texts = [side for number, row in sample
+                 for side in split_rows(number, [[line] for line in row], files)[0]]
         log(f"training the tokenizer on {len(sample):,} of {lines:,} lines")
         tokenizer = Tokenizer.train(texts, options.vocab_size, seed=options.seed)
     tokenizer.save(os.path.join(folder, TOKENIZER_FOLDER))
@@ -309,25 +323,24 @@ def validation_lines(lines, count, seed):
     return set(chosen.tolist())
 
 
-def encode_all(options, files, folder, tokenizer, held_out, shard_count, done):
-    """Reads the input once, a shard's lines at a time, and has the workers encode each
-    unfinished shard (at most two per worker in flight)."""
-    processes = options.processes or os.cpu_count() or 1
+def encode_all(pool, processes, options, files, folder, tokenizer, held_out, shard_count, done):
+    """Reads the input once, a shard's lines at a time, and has the `pool`'s `processes`
+    workers encode each unfinished shard (at most two per worker in flight)."""
     pending = []
-    with worker_pool(processes, tokenizer.model_proto) as pool:
-        for index, (first, rows) in enumerate(
-            raw_chunks(files, options.shard_size, skip_chunk=lambda index: index in done)
-        ):
-            if rows is None:
-                continue
-            last = first + len(rows[0]) - 1
-            mine = sorted(n for n in held_out if first <= n <= last)
-            job = (index, first, rows, mine, files, folder, options.allow_misaligned)
-            pending.append(pool.apply_async(encode_shard, (job,)))
-            while len(pending) > 2 * processes:
-                report(pending.pop(0).get(), shard_count)
-        while pending:
+    for index, (first, rows) in enumerate(
+        raw_chunks(files, options.shard_size, skip_chunk=lambda index: index in done)
+    ):
+        if rows is None:
+            continue
+        last = first + len(rows[0]) - 1
+        mine = sorted(n for n in held_out if first <= n <= last)
+        job = (index, first, rows, mine, files, folder, options.allow_misaligned,
+               tokenizer.model_proto)
+        pending.append(pool.apply_async(encode_shard, (job,)))
+        while len(pending) > 2 * processes:
             report(pending.pop(0).get(), shard_count)
+    while pending:
+        report(pending.pop(0).get(), shard_count)
 
 
 def report(stats, shard_count):

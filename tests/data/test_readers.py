@@ -1,0 +1,21 @@
+"""Decoding the user's byte lines: all at once where that gives what line-by-line decoding
+gives, with the error naming the file and line otherwise."""
+
+import pytest
+
+from tfx_transformer.data import DataError, decode_lines
+
+
+def test_lines_decode_as_each_would_alone():
+    raw = [b"plain", "\u00e9t\u00e9 \u2014 \U0001f600".encode(), b"", b"tab\there", b"cr\rinside"]
+    assert decode_lines(raw, "f") == [line.decode("utf-8") for line in raw]
+    assert decode_lines([], "f") == []
+    # A "line" holding a newline stays one line (the joined text would split it in two).
+    assert decode_lines([b"a\nb", b"c"], "f") == ["a\nb", "c"]
+
+
+@pytest.mark.parametrize("bad, at", [([b"ok", b"\xc3", b"ok"], 11), ([b"\xe2\x82", b"x"], 10),
+                                     ([b"ok", b"ok", b"caf\xe9"], 12)])
+def test_invalid_utf8_names_the_line_even_where_a_newline_follows_a_broken_character(bad, at):
+    with pytest.raises(DataError, match=f"^f.txt:{at}: invalid UTF-8"):
+        decode_lines(bad, "f.txt", first=10)
