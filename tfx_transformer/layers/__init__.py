@@ -2,6 +2,7 @@
 
 from tfx_transformer.layers.attention import SCORE_FUNCTIONS, Attention, MultiHeadAttention, masked_softmax
 from tfx_transformer.layers.decoder import Decoder, DecoderBlock
+from tfx_transformer.layers.dropout import Dropout
 from tfx_transformer.layers.encoder import Encoder, EncoderBlock
 from tfx_transformer.layers.feed_forward import PositionwiseFeedForward
 from tfx_transformer.layers.linformer import LinformerAttention
@@ -34,6 +35,7 @@ __all__ = [
     "Attention",
     "Decoder",
     "DecoderBlock",
+    "Dropout",
     "Encoder",
     "EncoderBlock",
     "LearnedPositionEmbedding",

@@ -11,6 +11,7 @@ import keras
 from keras import ops
 
 from tfx_transformer.layers.cache import write_positions
+from tfx_transformer.layers.dropout import Dropout
 from tfx_transformer.layers.masks import masked_fill_value
 from tfx_transformer.layers.validation import check_choice, check_positive_int, check_rate
 
@@ -52,7 +53,7 @@ class Attention(keras.layers.Layer):
         self.dropout = dropout
         self.additive_units = additive_units
         self.cosine_scale = cosine_scale
-        self.weights_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+        self.weights_dropout = Dropout(dropout, dtype=self.dtype_policy)
 
     def build(self, query_shape, key_shape=None, value_shape=None):
         if self.score == "additive":

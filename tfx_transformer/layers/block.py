@@ -3,6 +3,7 @@
 import keras
 
 from tfx_transformer.layers.attention import SCORE_FUNCTIONS, MultiHeadAttention
+from tfx_transformer.layers.dropout import Dropout
 from tfx_transformer.layers.feed_forward import PositionwiseFeedForward
 from tfx_transformer.layers.linformer import LinformerAttention
 from tfx_transformer.layers.relative import RELATIVE_ATTENTION, relative_attention_layer
@@ -115,7 +116,7 @@ class TransformerBlockBase(keras.layers.Layer):
         )
 
     def _dropout_layer(self, name):
-        return keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name=name)
+        return Dropout(self.dropout, dtype=self.dtype_policy, name=name)
 
     def _build_sublayer(self, name, sublayer, x_shape, *shapes):
         """Builds `sublayer` and its LayerNorm and dropout as `name`, `name_norm`, `name_dropout`."""

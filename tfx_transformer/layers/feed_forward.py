@@ -2,6 +2,7 @@
 
 import keras
 
+from tfx_transformer.layers.dropout import Dropout
 from tfx_transformer.layers.validation import check_positive_int, check_rate
 
 
@@ -22,7 +23,7 @@ class PositionwiseFeedForward(keras.layers.Layer):
             self.d_ff, activation=self.activation, dtype=self.dtype_policy, name="inner"
         )
         self.inner.build(input_shape)
-        self.inner_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.inner_dropout = Dropout(self.dropout, dtype=self.dtype_policy)
         self.outer = keras.layers.Dense(input_shape[-1], dtype=self.dtype_policy, name="outer")
         self.outer.build(tuple(input_shape[:-1]) + (self.d_ff,))
         self.built = True

@@ -6,6 +6,7 @@ import keras
 from tfx_transformer.config import TransformerConfig
 from tfx_transformer.layers import (
     Decoder,
+    Dropout,
     Encoder,
     LearnedPositionEmbedding,
     SinusoidalPositionEncoding,
@@ -98,7 +99,7 @@ class SingleStackModel(ConfiguredModel):
             config.vocab_size, config.d_model, dtype=self.dtype_policy, name="token_embedding"
         )
         self.positions = position_layer(config, "positions", self.dtype_policy)
-        self.embedding_dropout = keras.layers.Dropout(
+        self.embedding_dropout = Dropout(
             config.dropout, dtype=self.dtype_policy, name="embedding_dropout"
         )
         self.stack = make_stack(

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from tfx_transformer.layers import (
+    Dropout,
     TokenEmbedding,
     causal_mask,
     decoder_self_attention_mask,
@@ -54,7 +55,7 @@ class Transformer(ConfiguredModel):
             self.target_positions = position_layer(config, "target_positions", self.dtype_policy)
         else:  # the fixed encoding (or none, with relative positions) serves both sides
             self.target_positions = self.source_positions
-        self.embedding_dropout = keras.layers.Dropout(
+        self.embedding_dropout = Dropout(
             config.dropout, dtype=self.dtype_policy, name="embedding_dropout"
         )
         self.encoder = make_stack(
