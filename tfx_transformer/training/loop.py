@@ -187,12 +187,16 @@ class Evaluator:
 
     def __init__(self, job, stats, clock):
         self.task = job.task
-        self.model = job.trainer.model
         self.stats = stats
         self.clock = clock
         self.trainer = job.trainer
         self.eval_step = job.trainer.make_eval_step()
         self.batches = job.task.valid_batches(job.placement.shapes)
+
+    @property
+    def model(self):
+        # Asked for when evaluating: with several JAX processes, process 0 alone builds its copy.
+        return self.trainer.model
 
     def __call__(self, step):
         """The in-training evaluation of the trained weights at `step`, with its summaries;
