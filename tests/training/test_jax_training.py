@@ -215,7 +215,7 @@ def test_two_jax_processes_train_evaluate_and_finish_as_two_devices_of_one(tmp_p
     run is the one a single process with two devices makes, to the last digit of its loss."""
     data = numbers_tsv(tmp_path / "train.tsv", 300)
     args = ["--data", f"tsv:{data}", "--steps", "8", "--eval-every", "4", *TINY, "--no-export",
-            "--checkpoint-every", "4"]
+            "--checkpoint-every", "4", "--average-last", "0"]
     logs = train_in_two_processes(["--output", str(tmp_path / "two"), *args], tmp_path, "two")
     assert "over 2 process(es)" in logs[0] and "done: 8 steps" in logs[0]
     assert "done:" not in logs[1]  # only process 0 finishes the run folder
@@ -236,7 +236,7 @@ def test_two_jax_processes_stream_their_own_shards_and_resume(tmp_path):
                            validation=30, vocab_size=150, processes=1))
     output = tmp_path / "out"
     args = ["--output", str(output), "--data", f"prepared:{tmp_path / 'set'}", *TINY,
-            "--no-export", "--checkpoint-every", "5", "--stream-window", "150"]
+            "--no-export", "--checkpoint-every", "5", "--stream-window", "150", "--average-last", "0"]
     first = train_in_two_processes([*args, "--steps", "10"], tmp_path, "first")
     # One batch from each process a step, of its devices' rows.
     assert "steps x 2 batch(es))" in first[0]
