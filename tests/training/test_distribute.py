@@ -97,6 +97,16 @@ def free_ports(count):
     return ports
 
 
+def wait_for_all(processes, timeout=400):
+    """Waits for every process to end; kills them all if one is still running at `timeout`."""
+    try:
+        for process in processes:
+            process.wait(timeout=timeout)
+    finally:
+        for process in processes:
+            process.kill()
+
+
 @pytest.mark.slow
 def test_two_workers_train_together_and_both_finish(tmp_path):
     data = numbers_tsv(tmp_path / "train.tsv", 300)
@@ -185,12 +195,7 @@ def test_a_lost_worker_and_the_restarted_job_resumes_to_the_same_total_steps(tmp
             process.wait()
     assert not (output / "metrics.json").exists()
     restarted = start_workers(args + ["--resume"], 2, free_ports(2), tmp_path, "second")
-    try:
-        for process in restarted:
-            process.wait(timeout=400)
-    finally:
-        for process in restarted:
-            process.kill()
+    wait_for_all(restarted)
     chief_log = (tmp_path / "second-0.log").read_text()
     assert [p.returncode for p in restarted] == [0, 0], (
         chief_log[-3000:] + (tmp_path / "second-1.log").read_text()[-3000:])

@@ -82,14 +82,19 @@ def test_the_other_tasks_train_on_jax(tmp_path, task, extra):
     assert (output / "model.keras").exists()
 
 
-@pytest.mark.slow
-def test_a_run_without_tensorflow_trains_and_says_how_to_export(tmp_path):
+def prepared_numbers(folder, pairs, shard_size):
+    """`pairs` number pairs prepared into folder/set, 30 held out for validation."""
     from tfx_transformer.tasks.translation.prepare import PrepareOptions, prepare
 
-    # A prepared corpus: its streaming reads the shards without TensorFlow too.
-    data = numbers_tsv(tmp_path / "train.tsv", 300)
-    prepare(PrepareOptions(data=f"tsv:{data}", output=str(tmp_path / "set"), shard_size=100,
+    data = numbers_tsv(folder / "train.tsv", pairs)
+    prepare(PrepareOptions(data=f"tsv:{data}", output=str(folder / "set"), shard_size=shard_size,
                            validation=30, vocab_size=150, processes=1))
+
+
+@pytest.mark.slow
+def test_a_run_without_tensorflow_trains_and_says_how_to_export(tmp_path):
+    # A prepared corpus: its streaming reads the shards without TensorFlow too.
+    prepared_numbers(tmp_path, pairs=300, shard_size=100)
     output = tmp_path / "out"
     result = subprocess.run(
         [sys.executable, "-c", WITHOUT_TENSORFLOW, str(ROOT / "train.py"), "--output", str(output),
@@ -185,7 +190,7 @@ def test_jax_and_tensorflow_reach_close_losses(tmp_path):
 def train_in_two_processes(args, log_folder, name):
     """train.py as two JAX processes joined on the loopback (keras.distribution.initialize),
     each with one CPU device; both must exit cleanly. Returns their logs."""
-    from tests.training.test_distribute import free_ports
+    from tests.training.test_distribute import free_ports, wait_for_all
 
     address = f"127.0.0.1:{free_ports(1)[0]}"
     processes, logs = [], [log_folder / f"{name}-{index}.log" for index in range(2)]
@@ -197,12 +202,7 @@ def train_in_two_processes(args, log_folder, name):
             processes.append(subprocess.Popen(
                 [sys.executable, str(ROOT / "train.py"), "--strategy", "multiworker", *args],
                 stdout=log, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env))
-    try:
-        for process in processes:
-            process.wait(timeout=400)
-    finally:
-        for process in processes:
-            process.kill()
+    wait_for_all(processes)
     texts = [log.read_text() for log in logs]
     for process, text in zip(processes, texts):
         assert process.returncode == 0, text[-4000:]
@@ -229,11 +229,7 @@ def test_two_jax_processes_train_evaluate_and_finish_as_two_devices_of_one(tmp_p
 
 @pytest.mark.slow
 def test_two_jax_processes_stream_their_own_shards_and_resume(tmp_path):
-    from tfx_transformer.tasks.translation.prepare import PrepareOptions, prepare
-
-    data = numbers_tsv(tmp_path / "train.tsv", 1200)
-    prepare(PrepareOptions(data=f"tsv:{data}", output=str(tmp_path / "set"), shard_size=200,
-                           validation=30, vocab_size=150, processes=1))
+    prepared_numbers(tmp_path, pairs=1200, shard_size=200)
     output = tmp_path / "out"
     args = ["--output", str(output), "--data", f"prepared:{tmp_path / 'set'}", *TINY,
             "--no-export", "--checkpoint-every", "5", "--stream-window", "150", "--average-last", "0"]
