@@ -51,7 +51,7 @@ class Task(abc.ABC):
         """This process is worker `worker` of `workers` that train together (a task that streams
         its data reads this worker's share). `gather`: where the workers' streams must agree on
         each step's batch shapes (several JAX processes), the collective they agree with (see
-        `data.shards.agree_on_shapes`); None where each worker's batches may differ."""
+        `data.shards.ShapeAgreement`); None where each worker's batches may differ."""
         self.worker, self.workers, self.gather = worker, workers, gather
 
     def load_splits(self, load, split_off):

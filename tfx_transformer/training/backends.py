@@ -36,7 +36,7 @@ class Placement:
     # `batches_per_step` say.
     stream_shapes: BatchShapes = None
     # With `stream_shapes`: the collective by which the processes' streams agree on each step's
-    # shape (int vector in, [processes, len] out; see `data.shards.agree_on_shapes`).
+    # shape (int vector in, [processes, len] out; see `data.shards.ShapeAgreement`).
     gather: object = None
 
     def batching(self, streamed):
