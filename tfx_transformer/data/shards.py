@@ -12,7 +12,9 @@ together all of them). Each pass over them (a data epoch) takes them in an order
 pass, cuts the examples into windows of `window` examples, and lets the task batch each window
 (shuffled, bucketed by length, filled to the token budget). Batches are numbered from 0 along
 the stream; a window's first batch number is an anchor, saved beside the checkpoints, from which
-a resumed run seeks to its batch without redoing the windows before it.
+a resumed run seeks to its batch without redoing the windows before it. Where a step takes one
+batch from each worker and needs one shape from all (several JAX processes), the workers agree
+on each window's batches and on where a resume starts (`ShapeAgreement`).
 """
 
 import gzip
