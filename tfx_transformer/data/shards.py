@@ -298,16 +298,15 @@ class ShapeAgreement:
     """
 
     def __init__(self, widths, gather):
-        self.widths = list(widths)
+        self.place = {width: index for index, width in enumerate(widths)}  # width -> count slot
         self.gather = gather
         self.dropped = 0  # batches this worker made and left out
 
     def batches(self, batches, seed):
         """The batches of this worker's window that it keeps, in the shared order."""
-        place = {width: index for index, width in enumerate(self.widths)}
-        by_width = [[] for _ in self.widths]
+        by_width = [[] for _ in self.place]
         for batch in batches:
-            by_width[place[batch[0].shape[1]]].append(batch)
+            by_width[self.place[batch[0].shape[1]]].append(batch)
         counts = np.array([len(group) for group in by_width], np.int64)
         kept = np.asarray(self.gather(counts)).min(axis=0)
         order = np.random.default_rng(seed).permutation(np.repeat(np.arange(len(kept)), kept))

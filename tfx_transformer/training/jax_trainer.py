@@ -16,6 +16,7 @@ device, built without the distribution) while the others wait at the next step.
 """
 
 import dataclasses
+import functools
 import os
 
 import jax
@@ -177,11 +178,7 @@ class Trainer:
             model = self.task.build_model(self.model_config)
         finally:
             keras.distribution.set_distribution(distribution)
-        self._local_eval_step = jax.jit(
-            lambda trainable, non_trainable, batch: self._forward(
-                trainable, non_trainable, batch, False, model
-            )[:3]
-        )
+        self._local_eval_step = jax.jit(functools.partial(self._evaluate, model=model))
         return model
 
     def sync(self):
@@ -309,8 +306,8 @@ class Trainer:
         )
         return (trainable, non_trainable, optimizer_variables), (loss_sum, correct, tokens)
 
-    def _evaluate(self, trainable, non_trainable, batch):
-        return self._forward(trainable, non_trainable, batch, False)[:3]
+    def _evaluate(self, trainable, non_trainable, batch, model=None):
+        return self._forward(trainable, non_trainable, batch, False, model)[:3]
 
     def _place(self, batch, own=False):
         """A global batch as arrays split by rows over the devices; with several processes each
