@@ -213,6 +213,48 @@ def test_beam_search_is_batch_independent(rng):
         assert float(alone_scores[0]) == pytest.approx(float(scores[row]), abs=1e-4)
 
 
+def test_settled_sources_leave_the_batch_and_no_result_changes(rng):
+    """On TensorFlow cached decoding drops a source once it is settled (a row once it has
+    ended): the decoder sees fewer rows step after step, and every output equals the
+    static-shape decoder's (the recomputing reference keeps every row to the end), eagerly and
+    traced."""
+    model = make_model()
+    src = sources(rng)  # 6, 5, 4 and 3 real tokens: with factor 1 they settle at 4 steps
+    rows_seen = []
+    decode_step = model.decode_step
+
+    def counting_step(token_ids, *args):
+        rows_seen.append(token_ids.shape[0])  # None where traced with a free batch size
+        return decode_step(token_ids, *args)
+
+    model.decode_step = counting_step
+    prefix = np.array([[7, 0], [8, 9], [0, 0], [10, 0]])
+    searches = {  # name: (decode, the rows of the first step)
+        "greedy": (lambda ids, **k: greedy_decode(model, ids, max_length=10, max_length_factor=1.0,
+                                                  **k), 4),
+        "sample": (lambda ids, **k: sample_decode(model, ids, seed=3, max_length=10,
+                                                  max_length_factor=1.0, **k), 4),
+        "best": (lambda ids, **k: beam_search(model, ids, beam_size=3, max_length=10,
+                                              max_length_factor=1.0, **k), 12),
+        "nbest": (lambda ids, **k: beam_search_nbest(model, ids, 2, beam_size=3, max_length=10,
+                                                     max_length_factor=1.0, **k), 12),
+        "prefix": (lambda ids, **k: beam_search(model, ids, beam_size=3, max_length=10,
+                                                prefix_ids=prefix, max_length_factor=1.5, **k), 12),
+    }
+    for name, (search, batch_rows) in searches.items():
+        rows_seen.clear()
+        tokens, scores = (ops.convert_to_numpy(x) for x in search(src))
+        assert rows_seen[0] == batch_rows and rows_seen[-1] < batch_rows, (name, rows_seen)
+        assert rows_seen == sorted(rows_seen, reverse=True), (name, rows_seen)
+        full_tokens, full_scores = (ops.convert_to_numpy(x) for x in search(src, use_cache=False))
+        np.testing.assert_array_equal(tokens, full_tokens, err_msg=name)
+        np.testing.assert_allclose(scores, full_scores, atol=1e-4, err_msg=name)
+        dynamic = tf.function(search, input_signature=[tf.TensorSpec([None, None], tf.int32)])
+        static = tf.function(search)  # every shape known when traced
+        for traced in (dynamic, static):
+            np.testing.assert_array_equal(traced(tf.constant(src, tf.int32))[0].numpy(), tokens)
+
+
 def test_decoding_traces_once_in_a_tf_function(rng):
     model = make_model()
     traces = []

@@ -78,7 +78,13 @@ def _output_lengths(model, source_ids, max_length, max_length_factor, prefix_ids
 
 
 class _Stepper:
-    """Next-token log-probabilities for rows of a token buffer, cached or recomputed in full."""
+    """Next-token log-probabilities for rows of a token buffer, cached or recomputed in full.
+
+    `rows` holds the per-row tensors a step reads besides the tokens and the self-attention
+    cache (the source mask, the cross-attention cache or the encoder output, the forced
+    prefix): a loop carries it, so that a batch that drops its settled sources can select from
+    it as it does from the cache.
+    """
 
     def __init__(self, model, source_ids, repeats, max_length, use_cache, prefix_ids=None):
         self.model = model
@@ -88,12 +94,14 @@ class _Stepper:
         if repeats > 1:  # beams sit next to each other in the batch axis: row b * K + k
             encoder_output = ops.repeat(encoder_output, repeats, axis=0)
             source_mask = ops.repeat(source_mask, repeats, axis=0)
-        self.encoder_output = encoder_output
-        self.source_mask = source_mask
+        self.rows = {"source_mask": source_mask}
         if use_cache:
-            self.self_cache, self.cross_cache = model.start_decoding(encoder_output, max_length)
+            self.self_cache, cross_cache = model.start_decoding(encoder_output, max_length)
+            if cross_cache is not None:  # a model may keep no cross-attention cache
+                self.rows["cross_cache"] = cross_cache
         else:
             self.self_cache = ops.zeros((), dtype="float32")  # unused loop variable
+            self.rows["encoder_output"] = encoder_output
         vocab_size = model.model_config.vocab_size
         pad_id = model.model_config.pad_id
         # Padding (and the start token) are never generated.
@@ -102,33 +110,34 @@ class _Stepper:
             ops.equal(ops.arange(vocab_size), model.model_config.start_id),
         )
         self.banned = banned  # (V,)
-        self.prefix = None
         if prefix_ids is not None:
-            self.prefix = ops.repeat(_check_prefix(model, prefix_ids, max_length), repeats, axis=0)
+            self.rows["prefix"] = ops.repeat(_check_prefix(model, prefix_ids, max_length), repeats, axis=0)
 
-    def log_probs(self, tokens, index, self_cache):
-        """tokens [N, L + 1] with positions 0..index filled -> ([N, V] log-probs, cache)."""
+    def log_probs(self, tokens, index, self_cache, rows):
+        """tokens [N, L + 1] with positions 0..index filled, `rows` as `self.rows` (or the
+        same rows of it) -> ([N, V] log-probs, cache)."""
         if self.use_cache:
             current = ops.slice(tokens, [0, index], [ops.shape(tokens)[0], 1])  # (N, 1)
             logits, self_cache = self.model.decode_step(
-                current, index, self_cache, self.cross_cache, self.source_mask
+                current, index, self_cache, rows.get("cross_cache"), rows["source_mask"]
             )
         else:
             all_logits = self.model.decode(
-                tokens[:, : self.max_length], self.encoder_output, self.source_mask, training=False
+                tokens[:, : self.max_length], rows["encoder_output"], rows["source_mask"],
+                training=False,
             )  # (N, L, V)
             logits = ops.take(all_logits, index, axis=1)  # (N, V)
         log_probs = ops.log_softmax(logits, axis=-1)
         log_probs = ops.where(self.banned, _IMPOSSIBLE, log_probs)
-        return self._force_prefix(log_probs, index), self_cache
+        return self._force_prefix(log_probs, index, rows.get("prefix")), self_cache
 
-    def _force_prefix(self, log_probs, index):
+    def _force_prefix(self, log_probs, index, prefix):
         """A row whose prefix holds a token at `index` may produce only that token (scored at
         its log-probability); past its prefix (0-padded) it decodes freely."""
-        if self.prefix is None:
+        if prefix is None:
             return log_probs
-        length = self.prefix.shape[1]
-        column = ops.take(self.prefix, ops.minimum(index, length - 1), axis=1)  # (N,)
+        length = prefix.shape[1]
+        column = ops.take(prefix, ops.minimum(index, length - 1), axis=1)  # (N,)
         active = ops.logical_and(index < length, ops.not_equal(column, self.model.model_config.pad_id))
         allowed = ops.equal(
             ops.expand_dims(ops.arange(ops.shape(log_probs)[1]), 0), ops.expand_dims(column, 1)
@@ -166,7 +175,7 @@ def greedy_decode(
     (0-padded) forces each row's first tokens; their log-probabilities count in the score.
     `max_length_factor`: a row's output is also cut at that many times its source tokens."""
 
-    def most_likely(log_probs, index):
+    def most_likely(log_probs, index, rows):
         return ops.argmax(log_probs, axis=-1)
 
     return _decode_row_by_row(
@@ -206,9 +215,9 @@ def sample_decode(
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"`seed` must be an integer. Received: seed={seed!r}")
 
-    def draw(log_probs, index):
+    def draw(log_probs, index, rows):
         scaled = _nucleus(_top_k(log_probs / float(temperature), top_k), top_p)
-        uniform = counter_uniform(seed, index, ops.shape(log_probs)[0], ops.shape(log_probs)[1])
+        uniform = counter_uniform(seed, index, rows, ops.shape(log_probs)[1])
         gumbel = -ops.log(-ops.log(uniform))  # argmax(logits + Gumbel noise) samples softmax(logits)
         return ops.argmax(scaled + gumbel, axis=-1)
 
@@ -251,8 +260,9 @@ def _mix(x):
 
 
 def counter_uniform(seed, step, rows, vocab_size):
-    """[rows, vocab_size] float32 in (0, 1), a function of (seed, step, row, token) alone."""
-    row = ops.expand_dims(ops.arange(rows, dtype="int32"), 1)
+    """[len(rows), vocab_size] float32 in (0, 1), a function of (seed, step, row, token) alone;
+    `rows` [N] int32: the rows' places in the batch."""
+    row = ops.expand_dims(ops.cast(rows, "int32"), 1)
     token = ops.expand_dims(ops.arange(vocab_size, dtype="int32"), 0)
     x = _mix(
         ops.convert_to_tensor(seed, "int32") * 0x3C6EF372
@@ -267,43 +277,60 @@ def counter_uniform(seed, step, rows, vocab_size):
 
 def _decode_row_by_row(model, source_ids, choose, max_length, start_id, end_id, use_cache, prefix_ids,
                        max_length_factor=None):
-    """One token per row and step, `choose(log_probs [B, V], step)` -> [B] ids, until every row
-    has produced the end token or max_length tokens. Returns (tokens [B, L], scores [B]: the
-    summed log-probabilities of the chosen tokens)."""
+    """One token per row and step, `choose(log_probs [N, V], step, rows [N]: their places in
+    the batch)` -> [N] ids, until every row has produced the end token or max_length tokens.
+    Returns (tokens [B, L], scores [B]: the summed log-probabilities of the chosen tokens).
+    A finished row leaves the batch where it may shrink (see `_search`)."""
     max_length, start_id, end_id = _resolve(model, max_length, start_id, end_id)
     source_ids = ops.convert_to_tensor(source_ids, dtype="int32")
     batch_size = ops.shape(source_ids)[0]
     pad_id = model.model_config.pad_id
     limits, length = _output_lengths(model, source_ids, max_length, max_length_factor, prefix_ids)
     stepper = _Stepper(model, source_ids, 1, length, use_cache, prefix_ids)
+    shrink = use_cache and _batch_may_shrink()
 
-    def condition(index, tokens, scores, finished, cache):
+    def condition(index, tokens, scores, finished, cache, rows, per_row, results):
         return ops.logical_and(index < length, ops.logical_not(ops.all(finished)))
 
-    def body(index, tokens, scores, finished, cache):
-        log_probs, cache = stepper.log_probs(tokens, index, cache)
-        next_token = ops.cast(choose(log_probs, index), "int32")  # (B,)
+    def body(index, tokens, scores, finished, cache, rows, per_row, results):
+        log_probs, cache = stepper.log_probs(tokens, index, cache, rows)
+        next_token = ops.cast(choose(log_probs, index, per_row["row"]), "int32")  # (N,)
         chosen = ops.take_along_axis(log_probs, ops.expand_dims(next_token, 1), axis=1)[:, 0]
         next_token = ops.where(finished, pad_id, next_token)
         scores = scores + ops.where(finished, 0.0, chosen)
         finished = ops.logical_or(finished, ops.equal(next_token, end_id))
         if limits is not None:
-            finished = ops.logical_or(finished, index + 1 >= limits)
+            finished = ops.logical_or(finished, index + 1 >= per_row["limits"])
         tokens = _write_column(tokens, index + 1, next_token)
-        return index + 1, tokens, scores, finished, cache
+        if shrink:
+            places = per_row["row"]
+            results = _record(results, (places, places), (tokens, scores))
+            kept = ops.nonzero(ops.logical_not(finished))[0]
+            tokens, scores, finished, cache, rows, per_row = _select(
+                (tokens, scores, finished, cache, rows, per_row), kept, ops.shape(finished)[0]
+            )
+        return index + 1, tokens, scores, finished, cache, rows, per_row, results
 
-    _, tokens, scores, _, _ = ops.while_loop(
+    state = (_start_tokens(batch_size, length, start_id), ops.zeros((batch_size,), dtype="float32"))
+    per_row = {"row": ops.arange(batch_size, dtype="int32")}
+    if limits is not None:
+        per_row["limits"] = limits
+    final = _while_loop(
         condition,
         body,
         (
             ops.convert_to_tensor(0, dtype="int32"),
-            _start_tokens(batch_size, length, start_id),
-            ops.zeros((batch_size,), dtype="float32"),
+            *state,
             ops.zeros((batch_size,), dtype="bool"),
             stepper.self_cache,
+            stepper.rows,
+            per_row,
+            state if shrink else (),  # where each row is when it leaves the batch
         ),
-        maximum_iterations=length,
+        length,
+        shrink,
     )
+    tokens, scores = final[-1] if shrink else final[1:3]
     return tokens[:, 1:], scores
 
 
@@ -374,7 +401,13 @@ def _search(model, source_ids, beam_size, length_penalty, max_length, start_id, 
     """The beam search loop: (tokens [B * K, L + 1] with the start token first, summed
     log-probabilities [B, K], lengths [B, K]) of every beam when it stops. A source is settled,
     and its open beams closed, once its `settled_by` best-ranked beams have ended; the loop
-    stops when every source is settled (or at `max_length`)."""
+    stops when every source is settled (or at `max_length`).
+
+    Where the batch may shrink (the cached search on TensorFlow), a settled source leaves the
+    batch: its beams are copied out and the steps after compute only the sources still open.
+    A batch's steps run until its slowest source settles, often several times as many as most
+    of its sources need; JAX's loops keep static shapes, so there settled sources ride along
+    as padding, as before."""
     if not isinstance(beam_size, int) or beam_size < 1:
         raise ValueError(f"`beam_size` must be a positive integer. Received: beam_size={beam_size!r}")
     vocab_size = model.model_config.vocab_size
@@ -382,68 +415,129 @@ def _search(model, source_ids, beam_size, length_penalty, max_length, start_id, 
     source_ids = ops.convert_to_tensor(source_ids, dtype="int32")
     batch_size = ops.shape(source_ids)[0]
     pad_id = model.model_config.pad_id
-    rows = batch_size * beam_size
     limits, length = _output_lengths(  # (B,) or None; the buffers' positions
         model, source_ids, max_length, max_length_factor, prefix_ids
     )
     stepper = _Stepper(model, source_ids, beam_size, length, use_cache, prefix_ids)
+    shrink = use_cache and _batch_may_shrink()
     # A finished beam's only continuation: padding, at no cost.
     finished_row = ops.where(ops.equal(ops.arange(vocab_size), pad_id), 0.0, _IMPOSSIBLE)  # (V,)
-    # Row offsets of each source's beams in the flattened [B * K] batch axis.
-    beam_offsets = ops.expand_dims(ops.arange(batch_size) * beam_size, 1)  # (B, 1)
+    beam_range = ops.arange(beam_size)
 
-    def condition(index, tokens, log_probs, lengths, finished, cache):
+    def beam_rows(sources):  # (S,) sources -> (S * K,) rows of their beams
+        return ops.reshape(ops.expand_dims(sources * beam_size, 1) + beam_range, (-1,))
+
+    def condition(index, tokens, log_probs, lengths, finished, cache, rows, per_source, results):
         return ops.logical_and(index < length, ops.logical_not(ops.all(finished)))
 
-    def body(index, tokens, log_probs, lengths, finished, cache):
-        step_log_probs, cache = stepper.log_probs(tokens, index, cache)  # (B*K, V)
-        step_log_probs = ops.reshape(step_log_probs, (batch_size, beam_size, vocab_size))
+    def body(index, tokens, log_probs, lengths, finished, cache, rows, per_source, results):
+        count = ops.shape(log_probs)[0]  # the sources in the batch
+        step_log_probs, cache = stepper.log_probs(tokens, index, cache, rows)  # (count*K, V)
+        step_log_probs = ops.reshape(step_log_probs, (count, beam_size, vocab_size))
         step_log_probs = ops.where(ops.expand_dims(finished, -1), finished_row, step_log_probs)
-        candidates = ops.expand_dims(log_probs, -1) + step_log_probs  # (B, K, V)
-        candidate_lengths = ops.where(finished, lengths, index + 1)  # (B, K)
+        candidates = ops.expand_dims(log_probs, -1) + step_log_probs  # (count, K, V)
+        candidate_lengths = ops.where(finished, lengths, index + 1)  # (count, K)
         normalized = candidates / ops.expand_dims(
             gnmt_length_penalty(candidate_lengths, length_penalty), -1
         )
-        flat = ops.reshape(normalized, (batch_size, beam_size * vocab_size))
-        _, chosen = ops.top_k(flat, k=beam_size)  # (B, K), best first
-        parent = chosen // vocab_size  # (B, K)
+        flat = ops.reshape(normalized, (count, beam_size * vocab_size))
+        _, chosen = ops.top_k(flat, k=beam_size)  # (count, K), best first
+        parent = chosen // vocab_size  # (count, K)
         next_token = ops.cast(chosen % vocab_size, "int32")
         log_probs = ops.take_along_axis(
-            ops.reshape(candidates, (batch_size, beam_size * vocab_size)), chosen, axis=1
+            ops.reshape(candidates, (count, beam_size * vocab_size)), chosen, axis=1
         )
         lengths = ops.take_along_axis(candidate_lengths, parent, axis=1)
         was_finished = ops.take_along_axis(finished, parent, axis=1)
         finished = ops.logical_or(was_finished, ops.equal(next_token, end_id))
         if limits is not None:  # a beam at its row's limit ends there, as at max_length
-            finished = ops.logical_or(finished, ops.expand_dims(index + 1 >= limits, 1))
+            finished = ops.logical_or(finished, ops.expand_dims(index + 1 >= per_source["limits"], 1))
         # top_k ranks the beams best first: a source whose best ones have all ended is settled.
-        settled = ops.all(finished[:, :settled_by], axis=1, keepdims=True)  # (B, 1)
-        finished = ops.logical_or(finished, settled)
-        source_rows = ops.reshape(beam_offsets + parent, (rows,))  # (B*K,)
-        tokens = ops.take(tokens, source_rows, axis=0)
-        tokens = _write_column(tokens, index + 1, ops.reshape(next_token, (rows,)))
+        settled = ops.all(finished[:, :settled_by], axis=1)  # (count,)
+        finished = ops.logical_or(finished, ops.expand_dims(settled, 1))
+        parent_rows = ops.reshape(ops.expand_dims(ops.arange(count) * beam_size, 1) + parent, (-1,))
+        tokens = ops.take(tokens, parent_rows, axis=0)
+        tokens = _write_column(tokens, index + 1, ops.reshape(next_token, (-1,)))
+        if shrink:
+            sources = per_source["source"]
+            results = _record(
+                results, (beam_rows(sources), sources, sources), (tokens, log_probs, lengths)
+            )
+            kept = ops.nonzero(ops.logical_not(settled))[0]  # (count',) the open sources
+            kept_rows = beam_rows(kept)
+            parent_rows = ops.take(parent_rows, kept_rows, axis=0)  # one gather: reorder and drop
+            log_probs, lengths, finished, per_source = _select(
+                (log_probs, lengths, finished, per_source), kept, count
+            )
+            tokens, rows = _select((tokens, rows), kept_rows, count * beam_size)
         if use_cache:
-            cache = keras.tree.map_structure(lambda c: ops.take(c, source_rows, axis=0), cache)
-        return index + 1, tokens, log_probs, lengths, finished, cache
+            cache = keras.tree.map_structure(lambda c: ops.take(c, parent_rows, axis=0), cache)
+        return index + 1, tokens, log_probs, lengths, finished, cache, rows, per_source, results
 
     # Only the first beam is open at the start, so the K beams do not begin as K copies.
     initial_log_probs = ops.where(
-        ops.equal(ops.arange(beam_size), 0), 0.0, _IMPOSSIBLE
+        ops.equal(beam_range, 0), 0.0, _IMPOSSIBLE
     ) * ops.ones((batch_size, 1), dtype="float32")  # (B, K)
-    _, tokens, log_probs, lengths, _, _ = ops.while_loop(
-        condition,
-        body,
-        (
-            ops.convert_to_tensor(0, dtype="int32"),
-            _start_tokens(rows, length, start_id),
-            initial_log_probs,
-            ops.zeros((batch_size, beam_size), dtype="int32"),
-            ops.zeros((batch_size, beam_size), dtype="bool"),
-            stepper.self_cache,
-        ),
-        maximum_iterations=length,
+    state = (
+        _start_tokens(batch_size * beam_size, length, start_id),
+        initial_log_probs,
+        ops.zeros((batch_size, beam_size), dtype="int32"),
     )
-    return tokens, log_probs, lengths
+    per_source = {} if limits is None else {"limits": limits}
+    if shrink:
+        per_source["source"] = ops.arange(batch_size)
+    loop_vars = (
+        ops.convert_to_tensor(0, dtype="int32"),
+        *state,
+        ops.zeros((batch_size, beam_size), dtype="bool"),
+        stepper.self_cache,
+        stepper.rows,
+        per_source,
+        state if shrink else (),  # where each source's beams are when it leaves the batch
+    )
+    final = _while_loop(condition, body, loop_vars, length, shrink)
+    return final[-1] if shrink else final[1:4]
+
+
+def _batch_may_shrink():
+    """Whether a decoding loop may drop rows between steps: TensorFlow's while loop carries
+    tensors whose batch size changes (given shape invariants); JAX's keeps shapes static."""
+    return keras.backend.backend() == "tensorflow"
+
+
+def _while_loop(condition, body, loop_vars, maximum_iterations, shrink):
+    if not shrink:
+        return ops.while_loop(condition, body, loop_vars, maximum_iterations=maximum_iterations)
+    import tensorflow as tf  # only reached on the TensorFlow backend
+
+    def batch_free(value):  # every array's first axis may change between steps
+        if not value.shape.rank:
+            return value.shape
+        return tf.TensorShape([None] + value.shape[1:])
+
+    invariants = tf.nest.map_structure(batch_free, loop_vars)
+    return tf.while_loop(
+        lambda *state: condition(*state), lambda *state: body(*state), loop_vars,
+        shape_invariants=invariants, maximum_iterations=maximum_iterations,
+    )
+
+
+def _record(results, places, values):
+    """`results` with each of `values` written at its `places` (int32 [N]) of the first axis."""
+    return tuple(
+        ops.scatter_update(result, ops.expand_dims(at, 1), value)
+        for result, at, value in zip(results, places, values)
+    )
+
+
+def _select(structure, indices, count):
+    """`structure`'s arrays at `indices` of their first axis (`count` long), gathered only when
+    `indices` are fewer: only a step at which rows leave the batch pays for the copy."""
+    return ops.cond(
+        ops.shape(indices)[0] < count,
+        lambda: keras.tree.map_structure(lambda array: ops.take(array, indices, axis=0), structure),
+        lambda: structure,
+    )
 
 
 def _best_beams(tokens, log_probs, lengths, length_penalty, batch_size, beam_size):
