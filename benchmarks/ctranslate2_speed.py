@@ -4,6 +4,8 @@ compiled Python API (`Translator`) and CTranslate2 (float32 and int8), beam 4 an
     python benchmarks/ctranslate2_speed.py --run runs/default [--texts FILE] [--batch 32]
         [--sentences 1000] [--rounds 3]
 
+"SavedModel, full batch" is the same export with every source kept in the batch until the
+last one settles (the static-shape loop JAX runs), to show what dropping settled sources gives.
 Sentences are the --texts file's lines (e.g. ../shared/data/multi30k-en-fr's test source) or,
 without it, the built-in task's test sentences; batches of --batch sentences in the file's order.
 Prints sentences per second (median of --rounds, the variants measured in alternation so that
@@ -17,6 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
+from unittest import mock
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -26,6 +29,7 @@ import tensorflow_text  # noqa: E402,F401  (the SavedModel's SentencePiece ops)
 
 from common import machine  # noqa: E402
 
+from tfx_transformer import decoding  # noqa: E402
 from tfx_transformer.data import Tokenizer  # noqa: E402
 from tfx_transformer.export import export_module  # noqa: E402
 from tfx_transformer.export.ctranslate2 import export_ctranslate2, load_translator  # noqa: E402
@@ -40,9 +44,18 @@ def batches(texts, size):
 
 def variants(model, tokenizer, texts, batch, beam, folder):
     """{name: function translating every text}, for one beam size."""
-    saved = tf.saved_model.load(export_module(
-        TranslationServingModule(model, tokenizer, beam_size=beam), os.path.join(folder, f"sm{beam}")
-    )).signatures["serving_default"]
+    def export(name):
+        return tf.saved_model.load(export_module(
+            TranslationServingModule(model, tokenizer, beam_size=beam), os.path.join(folder, name)
+        )).signatures["serving_default"]
+
+    def saved_model_variant(signature):
+        return lambda: [t.decode("utf-8") for chunk in batches(texts, batch)
+                        for t in signature(text=tf.constant(chunk))["translation"].numpy()]
+
+    saved = export(f"sm{beam}")
+    with mock.patch.object(decoding, "_batch_may_shrink", lambda: False):
+        full_batch = export(f"sm{beam}-full")
     python_api = Translator(model, tokenizer, beam_size=beam, batch_size=batch)
     pieces = [[tokenizer.id_to_piece(i) for i in ids] for ids in tokenizer.encode(texts)]
     max_length = model.model_config.max_length
@@ -61,8 +74,8 @@ def variants(model, tokenizer, texts, batch, beam, folder):
         return run
 
     return {
-        "SavedModel": lambda: [t.decode("utf-8") for chunk in batches(texts, batch)
-                               for t in saved(text=tf.constant(chunk))["translation"].numpy()],
+        "SavedModel": saved_model_variant(saved),
+        "SavedModel, full batch": saved_model_variant(full_batch),
         "Translator": lambda: python_api.translate(texts),
         "CTranslate2 float32": ctranslate2_variant("float32"),
         "CTranslate2 int8": ctranslate2_variant("int8"),
@@ -100,10 +113,12 @@ def main():
             rates = {name: len(texts) / statistics.median(t) for name, t in times.items()}
             print(f"beam {beam}:")
             for name, rate in rates.items():
-                print(f"  {name:20s} {rate:8.1f} sentences/s")
+                print(f"  {name:24s} {rate:8.1f} sentences/s")
             print(f"  SavedModel / CTranslate2 float32: {rates['SavedModel'] / rates['CTranslate2 float32']:.2f}x")
             same = sum(a == b for a, b in zip(outputs["Translator"], outputs["CTranslate2 float32"]))
             print(f"  same translations, ours vs CTranslate2 float32: {same}/{len(texts)}")
+            same = sum(a == b for a, b in zip(outputs["SavedModel"], outputs["SavedModel, full batch"]))
+            print(f"  same translations, SavedModel vs its full-batch loop: {same}/{len(texts)}")
 
 
 if __name__ == "__main__":
