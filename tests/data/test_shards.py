@@ -263,6 +263,9 @@ def test_agreeing_workers_take_batches_of_one_shape_at_every_step(tmp_path, rng)
                          workers=2).batches() for w in range(2)]
     assert [next(alone[0])[0].shape for _ in range(40)] != [next(alone[1])[0].shape for _ in range(40)]
     assert sum(a.dropped for a in agreements) > 0
+    # Each counts what its windows made: what it passed on (at least the 40 taken) and what it
+    # left out.
+    assert all(agreement.made - agreement.dropped >= 40 for agreement in agreements)
 
 
 def test_agreeing_workers_resume_from_one_batch_with_anchors_of_unequal_reach(tmp_path, rng):
@@ -283,3 +286,29 @@ def test_agreeing_workers_resume_from_one_batch_with_anchors_of_unequal_reach(tm
         for worker in range(2):
             assert [b[0].tolist() for b in resumed[worker]] == \
                 [b[0].tolist() for b in reference[worker][start:]], (start, worker)
+
+
+def test_a_worker_that_stops_with_an_error_stops_the_others_instead_of_leaving_them_waiting(
+        tmp_path, rng):
+    manifest = write_set(tmp_path, rng, [37, 21, 40, 18, 29])
+    anchors = str(tmp_path / "anchors")
+    streams_in_step(tmp_path, manifest, anchors,
+                    lambda stream: [next(b) for b in [stream.batches()] for _ in range(50)])
+    # Anchor files not of one run: resuming at 31, worker 0 starts from an anchor that worker 1
+    # lacks, and only worker 1 can tell.
+    saved = json.loads((tmp_path / "anchors-0.json").read_text())
+    before = sorted(int(number) for number in saved if int(number) <= 31)
+    assert len(before) >= 3
+    for worker, left_out in ((0, before[-1]), (1, before[-2])):
+        kept = {number: place for number, place in saved.items() if int(number) != left_out}
+        (tmp_path / f"anchors-{worker}.json").write_text(json.dumps(kept))
+
+    def attempt(stream):
+        try:
+            return next(stream.batches(31))
+        except DataError as error:
+            return error
+
+    (first, second), _ = streams_in_step(tmp_path, manifest, anchors, attempt)
+    assert isinstance(second, DataError) and f"lacks batch {before[-2]}" in str(second)
+    assert isinstance(first, DataError) and "worker(s) 1 stopped streaming" in str(first)

@@ -244,6 +244,9 @@ def test_two_jax_processes_stream_their_own_shards_and_resume(tmp_path):
     assert all("resuming from step 10" in log for log in second)
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["steps"] == 16 and np.isfinite(metrics["loss"])
+    # Process 0 reports what the shape agreement left out of its batches since the resume.
+    assert 0 <= metrics["stream_batches_left_out"] < metrics["stream_batches_made"]
+    assert "shape agreement: " in second[0]
 
 
 def test_multiworker_without_a_cluster_says_what_to_set(tmp_path):

@@ -235,10 +235,10 @@ class BatchStream:
             common = self.agreement.start(number)
             if common != number:
                 if common and common not in self.anchors:
-                    raise DataError(
+                    raise self.agreement.fail(DataError(
                         f"{self.anchors_path} lacks batch {common}, where another worker resumes "
                         "its stream: the workers' anchor files are not of one run."
-                    )
+                    ))
                 number, (epoch, index) = common, tuple(self.anchors.get(common, (0, 0)))
         while True:
             before, whole_epoch = number, index == 0
@@ -261,10 +261,11 @@ class BatchStream:
                     number += 1
                 index += 1
             if whole_epoch and number == before:
-                raise DataError(
+                error = DataError(
                     f"prepared:{self.folder}: worker {self.worker}'s shards make no batches (every "
                     "example over the length limit?)."
                 )
+                raise error if self.agreement is None else self.agreement.fail(error)
             epoch, index = epoch + 1, 0
 
     def _anchor_at_or_before(self, number):
@@ -300,7 +301,8 @@ class ShapeAgreement:
     def __init__(self, widths, gather):
         self.place = {width: index for index, width in enumerate(widths)}  # width -> count slot
         self.gather = gather
-        self.dropped = 0  # batches this worker made and left out
+        self.made = 0  # batches this worker's windows made
+        self.dropped = 0  # of them, left out
 
     def batches(self, batches, seed):
         """The batches of this worker's window that it keeps, in the shared order."""
@@ -308,8 +310,16 @@ class ShapeAgreement:
         for batch in batches:
             by_width[self.place[batch[0].shape[1]]].append(batch)
         counts = np.array([len(group) for group in by_width], np.int64)
-        kept = np.asarray(self.gather(counts)).min(axis=0)
+        gathered = np.asarray(self.gather(counts))
+        stopped = np.flatnonzero((gathered < 0).any(axis=1)).tolist()
+        if stopped:
+            raise DataError(
+                f"worker(s) {', '.join(map(str, stopped))} stopped streaming with an error (in "
+                "their log); this worker stops with them rather than wait for them."
+            )
+        kept = gathered.min(axis=0)
         order = np.random.default_rng(seed).permutation(np.repeat(np.arange(len(kept)), kept))
+        self.made += int(counts.sum())
         self.dropped += int(counts.sum() - kept.sum())
         taken = [iter(group) for group in by_width]
         return [next(taken[index]) for index in order]
@@ -317,6 +327,12 @@ class ShapeAgreement:
     def start(self, number):
         """The batch number all workers start from: the smallest of theirs."""
         return int(np.asarray(self.gather(np.array([number], np.int64))).min())
+
+    def fail(self, error):
+        """Returns `error` for this worker to raise, after telling the others at their next
+        agreement (where they wait for it) that it stops: they raise too instead of hanging."""
+        self.gather(np.full(len(self.place), -1, np.int64))
+        return error
 
 
 def stream_fingerprint(**settings):

@@ -156,6 +156,10 @@ class Task(abc.ABC):
         """Metrics on the test set, prefixed test_; none when there is no test set."""
         return {}
 
+    def data_statistics(self):
+        """What the run's results (metrics.json) record of how the training data was read."""
+        return {}
+
     def export_settings(self):
         """The run's options that its export takes (see `serving_module`)."""
         return {}

@@ -312,6 +312,7 @@ def finish(job, stats, evaluator, best, step, metrics):
         "tokens_per_sec": stats.average_tokens_per_sec,
         "padding_fraction": job.padding,
         "train_examples": task.train_examples,
+        **task.data_statistics(),
         **task.test_metrics(model),
     })
     clock.switch("saving and export")

@@ -117,6 +117,17 @@ class TranslationTask(SentencePieceTask):
     def streams(self):
         return self.corpus is not None
 
+    def data_statistics(self):
+        """With several JAX processes streaming a prepared corpus: the batches this process
+        made and those the workers' shape agreement left out (`data.shards.ShapeAgreement`)."""
+        agreement = getattr(getattr(self.corpus, "stream", None), "agreement", None)
+        if agreement is None or not agreement.made:
+            return {}
+        share = agreement.dropped / agreement.made
+        log(f"shape agreement: {agreement.dropped} of the {agreement.made} batches this process "
+            f"made were left out ({share:.2%}) so that every process's batch had one shape")
+        return {"stream_batches_made": agreement.made, "stream_batches_left_out": agreement.dropped}
+
     def check_alignment(self, name, split):
         """Refuses text whose sides look shifted against each other (see `data.alignment`),
         unless --allow-misaligned says to go on."""
