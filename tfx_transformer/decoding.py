@@ -403,11 +403,9 @@ def _search(model, source_ids, beam_size, length_penalty, max_length, start_id, 
     and its open beams closed, once its `settled_by` best-ranked beams have ended; the loop
     stops when every source is settled (or at `max_length`).
 
-    Where the batch may shrink (the cached search on TensorFlow), a settled source leaves the
-    batch: its beams are copied out and the steps after compute only the sources still open.
-    A batch's steps run until its slowest source settles, often several times as many as most
-    of its sources need; JAX's loops keep static shapes, so there settled sources ride along
-    as padding, as before."""
+    Where the batch may shrink (the cached search on TensorFlow), a settled source leaves it:
+    its beams are copied out and later steps compute only the open sources (a batch runs until
+    its slowest source settles). JAX's loops keep shapes static: settled sources ride along."""
     if not isinstance(beam_size, int) or beam_size < 1:
         raise ValueError(f"`beam_size` must be a positive integer. Received: beam_size={beam_size!r}")
     vocab_size = model.model_config.vocab_size
@@ -420,8 +418,6 @@ def _search(model, source_ids, beam_size, length_penalty, max_length, start_id, 
     )
     stepper = _Stepper(model, source_ids, beam_size, length, use_cache, prefix_ids)
     shrink = use_cache and _batch_may_shrink()
-    # A finished beam's only continuation: padding, at no cost.
-    finished_row = ops.where(ops.equal(ops.arange(vocab_size), pad_id), 0.0, _IMPOSSIBLE)  # (V,)
     beam_range = ops.arange(beam_size)
 
     def beam_rows(sources):  # (S,) sources -> (S * K,) rows of their beams
@@ -433,25 +429,10 @@ def _search(model, source_ids, beam_size, length_penalty, max_length, start_id, 
     def body(index, tokens, log_probs, lengths, finished, cache, rows, per_source, results):
         count = ops.shape(log_probs)[0]  # the sources in the batch
         step_log_probs, cache = stepper.log_probs(tokens, index, cache, rows)  # (count*K, V)
-        step_log_probs = ops.reshape(step_log_probs, (count, beam_size, vocab_size))
-        step_log_probs = ops.where(ops.expand_dims(finished, -1), finished_row, step_log_probs)
-        candidates = ops.expand_dims(log_probs, -1) + step_log_probs  # (count, K, V)
-        candidate_lengths = ops.where(finished, lengths, index + 1)  # (count, K)
-        normalized = candidates / ops.expand_dims(
-            gnmt_length_penalty(candidate_lengths, length_penalty), -1
+        parent, next_token, log_probs, lengths, finished = _extend_beams(
+            ops.reshape(step_log_probs, (count, beam_size, vocab_size)), log_probs, lengths,
+            finished, index, length_penalty, end_id, pad_id, per_source.get("limits"),
         )
-        flat = ops.reshape(normalized, (count, beam_size * vocab_size))
-        _, chosen = ops.top_k(flat, k=beam_size)  # (count, K), best first
-        parent = chosen // vocab_size  # (count, K)
-        next_token = ops.cast(chosen % vocab_size, "int32")
-        log_probs = ops.take_along_axis(
-            ops.reshape(candidates, (count, beam_size * vocab_size)), chosen, axis=1
-        )
-        lengths = ops.take_along_axis(candidate_lengths, parent, axis=1)
-        was_finished = ops.take_along_axis(finished, parent, axis=1)
-        finished = ops.logical_or(was_finished, ops.equal(next_token, end_id))
-        if limits is not None:  # a beam at its row's limit ends there, as at max_length
-            finished = ops.logical_or(finished, ops.expand_dims(index + 1 >= per_source["limits"], 1))
         # top_k ranks the beams best first: a source whose best ones have all ended is settled.
         settled = ops.all(finished[:, :settled_by], axis=1)  # (count,)
         finished = ops.logical_or(finished, ops.expand_dims(settled, 1))
@@ -474,15 +455,7 @@ def _search(model, source_ids, beam_size, length_penalty, max_length, start_id, 
             cache = keras.tree.map_structure(lambda c: ops.take(c, parent_rows, axis=0), cache)
         return index + 1, tokens, log_probs, lengths, finished, cache, rows, per_source, results
 
-    # Only the first beam is open at the start, so the K beams do not begin as K copies.
-    initial_log_probs = ops.where(
-        ops.equal(beam_range, 0), 0.0, _IMPOSSIBLE
-    ) * ops.ones((batch_size, 1), dtype="float32")  # (B, K)
-    state = (
-        _start_tokens(batch_size * beam_size, length, start_id),
-        initial_log_probs,
-        ops.zeros((batch_size, beam_size), dtype="int32"),
-    )
+    state = _first_beams(batch_size, beam_size, length, start_id)  # tokens, log_probs, lengths
     per_source = {} if limits is None else {"limits": limits}
     if shrink:
         per_source["source"] = ops.arange(batch_size)
@@ -497,6 +470,50 @@ def _search(model, source_ids, beam_size, length_penalty, max_length, start_id, 
     )
     final = _while_loop(condition, body, loop_vars, length, shrink)
     return final[-1] if shrink else final[1:4]
+
+
+def _first_beams(batch_size, beam_size, length, start_id):
+    """(tokens [B * K, L + 1], log_probs [B, K], lengths [B, K]) before the first step. Only the
+    first beam is open, so that the K beams do not begin as K copies."""
+    initial_log_probs = ops.where(
+        ops.equal(ops.arange(beam_size), 0), 0.0, _IMPOSSIBLE
+    ) * ops.ones((batch_size, 1), dtype="float32")
+    return (
+        _start_tokens(batch_size * beam_size, length, start_id),
+        initial_log_probs,
+        ops.zeros((batch_size, beam_size), dtype="int32"),
+    )
+
+
+def _extend_beams(step_log_probs, log_probs, lengths, finished, index, length_penalty, end_id,
+                  pad_id, limits=None):
+    """One step of every source's K beams: the K best continuations of them all, ranked by
+    log-probability over the GNMT penalty of their length. step_log_probs [S, K, V]; log_probs,
+    lengths, finished [S, K]; `limits` [S]: where each source's beams end at the latest (as at
+    max_length). Returns (parent beam, token, log_probs, lengths, finished), each [S, K], best
+    first."""
+    count, beam_size, vocab_size = ops.shape(log_probs)[0], log_probs.shape[1], step_log_probs.shape[2]
+    # A finished beam's only continuation: padding, at no cost.
+    finished_row = ops.where(ops.equal(ops.arange(vocab_size), pad_id), 0.0, _IMPOSSIBLE)  # (V,)
+    step_log_probs = ops.where(ops.expand_dims(finished, -1), finished_row, step_log_probs)
+    candidates = ops.expand_dims(log_probs, -1) + step_log_probs  # (S, K, V)
+    candidate_lengths = ops.where(finished, lengths, index + 1)  # (S, K)
+    normalized = candidates / ops.expand_dims(
+        gnmt_length_penalty(candidate_lengths, length_penalty), -1
+    )
+    flat = ops.reshape(normalized, (count, beam_size * vocab_size))
+    _, chosen = ops.top_k(flat, k=beam_size)  # (S, K), best first
+    parent = chosen // vocab_size
+    next_token = ops.cast(chosen % vocab_size, "int32")
+    log_probs = ops.take_along_axis(
+        ops.reshape(candidates, (count, beam_size * vocab_size)), chosen, axis=1
+    )
+    lengths = ops.take_along_axis(candidate_lengths, parent, axis=1)
+    was_finished = ops.take_along_axis(finished, parent, axis=1)
+    finished = ops.logical_or(was_finished, ops.equal(next_token, end_id))
+    if limits is not None:
+        finished = ops.logical_or(finished, ops.expand_dims(index + 1 >= limits, 1))
+    return parent, next_token, log_probs, lengths, finished
 
 
 def _batch_may_shrink():
