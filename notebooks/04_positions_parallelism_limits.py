@@ -271,8 +271,8 @@ from tfx_transformer.training.options import TrainOptions
 
 act_folder = os.path.join(tempfile.mkdtemp(), "run")
 act_results = run(TrainOptions(
-    output=act_folder, steps=200, eval_examples=100, samples=0, export=False, average_last=0,
-    beam_size=1,
+    output=act_folder, steps=200, eval_every=200, eval_examples=100, samples=0, export=False,
+    average_last=0, beam_size=1,
     model={"universal_steps": 6, "adaptive_computation": True, "ponder_cost": 0.001},
 ))
 act_model = keras.models.load_model(os.path.join(act_folder, "model.keras"))

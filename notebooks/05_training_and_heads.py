@@ -47,6 +47,7 @@ results = run(
     TrainOptions(
         output=os.path.join(folder, "run"),
         steps=450,
+        eval_every=450,  # once, at the end
         eval_examples=200,
         samples=3,
         export=False,
