@@ -225,7 +225,7 @@ def test_settled_sources_leave_the_batch_and_no_result_changes(rng):
     static-shape decoder's (the recomputing reference keeps every row to the end), eagerly and
     traced."""
     model = make_model()
-    src = sources(rng)  # 6, 5, 4 and 3 real tokens: with factor 1 they settle at 4 steps
+    src = sources(rng)  # 6, 5, 4 and 3 real tokens: with factor 1, ended by then at the latest
     rows_seen = []
     decode_step = model.decode_step
 

@@ -534,8 +534,8 @@ def _while_loop(condition, body, loop_vars, maximum_iterations, shrink):
 
     invariants = tf.nest.map_structure(batch_free, loop_vars)
     return tf.while_loop(
-        lambda *state: condition(*state), lambda *state: body(*state), loop_vars,
-        shape_invariants=invariants, maximum_iterations=maximum_iterations,
+        condition, body, loop_vars, shape_invariants=invariants,
+        maximum_iterations=maximum_iterations,
     )
 
 
