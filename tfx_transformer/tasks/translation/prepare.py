@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from tfx_transformer import DATA_ONLY_VARIABLE
 from tfx_transformer.data import DataError, Tokenizer
 from tfx_transformer.data.alignment import find_misalignment
 from tfx_transformer.data.readers import check_text_file, decode_lines
@@ -212,18 +213,21 @@ def stats_name(index):
 
 
 def worker_pool(processes):
-    """Worker processes that encode shards. Spawned (a fork would copy whatever the parent holds,
-    TensorFlow's threads included) on Keras's NumPy backend: they need no TensorFlow."""
+    """Worker processes that encode shards: spawned (a fork would copy whatever the parent holds,
+    TensorFlow's threads included) and marked as preparing data only, so that they import
+    neither Keras nor TensorFlow (and would get Keras's NumPy backend if asked for a model)."""
     context = multiprocessing.get_context("spawn")
-    saved = os.environ.get("KERAS_BACKEND")
-    os.environ["KERAS_BACKEND"] = "numpy"
+    marks = {"KERAS_BACKEND": "numpy", DATA_ONLY_VARIABLE: "1"}
+    saved = {name: os.environ.get(name) for name in marks}
+    os.environ.update(marks)
     try:
         return context.Pool(processes)
     finally:
-        if saved is None:
-            del os.environ["KERAS_BACKEND"]
-        else:
-            os.environ["KERAS_BACKEND"] = saved
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
 
 
 # The preparation -------------------------------------------------------------------------------
