@@ -28,9 +28,9 @@ def read_lines(path):
     return lines
 
 
-def decode_lines(raw_lines, source, first=1):
+def decode_lines(raw_lines, source, first=1, numbers=None):
     """Byte lines -> strings; invalid UTF-8 is a DataError naming `source` and the line (the
-    first of `raw_lines` being line `first`)."""
+    first of `raw_lines` being line `first`, or `numbers` theirs where they do not follow on)."""
     try:
         # One decode for all (a third of the time): a newline cannot complete a broken
         # character, so each line comes back as it decodes alone, unless one held a newline.
@@ -40,7 +40,7 @@ def decode_lines(raw_lines, source, first=1):
     except UnicodeDecodeError:
         pass
     lines = []
-    for number, raw in enumerate(raw_lines, start=first):
+    for number, raw in zip(numbers or range(first, first + len(raw_lines)), raw_lines):
         try:
             lines.append(raw.decode("utf-8"))
         except UnicodeDecodeError as error:

@@ -16,7 +16,7 @@ from tests.training.test_training import TINY, train
 from tfx_transformer.data import BatchShapes, DataError, Tokenizer
 from tfx_transformer.data.shards import read_manifest, read_shard
 from tfx_transformer.runs import RunPaths
-from tfx_transformer.tasks.translation.prepare import PrepareOptions, prepare
+from tfx_transformer.tasks.translation.prepare import PrepareOptions, prepare, survey
 from tfx_transformer.tasks.translation.task import TranslationTask
 from tfx_transformer.training.options import TrainOptions
 
@@ -145,6 +145,26 @@ def test_another_preparation_into_an_unfinished_folder_is_refused(prepared, tmp_
     elsewhere = PrepareOptions(**{**prepared["options"].__dict__, "output": str(tmp_path / "busy")})
     with pytest.raises(DataError, match="not a preparation folder"):
         prepare(elsewhere)
+
+
+def test_the_tokenizer_sample_is_a_uniform_reservoir_whatever_the_chunk_size(tmp_path):
+    lines = 50
+    (tmp_path / "a").write_text("".join(f"a{n}\n" for n in range(1, lines + 1)))
+    (tmp_path / "b").write_text("".join(f"b{n}\r\n" for n in range(1, lines + 1)))
+    files = (str(tmp_path / "a"), str(tmp_path / "b"))
+    for seed in range(3):
+        # One line a chunk is the textbook reservoir, one line at a time.
+        one_by_one = survey(files, 10, seed, chunk=1)
+        assert survey(files, 10, seed, chunk=7) == survey(files, 10, seed) == one_by_one
+        count, (numbers, rows) = one_by_one
+        assert count == lines and len(numbers) == 10 and numbers == sorted(set(numbers))
+        assert rows == [[f"a{n}\n".encode() for n in numbers], [f"b{n}\r\n".encode() for n in numbers]]
+    assert survey(files, 80, 0)[1][0] == list(range(1, lines + 1))
+    drawn = np.zeros(lines + 1)
+    for seed in range(1000):
+        drawn[survey(files, 10, seed, chunk=16)[1][0]] += 1
+    # Each line in a fifth of the samples: 200 of 1000, standard deviation 12.6.
+    assert 150 < drawn[1:].min() and drawn[1:].max() < 250
 
 
 @pytest.mark.parametrize("problem", ["lengths", "utf8", "shifted"])

@@ -89,8 +89,9 @@ def input_files(spec):
 
 def raw_chunks(files, size, skip_chunk=lambda index: False):
     """(first line number, rows) of the input, `size` lines at a time; rows: a list of byte lines
-    per file, without line endings (None for a chunk that `skip_chunk(index)` says is not
-    needed: read past, not kept). Files of different lengths are a DataError naming where."""
+    per file, as read (line endings kept: `split_rows` strips them where the work is spread over
+    the workers), None for a chunk that `skip_chunk(index)` says is not needed (read past, not
+    kept). Files of different lengths are a DataError naming where."""
     handles = [open_binary(path) for path in files]
     try:
         number, index = 1, 0
@@ -106,51 +107,62 @@ def raw_chunks(files, size, skip_chunk=lambda index: False):
                 )
             if not counts[0]:
                 return
-            rows = None if skip_chunk(index) else [[line.rstrip(b"\r\n") for line in part] for part in parts]
-            yield number, rows
+            yield number, None if skip_chunk(index) else parts
             number, index = number + counts[0], index + 1
     finally:
         for handle in handles:
             handle.close()
 
 
-def split_rows(first, rows, files):
-    """Raw lines (a list per file, the first being line `first`) -> (source, target) text
-    pairs, stripped; errors name the file and line."""
-    sides = [decode_lines(lines, path, first) for lines, path in zip(rows, files)]
-    if first == 1:
-        for side in sides:
-            side[0] = side[0].removeprefix("\ufeff")
+def split_rows(numbers, rows, files):
+    """Raw lines (a list per file; `numbers`: their line numbers, in order) -> (source, target)
+    text pairs, stripped; errors name the file and line."""
+    sides = []
+    for lines, path in zip(rows, files):
+        lines = [line.rstrip(b"\r\n") for line in lines]
+        if numbers[0] == 1 and lines:
+            lines[0] = lines[0].removeprefix(b"\xef\xbb\xbf")  # the UTF-8 byte order mark
+        sides.append(decode_lines(lines, path, numbers=numbers))
     if len(files) == 2:
         return [(source.strip(), target.strip()) for source, target in zip(*sides)]
     pairs = []
-    for number, text in enumerate(sides[0], start=first):
+    for number, text in zip(numbers, sides[0]):
         source, target = split_tsv_line(text, files[0], number)
         pairs.append((source.strip(), target.strip()))
     return pairs
 
 
 def survey(files, sample_size, seed, chunk=65536):
-    """One pass over the input: its line count, and a uniform sample of `sample_size` rows
-    (numbered) for the tokenizer (reservoir sampling: memory bound by the sample; 0: only the
-    count)."""
+    """One pass over the input: its line count, and a uniform sample of `sample_size` rows for
+    the tokenizer: (their line numbers in reading order, their lines per file as `raw_chunks`
+    gives them); 0: only the count. Reservoir sampling: memory bound by the sample."""
     rng = np.random.default_rng(seed)
-    sample, count = [], 0
+    numbers, sample = np.zeros(0, "int64"), [np.empty(0, object) for _ in files]
+    count = 0
     for first, rows in raw_chunks(files, chunk):
         size = len(rows[0])
         count = first + size - 1
-        numbers = np.arange(first, count + 1)
-        slots = (rng.random(size) * numbers).astype("int64")  # row i may replace slot < i
-        # Once the reservoir is full, only the few rows drawn into it are touched in Python.
-        for offset in np.flatnonzero((slots < sample_size) | (numbers <= sample_size)).tolist():
-            row = tuple(side[offset] for side in rows)
-            if len(sample) < sample_size:
-                sample.append((first + offset, row))
-            else:
-                sample[int(slots[offset])] = (first + offset, row)
+        if len(numbers) < min(count, sample_size):  # grown as lines come: a corpus may be small
+            capacity = min(max(count, 2 * len(numbers)), sample_size)
+            numbers = np.resize(numbers, capacity)
+            sample = [np.resize(reservoir, capacity) for reservoir in sample]
+        line_numbers = np.arange(first, count + 1)
+        # Line n fills slot n - 1 while the reservoir fills, then replaces a slot drawn below n
+        # when that slot is below the sample size.
+        slots = np.where(line_numbers <= sample_size, line_numbers - 1,
+                         (rng.random(size) * line_numbers).astype("int64"))
+        drawn = np.flatnonzero(slots < sample_size)
+        # Within a chunk the last line drawn into a slot is the one the slot keeps.
+        kept_slots, last = np.unique(slots[drawn][::-1], return_index=True)
+        kept = drawn[::-1][last]
+        numbers[kept_slots] = line_numbers[kept]
+        for reservoir, side in zip(sample, rows):
+            reservoir[kept_slots] = np.fromiter(map(side.__getitem__, kept.tolist()), object, len(kept))
     if count == 0:
         raise DataError(f"{', '.join(files)}: no lines.")
-    return count, sample
+    filled = min(count, sample_size)
+    order = np.argsort(numbers[:filled], kind="stable")
+    return count, (numbers[order].tolist(), [reservoir[order].tolist() for reservoir in sample])
 
 
 # Encoding shards in worker processes -----------------------------------------------------------
@@ -171,7 +183,7 @@ def encode_shard(job):
     among its lines (all written to its .json, last)."""
     index, first, rows, held_out, files, folder, allow_misaligned, model_proto = job
     tokenizer = _tokenizer_of(model_proto)
-    pairs = split_rows(first, rows, files)
+    pairs = split_rows(range(first, first + len(rows[0])), rows, files)
     check_alignment(pairs, first, files, allow_misaligned)
     validation = [pairs[number - first] for number in held_out]
     for number in held_out:
@@ -307,10 +319,9 @@ def start_or_resume(options, files, folder):
         tokenizer = Tokenizer.load(options.tokenizer)
         lines, _ = survey(files, 0, options.seed)
     else:
-        lines, sample = survey(files, options.tokenizer_sample, options.seed)
-        texts = [side for number, row in sample
-                 for side in split_rows(number, [[line] for line in row], files)[0]]
-        log(f"training the tokenizer on {len(sample):,} of {lines:,} lines")
+        lines, (numbers, rows) = survey(files, options.tokenizer_sample, options.seed)
+        texts = [side for pair in split_rows(numbers, rows, files) for side in pair]
+        log(f"training the tokenizer on {len(numbers):,} of {lines:,} lines")
         tokenizer = Tokenizer.train(texts, options.vocab_size, seed=options.seed)
     tokenizer.save(os.path.join(folder, TOKENIZER_FOLDER))
     record = {"options": settings, "inputs": input_fingerprint(files), "lines": lines,
