@@ -51,7 +51,7 @@ class PrepareOptions:
     tokenizer: str | None = None  # a folder with sentencepiece.model (a run's tokenizer/); None: train one
     vocab_size: int = 8000
     tokenizer_sample: int = 300_000  # pairs the tokenizer is trained on
-    shard_size: int = 100_000  # input lines per shard
+    shard_size: int = 50_000  # input lines per shard (100,000 lines keep two workers busy)
     validation: int = 1000  # pairs held out for validation
     processes: int = 0  # 0: one per CPU
     seed: int = 0
