@@ -27,7 +27,8 @@ _MODEL_API = {
     **dict.fromkeys(("PRESETS", "TransformerConfig"), "tfx_transformer.config"),
     **dict.fromkeys(("beam_search", "beam_search_nbest", "greedy_decode", "sample_decode",
                      "score_targets"), "tfx_transformer.decoding"),
-    **dict.fromkeys(("Transformer", "TransformerLM", "TransformerTagger"), "tfx_transformer.models"),
+    **dict.fromkeys(("Transformer", "TransformerLM", "TransformerTagger"),
+                    "tfx_transformer.models"),
 }
 
 

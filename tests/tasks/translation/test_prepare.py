@@ -158,7 +158,8 @@ def test_the_tokenizer_sample_is_a_uniform_reservoir_whatever_the_chunk_size(tmp
         assert survey(files, 10, seed, chunk=7) == survey(files, 10, seed) == one_by_one
         count, (numbers, rows) = one_by_one
         assert count == lines and len(numbers) == 10 and numbers == sorted(set(numbers))
-        assert rows == [[f"a{n}\n".encode() for n in numbers], [f"b{n}\r\n".encode() for n in numbers]]
+        assert rows == [[f"a{n}\n".encode() for n in numbers],
+                        [f"b{n}\r\n".encode() for n in numbers]]
     assert survey(files, 80, 0)[1][0] == list(range(1, lines + 1))
     drawn = np.zeros(lines + 1)
     for seed in range(1000):

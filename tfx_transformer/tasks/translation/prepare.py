@@ -120,7 +120,7 @@ def split_rows(numbers, rows, files):
     sides = []
     for lines, path in zip(rows, files):
         lines = [line.rstrip(b"\r\n") for line in lines]
-        if numbers[0] == 1 and lines:
+        if lines and numbers[0] == 1:
             lines[0] = lines[0].removeprefix(b"\xef\xbb\xbf")  # the UTF-8 byte order mark
         sides.append(decode_lines(lines, path, numbers=numbers))
     if len(files) == 2:
@@ -156,8 +156,9 @@ def survey(files, sample_size, seed, chunk=65536):
         kept_slots, last = np.unique(slots[drawn][::-1], return_index=True)
         kept = drawn[::-1][last]
         numbers[kept_slots] = line_numbers[kept]
+        kept = kept.tolist()
         for reservoir, side in zip(sample, rows):
-            reservoir[kept_slots] = np.fromiter(map(side.__getitem__, kept.tolist()), object, len(kept))
+            reservoir[kept_slots] = np.fromiter(map(side.__getitem__, kept), object, len(kept))
     if count == 0:
         raise DataError(f"{', '.join(files)}: no lines.")
     filled = min(count, sample_size)
