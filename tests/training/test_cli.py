@@ -23,7 +23,6 @@ def test_task_defaults_in_the_help_come_from_the_task_classes():
 def test_a_run_says_only_what_matters_on_stderr(tmp_path):
     """TensorFlow's start-up lines (CUDA probing, oneDNN) are not shown without --verbose."""
     import os
-    import os
     import subprocess
     import sys
 
