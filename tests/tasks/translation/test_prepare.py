@@ -168,6 +168,36 @@ def test_the_tokenizer_sample_is_a_uniform_reservoir_whatever_the_chunk_size(tmp
     assert 150 < drawn[1:].min() and drawn[1:].max() < 250
 
 
+def test_gzip_crlf_a_byte_order_mark_and_tsv_prepare_the_same_set(tmp_path):
+    import gzip
+
+    pairs = number_pairs(300)
+    spec = write_corpus(tmp_path / "plain", pairs)
+    sources, targets = ([pair[i] for pair in pairs] for i in (0, 1))
+    windows = tmp_path / "windows"
+    windows.mkdir()
+    for name, side in (("c.en.gz", sources), ("c.fr.gz", targets)):
+        with gzip.open(windows / name, "wb") as f:
+            f.write(("\ufeff" + "\r\n".join(side) + "\r\n").encode("utf-8"))
+    tsv = tmp_path / "c.tsv"
+    tsv.write_text("\ufeff" + "".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
+    specs = {"plain": spec, "windows": f"parallel:{windows / 'c.en.gz'},{windows / 'c.fr.gz'}",
+             "tsv": f"tsv:{tsv}"}
+    made = {}
+    for name, data in specs.items():
+        folder = tmp_path / f"set-{name}"
+        manifest = prepare(PrepareOptions(data=data, output=str(folder), shard_size=100,
+                                          validation=20, vocab_size=150, processes=1))
+        made[name] = (
+            manifest["tokenizer"]["sha256"], manifest["examples"], manifest["tokens"],
+            [(folder / shard["file"]).read_bytes() for shard in manifest["shards"]],
+            (folder / "validation.source").read_text(encoding="utf-8"),
+            (folder / "validation.target").read_text(encoding="utf-8"),
+        )
+    assert made["windows"] == made["plain"] == made["tsv"]
+    assert made["plain"][1] == 280 and made["plain"][4].splitlines()[0] in sources
+
+
 @pytest.mark.parametrize("problem", ["lengths", "utf8", "shifted"])
 def test_bad_input_is_named_by_file_and_line(tmp_path, problem):
     pairs = number_pairs(400)
