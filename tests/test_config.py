@@ -12,6 +12,15 @@ def test_json_round_trip_keeps_every_field():
     assert json.loads(config.to_json())["vocab_size"] == 123
 
 
+def test_the_feed_forward_dropout_reaches_every_block_of_every_stack():
+    for overrides, count in (({}, 4), ({"universal_steps": 2}, 2)):  # 2 + 2 blocks, or 1 + 1
+        config = TransformerConfig.preset("tiny", vocab_size=40, ffn_dropout=0.0, **overrides)
+        model = Transformer(config)
+        blocks = [layer for layer in model._flatten_layers() if hasattr(layer, "feed_forward")]
+        assert len(blocks) == count and all(b.ffn_dropout == 0.0 and b.feed_forward.dropout == 0.0 for b in blocks)
+        assert all(b.self_attention.dropout == config.dropout for b in blocks)
+
+
 def test_defaults_are_the_paper_base_model():
     config = TransformerConfig()
     assert (config.d_model, config.num_heads, config.d_ff) == (512, 8, 2048)
@@ -46,6 +55,7 @@ def test_every_preset_builds():
     [
         ({"d_model": 100, "num_heads": 8}, "divisible"),
         ({"dropout": 1.0}, "dropout"),
+        ({"ffn_dropout": 1.0}, "ffn_dropout"),
         ({"position": "rotary"}, "position"),
         ({"vocab_size": 0}, "vocab_size"),
         ({"end_id": 50, "vocab_size": 10}, "end_id"),

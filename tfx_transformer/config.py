@@ -93,6 +93,7 @@ class TransformerConfig(JsonDataclass):
     num_decoder_layers: int = 6
     dropout: float = 0.1
     attention_dropout: float | None = None  # None: same as dropout
+    ffn_dropout: float | None = None  # after the feed-forward activation; None: same as dropout
     max_length: int = 256
     share_embeddings: bool = True
     position: str = "sinusoidal"
@@ -123,8 +124,9 @@ class TransformerConfig(JsonDataclass):
                 f"d_model={self.d_model}, num_heads={self.num_heads}"
             )
         check_rate("dropout", self.dropout)
-        if self.attention_dropout is not None:
-            check_rate("attention_dropout", self.attention_dropout)
+        for name in ("attention_dropout", "ffn_dropout"):
+            if getattr(self, name) is not None:
+                check_rate(name, getattr(self, name))
         check_choice("position", self.position, POSITION_KINDS)
         check_choice("score", self.score, SCORE_FUNCTIONS)
         if not isinstance(self.memory_length, int) or self.memory_length < 0:
@@ -187,6 +189,7 @@ class TransformerConfig(JsonDataclass):
             d_ff=self.d_ff,
             dropout=self.dropout,
             attention_dropout=self.attention_dropout,
+            ffn_dropout=self.ffn_dropout,
             norm_first=self.norm_first,
             activation=self.activation,
             score=self.score,

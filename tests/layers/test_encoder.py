@@ -53,6 +53,23 @@ def test_encoder_block_dropout_only_in_training(rng):
     assert not np.allclose(np.asarray(block(x, training=True)), np.asarray(block(x)))
 
 
+def test_the_feed_forward_and_attention_dropout_rates_are_their_own_when_given(rng):
+    x = rng.normal(size=(2, 5, 16)).astype("float32")
+    same = EncoderBlock(**{**BLOCK, "dropout": 0.5})
+    same(x)
+    assert same.feed_forward.dropout == same.self_attention.dropout == 0.5
+    # Dropout only on the sublayers' outputs (the paper): the sublayers themselves are
+    # deterministic while training, the block is not.
+    paper = EncoderBlock(**{**BLOCK, "dropout": 0.5, "attention_dropout": 0.0, "ffn_dropout": 0.0})
+    paper(x)
+    assert paper.feed_forward.dropout == paper.self_attention.dropout == 0.0
+    for sublayer in (same.feed_forward, paper.feed_forward):
+        kept = [np.asarray(sublayer(x, training=True)) for _ in range(2)]
+        assert np.array_equal(*kept) == (sublayer is paper.feed_forward)
+    assert not np.allclose(np.asarray(paper(x, training=True)), np.asarray(paper(x)))
+    assert EncoderBlock.from_config(paper.get_config()).ffn_dropout == 0.0
+
+
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_encoder_stack_applies_its_blocks_in_order(norm_first, rng):
     x = rng.normal(size=(2, 4, 16)).astype("float32")
@@ -75,3 +92,5 @@ def test_block_arguments_are_checked():
         EncoderBlock(16, 4, 32, dropout=1.5)
     with pytest.raises(ValueError, match="d_ff=0"):
         EncoderBlock(16, 4, 0)
+    with pytest.raises(ValueError, match="ffn_dropout=-0.1"):
+        EncoderBlock(16, 4, 32, ffn_dropout=-0.1)

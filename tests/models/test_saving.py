@@ -143,7 +143,8 @@ CASES = {
     "transformer_unshared_learned": lambda: _case_transformer(
         share_embeddings=False, position="learned"
     ),
-    "transformer_shaw": lambda: _case_transformer(position="shaw", relative_values=False),
+    "transformer_shaw": lambda: _case_transformer(position="shaw", relative_values=False,
+                                                  ffn_dropout=0.0),
     "transformer_tener": lambda: _case_transformer(position="tener", norm_first=True),
     "transformer_linformer": lambda: _case_transformer(linformer_length=4),
     "transformer_universal_act": lambda: _case_transformer(

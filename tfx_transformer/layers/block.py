@@ -16,6 +16,11 @@ class TransformerBlockBase(keras.layers.Layer):
     post-LN: x = LayerNorm(x + Dropout(sublayer(x)))
     pre-LN:  x = x + Dropout(sublayer(LayerNorm(x)))
 
+    `dropout` drops the sublayers' outputs (above); inside them, `attention_dropout` drops the
+    attention weights and `ffn_dropout` the feed-forward network's activations (None: `dropout`;
+    0 for both is the paper's setting). OpenNMT-tf names them alike; fairseq's are
+    --attention-dropout and --activation-dropout.
+
     `relative_attention` ("shaw" or "tener", see `tfx_transformer.layers.relative`) makes the
     self-attention position-aware; cross-attention stays content-only (a distance between a
     source and a target position means nothing).
@@ -31,6 +36,7 @@ class TransformerBlockBase(keras.layers.Layer):
         d_ff,
         dropout=0.1,
         attention_dropout=None,
+        ffn_dropout=None,
         norm_first=False,
         activation="relu",
         score="scaled_dot",
@@ -48,8 +54,9 @@ class TransformerBlockBase(keras.layers.Layer):
         check_positive_int("num_heads", num_heads)
         check_positive_int("d_ff", d_ff)
         check_rate("dropout", dropout)
-        if attention_dropout is not None:
-            check_rate("attention_dropout", attention_dropout)
+        for name, rate in (("attention_dropout", attention_dropout), ("ffn_dropout", ffn_dropout)):
+            if rate is not None:
+                check_rate(name, rate)
         check_choice("score", score, SCORE_FUNCTIONS)
         if relative_attention is not None:
             check_choice("relative_attention", relative_attention, RELATIVE_ATTENTION)
@@ -64,6 +71,7 @@ class TransformerBlockBase(keras.layers.Layer):
         self.d_ff = d_ff
         self.dropout = dropout
         self.attention_dropout = attention_dropout
+        self.ffn_dropout = ffn_dropout
         self.norm_first = norm_first
         self.activation = activation
         self.score = score
@@ -105,7 +113,7 @@ class TransformerBlockBase(keras.layers.Layer):
         return PositionwiseFeedForward(
             self.d_ff,
             activation=self.activation,
-            dropout=self.dropout,
+            dropout=self.dropout if self.ffn_dropout is None else self.ffn_dropout,
             dtype=self.dtype_policy,
             name="feed_forward",
         )
@@ -147,6 +155,7 @@ class TransformerBlockBase(keras.layers.Layer):
                 "d_ff": self.d_ff,
                 "dropout": self.dropout,
                 "attention_dropout": self.attention_dropout,
+                "ffn_dropout": self.ffn_dropout,
                 "norm_first": self.norm_first,
                 "activation": self.activation,
                 "score": self.score,
