@@ -19,7 +19,9 @@ convention has it; the figure that includes it is printed beside.
 Models (`--models`, in the order given): `ours` (the preset: attention dropout = dropout, so
 attention runs unfused while training), `ours-fused` (attention dropout 0: the attention runs as
 `keras.ops.dot_product_attention`, cuDNN's fused kernel where it applies), `ours-unfused` (attention
-dropout 0, the fused path turned off: what fusing alone gives) and `keras-hub`.
+dropout 0, the fused path turned off: what fusing alone gives), `ours-paper` (attention and
+feed-forward dropout 0: the paper drops sublayer outputs and embeddings only; fused) and
+`keras-hub`.
 
 Only JAX, Keras and keras-hub are needed (no TensorFlow), so it runs where they alone are
 installed. `--preset tiny --vocab 1000 --batch 8 --length 16` makes a quick CPU check.
@@ -75,7 +77,7 @@ def make_step(model):
     return jax.jit(step, donate_argnums=0), state
 
 
-MODELS = ("ours", "ours-fused", "ours-unfused", "keras-hub")
+MODELS = ("ours", "ours-fused", "ours-unfused", "ours-paper", "keras-hub")
 
 
 def build(name, dims, vocab, length):
@@ -83,9 +85,10 @@ def build(name, dims, vocab, length):
     keras.utils.set_random_seed(0)
     if name.startswith("ours"):
         attention_dropout = None if name == "ours" else 0.0
+        ffn_dropout = 0.0 if name == "ours-paper" else None
         config = tt.TransformerConfig(
             vocab_size=vocab, max_length=length, position="learned", share_embeddings=False,
-            attention_dropout=attention_dropout, **dims
+            attention_dropout=attention_dropout, ffn_dropout=ffn_dropout, **dims
         )
         model = tt.Transformer(config)
         if name == "ours-unfused":
@@ -121,7 +124,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10, help="steps timed per round")
     parser.add_argument("--peak-tflops", type=float, default=989.0)
-    parser.add_argument("--models", default="ours,ours-fused,keras-hub",
+    parser.add_argument("--models", default="ours,ours-fused,ours-paper,keras-hub",
                         help=f"comma-separated, of {MODELS}")
     args = parser.parse_args(argv)
     names = args.models.split(",")
