@@ -7,6 +7,7 @@ import sys
 
 from tfx_transformer.config import PRESETS
 from tfx_transformer.data import DataError
+from tfx_transformer.environment import environment
 from tfx_transformer.tasks import TASKS
 from tfx_transformer.runs import RunInUse
 from tfx_transformer.training.loop import TrainingInterrupted, run
@@ -106,15 +107,8 @@ HELP_COLUMNS = 100
 
 def format_help():
     """The parser's help as `python train.py --help` prints it."""
-    previous = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = str(HELP_COLUMNS)  # argparse wraps to $COLUMNS
-    try:
+    with environment({"COLUMNS": str(HELP_COLUMNS)}):  # argparse wraps to $COLUMNS
         return build_parser().format_help()
-    finally:
-        if previous is None:
-            del os.environ["COLUMNS"]
-        else:
-            os.environ["COLUMNS"] = previous
 
 
 def write_help():

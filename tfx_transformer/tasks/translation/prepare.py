@@ -36,6 +36,7 @@ from tfx_transformer.data.shards import (
     shard_name,
     write_shard,
 )
+from tfx_transformer.environment import environment
 from tfx_transformer.files import read_json, write_json_atomic, write_text_atomic
 from tfx_transformer.reporting import log
 from tfx_transformer.tasks.translation.data import split_tsv_line
@@ -229,18 +230,8 @@ def worker_pool(processes):
     """Worker processes that encode shards: spawned (a fork would copy whatever the parent holds,
     TensorFlow's threads included) and marked as preparing data only, so that they import
     neither Keras nor TensorFlow (and would get Keras's NumPy backend if asked for a model)."""
-    context = multiprocessing.get_context("spawn")
-    marks = {"KERAS_BACKEND": "numpy", DATA_ONLY_VARIABLE: "1"}
-    saved = {name: os.environ.get(name) for name in marks}
-    os.environ.update(marks)
-    try:
-        return context.Pool(processes)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                del os.environ[name]
-            else:
-                os.environ[name] = value
+    with environment({"KERAS_BACKEND": "numpy", DATA_ONLY_VARIABLE: "1"}):
+        return multiprocessing.get_context("spawn").Pool(processes)
 
 
 # The preparation -------------------------------------------------------------------------------
