@@ -12,6 +12,7 @@ from keras import ops
 
 from tfx_transformer.layers.cache import write_positions
 from tfx_transformer.layers.dropout import Dropout
+from tfx_transformer.layers.fused_attention import cudnn_implementation, fused_attention
 from tfx_transformer.layers.masks import masked_fill_value
 from tfx_transformer.layers.validation import check_choice, check_positive_int, check_rate
 
@@ -178,9 +179,13 @@ class MultiHeadAttention(keras.layers.Layer):
     attention dropout (rate 0, or not training) runs as one `keras.ops.dot_product_attention`
     (cuDNN's fused kernel on a GPU where it takes the shapes, XLA's otherwise), on heads laid out
     [B, T, h, d_head] so that neither side transposes; `fuse_attention = False` turns it off.
+    Where cuDNN runs it, a mask of right padding (and causality) reaches cuDNN as each row's
+    number of keys rather than as a bias (`tfx_transformer.layers.fused_attention`);
+    `padding_as_lengths = False` keeps the bias.
     """
 
     fuse_attention = True
+    padding_as_lengths = True
 
     def __init__(
         self,
@@ -354,16 +359,11 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def _fused(self, query, key, value, attention_mask):
         queries, keys, values = self._project_query_key_value(query, key, value, heads_first=False)
-        if attention_mask is not None:
-            # [B, 1, T, S], the mask broadcast to every query: cuDNN's fused kernel refuses a
-            # mask (it becomes a bias) whose query axis is 1.
-            batch, length = ops.shape(queries)[0], ops.shape(queries)[1]
-            attention_mask = ops.broadcast_to(
-                ops.expand_dims(ops.cast(attention_mask, "bool"), axis=1),
-                (batch, 1, length, ops.shape(keys)[1]),
-            )
-        context = ops.dot_product_attention(
-            queries, keys, values, mask=attention_mask, scale=1.0 / math.sqrt(self.head_size)
+        implementation = None
+        if attention_mask is not None and self.padding_as_lengths:
+            implementation = cudnn_implementation(queries, keys, values)
+        context = fused_attention(
+            queries, keys, values, attention_mask, 1.0 / math.sqrt(self.head_size), implementation
         )  # (B, T, h, d_head)
         return self._merge_heads(context, heads_first=False)
 
