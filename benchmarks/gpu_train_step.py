@@ -20,8 +20,13 @@ Models (`--models`, in the order given): `ours` (the preset: attention dropout =
 attention runs unfused while training), `ours-fused` (attention dropout 0: the attention runs as
 `keras.ops.dot_product_attention`, cuDNN's fused kernel where it applies), `ours-unfused` (attention
 dropout 0, the fused path turned off: what fusing alone gives), `ours-paper` (attention and
-feed-forward dropout 0: the paper drops sublayer outputs and embeddings only; fused) and
-`keras-hub`.
+feed-forward dropout 0: the paper drops sublayer outputs and embeddings only; fused),
+`ours-paper-mask` (that with padding given to cuDNN as a mask, not as key lengths: what the
+lengths give) and `keras-hub`.
+
+`--padding SHARE` pads each row on the right (the same lengths for source and target rows,
+SHARE of the positions on average, as a bucketed corpus leaves some); tokens per second then
+count real target tokens.
 
 Only JAX, Keras and keras-hub are needed (no TensorFlow), so it runs where they alone are
 installed. `--preset tiny --vocab 1000 --batch 8 --length 16` makes a quick CPU check.
@@ -77,7 +82,7 @@ def make_step(model):
     return jax.jit(step, donate_argnums=0), state
 
 
-MODELS = ("ours", "ours-fused", "ours-unfused", "ours-paper", "keras-hub")
+MODELS = ("ours", "ours-fused", "ours-unfused", "ours-paper", "ours-paper-mask", "keras-hub")
 
 
 def build(name, dims, vocab, length):
@@ -85,16 +90,16 @@ def build(name, dims, vocab, length):
     keras.utils.set_random_seed(0)
     if name.startswith("ours"):
         attention_dropout = None if name == "ours" else 0.0
-        ffn_dropout = 0.0 if name == "ours-paper" else None
+        ffn_dropout = 0.0 if name.startswith("ours-paper") else None
         config = tt.TransformerConfig(
             vocab_size=vocab, max_length=length, position="learned", share_embeddings=False,
             attention_dropout=attention_dropout, ffn_dropout=ffn_dropout, **dims
         )
         model = tt.Transformer(config)
-        if name == "ours-unfused":
-            for layer in model._flatten_layers():
-                if isinstance(layer, tt.layers.MultiHeadAttention):
-                    layer.fuse_attention = False
+        for layer in model._flatten_layers():
+            if isinstance(layer, tt.layers.MultiHeadAttention):
+                layer.fuse_attention = name != "ours-unfused"
+                layer.padding_as_lengths = name != "ours-paper-mask"
     else:
         model = keras_hub_seq2seq(vocab, length, **dims)
     keras.config.set_dtype_policy("float32")
@@ -123,11 +128,15 @@ def main(argv=None):
     parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10, help="steps timed per round")
+    parser.add_argument("--padding", type=float, default=0.0,
+                        help="mean share of right padding per row, in [0, 0.5]")
     parser.add_argument("--peak-tflops", type=float, default=989.0)
-    parser.add_argument("--models", default="ours,ours-fused,ours-paper,keras-hub",
+    parser.add_argument("--models", default="ours,ours-paper,ours-paper-mask,keras-hub",
                         help=f"comma-separated, of {MODELS}")
     args = parser.parse_args(argv)
     names = args.models.split(",")
+    if not 0.0 <= args.padding <= 0.5:
+        parser.error(f"--padding takes a share in [0, 0.5]; got {args.padding}")
     if not names or set(names) - set(MODELS):
         parser.error(f"--models takes names of {MODELS}; got {args.models!r}")
     if keras.backend.backend() != "jax":
@@ -141,9 +150,12 @@ def main(argv=None):
           f"Keras {keras.__version__}")
     print(f"{args.preset}: {dims}, vocabulary {args.vocab}, batches {args.batch} x {args.length}")
     rng = np.random.default_rng(0)
-    batch = [jax.numpy.asarray(rng.integers(4, args.vocab, size=(args.batch, args.length)), "int32")
+    padded = np.floor(rng.uniform(0, 2 * args.padding, size=(args.batch, 1)) * args.length)
+    real = np.arange(args.length)[None, :] < args.length - np.minimum(padded, args.length - 1)
+    batch = [jax.numpy.asarray(rng.integers(4, args.vocab, size=real.shape) * real, "int32")
              for _ in range(3)]
-    tokens = args.batch * args.length
+    tokens = int(real.sum())
+    print(f"padding: {1 - tokens / real.size:.1%} of the positions")
     steps, states = {}, {}
     for name in names:
         model = build(name, dims, args.vocab, args.length)
@@ -159,14 +171,14 @@ def main(argv=None):
         steps[name] = run
     times = alternate(steps, args.rounds, args.steps)
     flops, flops_with_output = flops_per_target_token(dims, args.vocab, args.length, args.length)
-    print("\nmodel          target tok/s   ms/step   MFU    MFU with output projection")
+    print("\nmodel              target tok/s   ms/step   MFU    MFU with output projection")
     rates = {}
     for name, values in times.items():
         seconds = median(values)
         rates[name] = tokens / seconds
         mfu = rates[name] * flops / (args.peak_tflops * 1e12)
         mfu_all = rates[name] * flops_with_output / (args.peak_tflops * 1e12)
-        print(f"{name:<12} {rates[name]:14,.0f} {1000 * seconds:9.2f} {mfu:6.1%} {mfu_all:10.1%}")
+        print(f"{name:<16} {rates[name]:14,.0f} {1000 * seconds:9.2f} {mfu:6.1%} {mfu_all:10.1%}")
     if "keras-hub" in rates:
         for name in names:
             if name != "keras-hub":

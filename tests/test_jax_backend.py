@@ -185,7 +185,7 @@ def test_gpu_benchmark_runs_on_jax_without_tensorflow():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     arguments = ["--preset", "tiny", "--vocab", "300", "--batch", "4", "--length", "8",
-                 "--rounds", "1", "--steps", "2"]
+                 "--rounds", "1", "--steps", "2", "--padding", "0.2"]
     result = subprocess.run(
         [sys.executable, "-c", NO_TENSORFLOW, "benchmarks/gpu_train_step.py", *arguments],
         cwd=root, env=env, capture_output=True, text=True, timeout=300,
@@ -195,5 +195,7 @@ def test_gpu_benchmark_runs_on_jax_without_tensorflow():
     assert len(losses) == 4 and all(4.0 < loss < 8.0 for loss in losses)  # near ln(300) = 5.7
     ratio = [line for line in result.stdout.splitlines() if line.startswith("ours / keras-hub:")]
     assert ratio and float(ratio[0].split()[-1].rstrip("x")) > 0
-    for name in ("ours-fused", "ours-paper"):
+    assert any(line.startswith("padding: ") and line != "padding: 0.0% of the positions"
+               for line in result.stdout.splitlines())
+    for name in ("ours-paper", "ours-paper-mask"):
         assert any(line.startswith(f"{name} / keras-hub:") for line in result.stdout.splitlines())
