@@ -65,6 +65,21 @@ def test_loss_values_and_gradient_match_the_smoothed_target(rng, smoothing):
     np.testing.assert_allclose(gradient, expected, atol=1e-6)
 
 
+def test_loss_is_exact_for_large_logits(rng):
+    # logsumexp shifts by the row's maximum: logits in the thousands (a diverging run, half
+    # precision's range) give the stable value, not inf or nan.
+    logits = (rng.normal(size=(2, 3, 11)) * 3000).astype("float32")
+    labels = np.array([[4, 10, 0], [1, 0, 0]])
+    sums, count = smoothed_token_losses(labels, logits, 0.1)
+    shifted = logits.astype("float64") - logits.max(-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    target = np.full(logits.shape, 0.1 / 11)
+    np.put_along_axis(target, labels[..., None], 0.9 + 0.1 / 11, axis=-1)
+    expected = -(target * log_probs).sum(-1) * (labels != 0)
+    np.testing.assert_allclose(ops.convert_to_numpy(sums), expected, rtol=1e-5)
+    assert float(count) == 3
+
+
 def test_token_accuracy_ignores_padding():
     labels = np.array([[1, 2, 0], [3, 0, 0]])
     logits = np.zeros((2, 3, 5), "float32")
