@@ -1,8 +1,8 @@
 """Fused attention on JAX: a mask of right padding (and causality) is recognised on the device
 and runs as key lengths, any other mask as the mask; both equal the written-out attention, in
-values and gradients, for the layer and for a whole Transformer. The lengths form runs on XLA
-here (cuDNN's needs a GPU); the kernel is the only difference there. Where cuDNN refuses the
-lengths form, the mask form runs."""
+values and gradients, for the layer and for a whole Transformer, also with its rows split over
+two devices. The lengths form runs on XLA here (cuDNN's needs a GPU); the kernel is the only
+difference there. Where cuDNN refuses the lengths form, the mask form runs."""
 
 import importlib.util
 import os
@@ -100,6 +100,19 @@ JAX_SCRIPT = textwrap.dedent(
         np.testing.assert_allclose(float(fused_loss), float(plain_loss), rtol=1e-5)
         for mine, theirs in zip(fused_grads, plain_grads):
             np.testing.assert_allclose(np.asarray(mine), np.asarray(theirs), rtol=1e-4, atol=1e-6)
+
+    # Rows split over two devices (data parallelism): the check reduces over the whole batch,
+    # and the step gives what one device gives.
+    assert len(jax.devices()) == 2
+    rows = jax.sharding.NamedSharding(
+        jax.sharding.Mesh(np.array(jax.devices()), ("batch",)), jax.sharding.PartitionSpec("batch"))
+    inputs = {"source_ids": np.concatenate([source, source[:1]]),
+              "target_ids": np.concatenate([target, target[:1]])}
+    one_loss, one_grads = gradients(inputs)
+    split_loss, split_grads = gradients(jax.device_put(inputs, rows))
+    np.testing.assert_allclose(float(split_loss), float(one_loss), rtol=1e-5)
+    for mine, theirs in zip(split_grads, one_grads):
+        np.testing.assert_allclose(np.asarray(mine), np.asarray(theirs), rtol=1e-4, atol=1e-6)
     print("ok")
     """
 )
@@ -110,6 +123,6 @@ def test_padding_as_lengths_equals_the_mask_in_values_and_gradients():
     result = subprocess.run(
         [sys.executable, "-c", JAX_SCRIPT], capture_output=True, text=True, timeout=300,
         env={**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
-             "TF_CPP_MIN_LOG_LEVEL": "2"},
+             "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     assert result.returncode == 0 and "ok" in result.stdout, result.stdout[-2000:] + result.stderr[-3000:]
