@@ -83,23 +83,27 @@ JAX_SCRIPT = textwrap.dedent(
     source[1, 4:] = 0
     target = rng.integers(4, 50, size=(3, 5))
     target[2, 2:] = 0
+
+    def gradients(inputs):
+        def loss(values):
+            logits, _ = model.stateless_call(
+                values, [w.value for w in model.non_trainable_variables], inputs, training=True)
+            return (logits ** 2).mean()
+        values = [w.value for w in model.trainable_variables]
+        return jax.jit(jax.value_and_grad(loss))(values)
+
+    def assert_same_step(first, second):
+        (first_loss, first_grads), (second_loss, second_grads) = first, second
+        np.testing.assert_allclose(float(first_loss), float(second_loss), rtol=1e-5)
+        for mine, theirs in zip(first_grads, second_grads):
+            np.testing.assert_allclose(np.asarray(mine), np.asarray(theirs), rtol=1e-4, atol=1e-6)
+
     for inputs in ({"source_ids": source, "target_ids": target},
                    {"source_ids": source[:, ::-1].copy(), "target_ids": target}):
-        def gradients(inputs=inputs):
-            def loss(values):
-                logits, _ = model.stateless_call(
-                    values, [w.value for w in model.non_trainable_variables], inputs, training=True)
-                return (logits ** 2).mean()
-            values = [w.value for w in model.trainable_variables]
-            return jax.jit(jax.value_and_grad(loss))(values)
-
         MultiHeadAttention.fuse_attention = False
-        plain_loss, plain_grads = gradients()
+        plain = gradients(inputs)
         MultiHeadAttention.fuse_attention = True
-        fused_loss, fused_grads = gradients()
-        np.testing.assert_allclose(float(fused_loss), float(plain_loss), rtol=1e-5)
-        for mine, theirs in zip(fused_grads, plain_grads):
-            np.testing.assert_allclose(np.asarray(mine), np.asarray(theirs), rtol=1e-4, atol=1e-6)
+        assert_same_step(gradients(inputs), plain)
 
     # Rows split over two devices (data parallelism): the check reduces over the whole batch,
     # and the step gives what one device gives.
@@ -108,11 +112,7 @@ JAX_SCRIPT = textwrap.dedent(
         jax.sharding.Mesh(np.array(jax.devices()), ("batch",)), jax.sharding.PartitionSpec("batch"))
     inputs = {"source_ids": np.concatenate([source, source[:1]]),
               "target_ids": np.concatenate([target, target[:1]])}
-    one_loss, one_grads = gradients(inputs)
-    split_loss, split_grads = gradients(jax.device_put(inputs, rows))
-    np.testing.assert_allclose(float(split_loss), float(one_loss), rtol=1e-5)
-    for mine, theirs in zip(split_grads, one_grads):
-        np.testing.assert_allclose(np.asarray(mine), np.asarray(theirs), rtol=1e-4, atol=1e-6)
+    assert_same_step(gradients(jax.device_put(inputs, rows)), gradients(inputs))
     print("ok")
     """
 )
