@@ -26,7 +26,7 @@ from tfx_transformer.training.options import MIXED_PRECISION, UNBOUNDED_EPOCHS
 from tfx_transformer.training.progress import Progress
 from tfx_transformer.training.resume import check_not_finished, check_output_folder
 from tfx_transformer.training.selection import BestWeights, average, spaced
-from tfx_transformer.training.stats import TrainingStats
+from tfx_transformer.training.stats import StepResults, TrainingStats
 from tfx_transformer.training.timing import RunClock
 
 
@@ -239,6 +239,7 @@ def train(job, stats, evaluator, best):
         log(f"resuming from step {step}")
     bounded = options.epochs != UNBOUNDED_EPOCHS or options.steps
     progress = Progress(job.total_steps if bounded else None, job.chief)
+    results = StepResults(stats, progress, options.log_every, job.total_steps, trainer.learning_rate)
     metrics = {}
     candidates = 2 if options.average_last >= 2 else 1
     final_cost = task.final_evaluation_cost()  # the data's sizes: the same at every step
@@ -247,15 +248,9 @@ def train(job, stats, evaluator, best):
     while step < job.total_steps and stop is None:
         epoch, offset = divmod(step, job.steps_per_epoch)
         batches, _ = task.train_batches(epoch, job.shapes)
-        for loss_sum, correct, tokens in trainer.steps(batches, job.steps_per_epoch, offset):
+        for values in trainer.steps(batches, job.steps_per_epoch, offset):
             step += 1
-            tokens = float(tokens)
-            stats.add(tokens)
-            loss = float(loss_sum) / max(tokens, 1.0)
-            accuracy = float(correct) / max(tokens, 1.0)
-            if step % options.log_every == 0 or step == job.total_steps:
-                stats.close_interval(step, loss, accuracy, trainer.learning_rate())
-            progress.update(step, loss, accuracy, stats.running_rate())
+            results.add(step, values)
             if step % options.checkpoint_every == 0:
                 trainer.save_checkpoint()
             reserve = clock.reserve(final_cost, candidates, options.export)
@@ -266,6 +261,7 @@ def train(job, stats, evaluator, best):
                         "of it estimated for the final evaluation, test and export")
             due = evaluation_due(options, step, job.steps_per_epoch)
             if job.chief and (due or step == job.total_steps or stop):
+                results.read()
                 metrics = evaluator(step)
                 improved = best.update(step, metrics, trainer.model)
                 log(
@@ -277,6 +273,7 @@ def train(job, stats, evaluator, best):
                     stop = f"early stop: {best.since} evaluations without a better validation {best.name}"
             if step >= job.total_steps or stop:
                 break
+    results.read()
     if stop:
         log(stop)
     if step != trainer.step:

@@ -78,3 +78,42 @@ class TrainingStats:
     def close(self):
         for writer in self.writers.values():
             writer.close()
+
+
+class StepResults:
+    """Each training step's (loss sum, correct predictions, target tokens), read one step late.
+
+    Reading a value waits for the step that made it. Read at once, the device would idle while
+    the host counts, logs, places the next batch and queues the next step (about 2 ms a step on
+    the development machine's CPU, where an H100 runs a base step of 8,192 tokens in ~33 ms);
+    read once the next step is queued, that host work overlaps it. A logging point is read at
+    once, so that its learning rate is the one at its step; `read` reads the last step now (before
+    an evaluation, at the end).
+    """
+
+    def __init__(self, stats, progress, log_every, total_steps, learning_rate):
+        self.stats = stats
+        self.progress = progress
+        self.log_every = log_every
+        self.total_steps = total_steps
+        self.learning_rate = learning_rate  # the rate after the last queued step
+        self._pending = None
+
+    def add(self, step, values):
+        """`values` of `step`, just queued: the previous step's are read now."""
+        self.read()
+        self._pending = (step, values)
+        if step % self.log_every == 0 or step == self.total_steps:
+            self.read()
+
+    def read(self):
+        if self._pending is None:
+            return
+        (step, (loss_sum, correct, tokens)), self._pending = self._pending, None
+        tokens = float(tokens)
+        self.stats.add(tokens)
+        loss = float(loss_sum) / max(tokens, 1.0)
+        accuracy = float(correct) / max(tokens, 1.0)
+        if step % self.log_every == 0 or step == self.total_steps:
+            self.stats.close_interval(step, loss, accuracy, self.learning_rate())
+        self.progress.update(step, loss, accuracy, self.stats.running_rate())
