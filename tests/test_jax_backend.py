@@ -199,3 +199,10 @@ def test_gpu_benchmark_runs_on_jax_without_tensorflow():
                for line in result.stdout.splitlines())
     for name in ("ours-paper", "ours-paper-mask"):
         assert any(line.startswith(f"{name} / keras-hub:") for line in result.stdout.splitlines())
+    # benchmarks/accelerator.py reads the table this prints
+    spec = importlib.util.spec_from_file_location("accelerator", os.path.join(root, "benchmarks", "accelerator.py"))
+    accelerator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(accelerator)
+    rates = accelerator.step_rates(result.stdout)
+    assert set(rates) == {"ours", "ours-paper", "ours-paper-mask", "keras-hub"}
+    assert all(rate["tokens_per_sec"] > 0 and rate["ms_per_step"] > 0 for rate in rates.values())

@@ -1,0 +1,74 @@
+"""benchmarks/accelerator.py: the one command that measures README's accelerator figures. Its
+parts run where a GPU is; here, that its training command is one train.py accepts, and that it
+reads the figures from the parts' output as they print them."""
+
+import importlib.util
+import json
+
+import pytest
+
+from tests import ROOT
+from tfx_transformer.training.cli import options_from_args
+
+
+@pytest.fixture(scope="module")
+def accelerator():
+    spec = importlib.util.spec_from_file_location("accelerator", ROOT / "benchmarks" / "accelerator.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_training_part_is_a_train_py_command_with_the_papers_dropout_placement(accelerator):
+    files = [f"/corpus/{split}.{language}" for split in ("train", "val", "test") for language in ("en", "fr")]
+    command = accelerator.train_command(files, 300, "/tmp/run", ["--seed", "7"])
+    assert command[1].endswith("train.py")
+    options = options_from_args(command[2:])
+    assert options.preset == "base" and options.time_budget == 300 and options.seed == 7
+    assert options.model["attention_dropout"] == 0 and options.model["ffn_dropout"] == 0
+    assert options.data == "parallel:/corpus/train.en,/corpus/train.fr"
+    assert options.valid_data == "parallel:/corpus/val.en,/corpus/val.fr"
+    assert options.test_data == "parallel:/corpus/test.en,/corpus/test.fr"
+    assert options.output == "/tmp/run" and not options.export
+
+
+def test_seconds_to_each_bleu_come_from_the_first_evaluation_that_reached_it(accelerator):
+    log = "\n".join([
+        "[  12.0s] step 250/9000: loss 5.1, accuracy 0.2, 80000 tokens/s",
+        "",
+        "[ 150.2s] step 250: validation loss 3.1, accuracy 0.41, BLEU 12.50, chrF 40.00, length ratio 0.9",
+        "",
+        "[ 190.7s] step 500: validation loss 2.4, accuracy 0.52, BLEU 31.25, chrF 55.00, length ratio 1.0 (best so far)",
+        "",
+        "[ 230.9s] step 750: validation loss 2.2, accuracy 0.55, BLEU 36.00, chrF 58.00, length ratio 1.0",
+    ])
+    figures = accelerator.training_figures(log, {"tokens_per_sec": 90000.0, "test_bleu": 35.5}, [30, 36, 40])
+    assert [e["step"] for e in figures["evaluations"]] == [250, 500, 750]
+    assert figures["evaluations"][1] == {"seconds": 190.7, "step": 500, "bleu": 31.25}
+    assert figures["seconds_to_bleu"] == {"30": 190.7, "36": 230.9, "40": None}
+    assert figures["tokens_per_sec"] == 90000.0 and figures["test_bleu"] == 35.5
+    json.dumps(figures)  # it goes into summary.json
+
+
+def test_the_rates_are_read_from_gpu_train_steps_table(accelerator):
+    table = "\n".join([
+        "model              target tok/s   ms/step   MFU    MFU with output projection",
+        "ours                    490,901     66.74  14.0%       19.0%",
+        "ours-paper-mask         563,987     58.09  15.5%       21.1%",
+        "ours / keras-hub: 1.02x",
+    ])
+    rates = accelerator.step_rates(table)
+    assert set(rates) == {"ours", "ours-paper-mask"}
+    assert rates["ours"] == {"tokens_per_sec": 490901.0, "ms_per_step": 66.74, "mfu": 0.14,
+                             "mfu_with_output": 0.19}
+
+
+def test_a_corpus_without_the_three_splits_is_refused_before_anything_runs(accelerator, tmp_path, capsys):
+    (tmp_path / "train.en").write_text("a\n")
+    with pytest.raises(SystemExit) as stopped:
+        accelerator.main(["--corpus", str(tmp_path), "--out", str(tmp_path / "out"), "--parts", "train"])
+    assert stopped.value.code == 2
+    assert "val.en" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit):
+        accelerator.main(["--out", str(tmp_path / "out"), "--parts", "base,huge"])
+    assert "huge" in capsys.readouterr().err
