@@ -25,11 +25,17 @@ from tfx_transformer.training.options import TrainOptions
 
 
 def start_training(args, umask=None):
+    def before_exec():
+        # A shell that starts the suite in the background hands it SIGINT ignored, and Python
+        # keeps an ignored SIGINT: Ctrl-C must reach the trainer as it does from a terminal.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if umask is not None:
+            os.umask(umask)
+
     return subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        preexec_fn=None if umask is None else (lambda: os.umask(umask)),
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, preexec_fn=before_exec,
     )
 
 
