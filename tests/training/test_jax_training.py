@@ -50,7 +50,8 @@ def test_translation_trains_resumes_and_exports_on_jax(tmp_path):
         "best.json", "best.npz", "ckpt-4.npz", "ckpt-8.npz"
     ]
     (output / "metrics.json").unlink()  # the run as a longer one would find it mid-way
-    result = train([*args, "--steps", "12", "--resume"], env=JAX)
+    # --no-compile-ahead: a change a resumed run may make (the steps then compile as they come)
+    result = train([*args, "--steps", "12", "--resume", "--no-compile-ahead"], env=JAX)
     assert "resuming from step 8" in result.stdout
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["steps"] == 12 and np.isfinite(metrics["loss"])
@@ -161,6 +162,72 @@ DATA_PARALLEL_SCRIPT = textwrap.dedent(
 def test_two_cpu_devices_train_as_one(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", DATA_PARALLEL_SCRIPT.replace("{output}", str(tmp_path))],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        env={**os.environ, **JAX, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+    )
+    assert result.returncode == 0 and "ok" in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+COMPILE_AHEAD_SCRIPT = textwrap.dedent(
+    """
+    import threading
+    import numpy as np, keras, jax
+    from tfx_transformer.config import TransformerConfig
+    from tfx_transformer.runs import RunPaths
+    from tfx_transformer.training import jax_trainer
+    from tfx_transformer.training.options import TrainOptions
+
+    compiles = []  # (thread name) of each compilation of the training step
+    def listener(event, duration, fun_name=None, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration" and fun_name == "jit(_train)":
+            compiles.append(threading.current_thread().name)
+    jax.monitoring.register_event_duration_secs_listener(listener)
+
+    config = TransformerConfig.preset("tiny", vocab_size=40, dropout=0.0)
+    rng = np.random.default_rng(0)
+
+    def batch(width):
+        source = rng.integers(4, 40, size=(4, width)).astype("int32")
+        labels = rng.integers(4, 40, size=(4, width)).astype("int32")
+        decoder_in = np.concatenate([np.full((4, 1), 2, "int32"), labels[:, :-1]], axis=1)
+        return source, decoder_in, labels
+
+    # Three shapes among five steps; the last batch's shape comes after the steps that run.
+    batches = [batch(8), batch(16), batch(8), batch(24), batch(32)]
+
+    def trainer_for(strategy, name):
+        compiles.clear()
+        options = TrainOptions(output="{output}/" + name, strategy=strategy)
+        return jax_trainer.Trainer(options, config, jax_trainer.setup(options), RunPaths(options.output))
+
+    # Without compiling ahead: once per shape, on this thread (the first step, on the variables'
+    # own arrays, compiled once more before the state was committed to the device)
+    trainer = trainer_for("default", "plain")
+    for values in trainer.steps(batches, 4, 0):
+        pass
+    assert compiles == ["MainThread"] * 3, compiles
+
+    for strategy in ("default", "mirrored"):  # one device; two, the batch split by rows
+        trainer = trainer_for(strategy, strategy)
+        trainer.compile_ahead(batches, 0, 4)
+        trainer.compile_ahead(batches, 1, 4)  # shapes met already: nothing more
+        trainer.compile_ahead((b for b in batches), 0, 5)  # a stream's shapes: not known ahead
+        for loss_sum, correct, tokens in trainer.steps(batches, 4, 0):
+            assert np.isfinite(float(loss_sum))
+        # Each of the three shapes compiled once, on the compiling threads (the step would
+        # compile on this thread what it did not find), none for the shape no step took (the
+        # last batch's, also in the stream).
+        assert len(compiles) == 3, (strategy, compiles)
+        assert all(name.startswith("compile") for name in compiles), compiles
+    print("ok")
+    """
+)
+
+
+@pytest.mark.slow
+def test_the_step_compiles_ahead_once_per_shape_and_the_steps_find_it(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", COMPILE_AHEAD_SCRIPT.replace("{output}", str(tmp_path))],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
         env={**os.environ, **JAX, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
     )

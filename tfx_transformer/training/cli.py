@@ -91,6 +91,9 @@ def build_parser():
     add("--checkpoint-every", type=int, help=f"steps between checkpoints (default {defaults.checkpoint_every})")
     add("--log-every", type=int, help=f"steps between TensorBoard points (default {defaults.log_every})")
     add("--no-export", dest="export", action="store_const", const=False, help="skip the SavedModel")
+    add("--no-compile-ahead", dest="compile_ahead", action="store_const", const=False,
+        help="JAX: compile the step for each batch shape when a step first meets it, not all "
+        "of them side by side before training")
     add("--resume", action="store_const", const=True, help="continue the run in --output")
     add("--config", help="JSON file of options (a run's config.json works); flags override it")
     add("--verbose", action="store_true", help="show TensorFlow's start-up messages too")

@@ -15,6 +15,7 @@ evaluates, chooses, saves and exports on a copy of the weights in a model of its
 device, built without the distribution) while the others wait at the next step.
 """
 
+import concurrent.futures
 import dataclasses
 import functools
 import os
@@ -22,7 +23,7 @@ import os
 import jax
 import keras
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 from keras import ops
 
 from tfx_transformer.data import BatchShapes
@@ -153,6 +154,7 @@ class Trainer:
         devices = placement.devices or (jax.local_devices()[0],)
         self._data_sharding = NamedSharding(Mesh(np.array(devices), (BATCH_AXIS,)), PartitionSpec(BATCH_AXIS))
         self._train_step = jax.jit(self._train, donate_argnums=0)
+        self._compilations = {}  # batch shape -> the Future of its step's compilation
         self._eval_step = jax.jit(self._evaluate)
         self._local_eval_step = None
 
@@ -333,12 +335,59 @@ class Trainer:
         else:
             epoch = (batches[index] for index in range(offset, steps_per_epoch))
         for batch in epoch:
-            if self._shared_with_variables:
-                self.state = jax.tree_util.tree_map(lambda a: a.copy(), self.state)
-                self._shared_with_variables = False
+            self._own_state()
+            compilation = self._compilations.get(batch_shape(batch))
+            if compilation is not None:
+                compilation.result()  # at once when done; an error in it is raised here
             self.state, results = self._train_step(self.state, self._place(batch, own))
             self._step += 1
             yield results
+
+    def _own_state(self):
+        """A copy of the state where it is the variables' arrays: the next step donates its
+        state. On one device the variables' arrays are not committed to it and a step's outputs
+        are (to the batch's one-device mesh): the copy is committed as they are, or the first
+        step would compile for the variables' placement and the second, of the same shape, again."""
+        if not self._shared_with_variables:
+            return
+        replicated = NamedSharding(self._data_sharding.mesh, PartitionSpec())
+
+        def own(array):
+            if isinstance(array.sharding, SingleDeviceSharding):
+                return jax.device_put(array, replicated, may_alias=False)
+            return array.copy()
+
+        self.state = jax.tree_util.tree_map(own, self.state)
+        self._shared_with_variables = False
+
+    def compile_ahead(self, batches, start, end):
+        """Starts compiling the step for each shape among `batches[start:end]` (the steps about
+        to run) not met before, side by side in threads.
+
+        Otherwise the step compiles when the first batch of a shape arrives, one shape after
+        another: 7 shapes for max_length 64, most of a short run's first minutes on an H100
+        (README). XLA compiles outside Python's lock, so the compilations overlap one another;
+        the tracing stays on this thread, in the order the steps meet the shapes, so that the
+        first step waits for its own. jax.jit keeps what was compiled: the steps find it there.
+        A process's own stream (a prepared corpus) is not known ahead: its shapes compile as
+        they come."""
+        if not isinstance(batches, list):
+            return
+        shapes = []
+        for batch in batches[start:end]:
+            shape = batch_shape(batch)
+            if shape not in self._compilations and shape not in shapes:
+                shapes.append(shape)
+        if not shapes:
+            return
+        pool = concurrent.futures.ThreadPoolExecutor(
+            min(len(shapes), os.cpu_count() or 1), thread_name_prefix="compile"
+        )
+        self._own_state()  # what the steps will take: compiled for the arrays they will be
+        for shape in shapes:
+            placed = self._place(tuple(np.zeros(dims, "int32") for dims in shape))
+            self._compilations[shape] = pool.submit(self._train_step.lower(self.state, placed).compile)
+        pool.shutdown(wait=False)
 
     def make_eval_step(self):
         """(loss sum, correct, tokens) of a validation batch, for the weights `sync` gave the
@@ -355,6 +404,10 @@ class Trainer:
             return self._eval_step(trainable, non_trainable, self._place(batch))
 
         return eval_step
+
+
+def batch_shape(batch):
+    return tuple(np.shape(array) for array in batch)
 
 
 def local_copy(array):

@@ -11,7 +11,7 @@ class RunFinished(Exception):
 
 # Options that may change when a run is resumed; every other one must match the saved run.
 RESUMABLE_CHANGES = ("epochs", "steps", "resume", "strategy", "cpu_devices", "export", "time_budget",
-                     "early_stop", "average_last", "allow_misaligned")
+                     "early_stop", "average_last", "allow_misaligned", "compile_ahead")
 
 
 def check_output_folder(options, paths):
