@@ -158,14 +158,19 @@ DATA_PARALLEL_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
-def test_two_cpu_devices_train_as_one(tmp_path):
+def run_on_two_cpu_devices(script, output):
+    """`script` (its {output}: `output`) in a JAX process with two CPU devices; it prints ok."""
     result = subprocess.run(
-        [sys.executable, "-c", DATA_PARALLEL_SCRIPT.replace("{output}", str(tmp_path))],
+        [sys.executable, "-c", script.replace("{output}", str(output))],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
         env={**os.environ, **JAX, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
     )
     assert result.returncode == 0 and "ok" in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_cpu_devices_train_as_one(tmp_path):
+    run_on_two_cpu_devices(DATA_PARALLEL_SCRIPT, tmp_path)
 
 
 COMPILE_AHEAD_SCRIPT = textwrap.dedent(
@@ -226,12 +231,7 @@ COMPILE_AHEAD_SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_the_step_compiles_ahead_once_per_shape_and_the_steps_find_it(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-c", COMPILE_AHEAD_SCRIPT.replace("{output}", str(tmp_path))],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
-        env={**os.environ, **JAX, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
-    )
-    assert result.returncode == 0 and "ok" in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
+    run_on_two_cpu_devices(COMPILE_AHEAD_SCRIPT, tmp_path)
 
 
 @pytest.mark.slow
