@@ -59,17 +59,7 @@ def build_parser():
     task_smoothing = ", ".join(f"{name} {task.default_label_smoothing}" for name, task in TASKS.items())
     add("--label-smoothing", type=float, help=f"(default: {task_smoothing})")
     add("--clipnorm", type=float, help="clip each gradient to this norm")
-    add("--strategy", choices=list(STRATEGIES),
-        help="TensorFlow: the tf.distribute strategy (default auto: multiworker with TF_CONFIG, "
-        "mirrored on several GPUs, else default). JAX: auto and mirrored split each batch over "
-        "every local device (keras.distribution.DataParallel), default uses one, multiworker "
-        "every process that keras.distribution.initialize() joined")
-    add("--cpu-devices", type=int, help="split the CPU into N logical devices (to try mirrored)")
-    add("--mixed-precision", choices=["auto", "none", "bf16", "fp16"],
-        help="(default auto: bf16 on a GPU or TPU, and on TensorFlow on a CPU with AVX512-BF16 or "
-        "AMX; none elsewhere; fp16 on TensorFlow only)")
-    add("--jit-compile", action="store_const", const=True,
-        help="TensorFlow: XLA-compile the training step (JAX always compiles it)")
+    add_engine_flags(add)
     add("--seed", type=int, help=f"(default {defaults.seed})")
     add("--eval-every", type=int, help="steps between evaluations (default: every epoch)")
     add("--eval-examples", type=int, help="translation: validation pairs decoded greedily at each "
@@ -91,13 +81,28 @@ def build_parser():
     add("--checkpoint-every", type=int, help=f"steps between checkpoints (default {defaults.checkpoint_every})")
     add("--log-every", type=int, help=f"steps between TensorBoard points (default {defaults.log_every})")
     add("--no-export", dest="export", action="store_const", const=False, help="skip the SavedModel")
-    add("--no-compile-ahead", dest="compile_ahead", action="store_const", const=False,
-        help="JAX: compile the step for each batch shape when a step first meets it, not all "
-        "of them side by side before training")
     add("--resume", action="store_const", const=True, help="continue the run in --output")
     add("--config", help="JSON file of options (a run's config.json works); flags override it")
     add("--verbose", action="store_true", help="show TensorFlow's start-up messages too")
     return parser
+
+
+def add_engine_flags(add):
+    """How the steps run: devices, precision, compilation."""
+    add("--strategy", choices=list(STRATEGIES),
+        help="TensorFlow: the tf.distribute strategy (default auto: multiworker with TF_CONFIG, "
+        "mirrored on several GPUs, else default). JAX: auto and mirrored split each batch over "
+        "every local device (keras.distribution.DataParallel), default uses one, multiworker "
+        "every process that keras.distribution.initialize() joined")
+    add("--cpu-devices", type=int, help="split the CPU into N logical devices (to try mirrored)")
+    add("--mixed-precision", choices=["auto", "none", "bf16", "fp16"],
+        help="(default auto: bf16 on a GPU or TPU, and on TensorFlow on a CPU with AVX512-BF16 or "
+        "AMX; none elsewhere; fp16 on TensorFlow only)")
+    add("--jit-compile", action="store_const", const=True,
+        help="TensorFlow: XLA-compile the training step (JAX always compiles it)")
+    add("--no-compile-ahead", dest="compile_ahead", action="store_const", const=False,
+        help="JAX: compile the step for each batch shape when a step first meets it, not all "
+        "of them side by side before training")
 
 
 # `python train.py --help` prints this file, so that help needs no import of the package (whose
