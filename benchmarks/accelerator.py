@@ -39,7 +39,7 @@ STEP_PARTS = {
 }
 # The paper's dropout placement: attention runs fused while training only without attention dropout.
 TRAIN_FLAGS = ["--preset", "base", "--set", "attention_dropout=0", "--set", "ffn_dropout=0",
-               "--max-length", "64", "--batch-tokens", "8192", "--eval-every", "250",
+               "--max-length", "64", "--batch-tokens", "8192", "--eval-every", "500",
                "--eval-examples", "500", "--no-export"]
 RATE_LINE = re.compile(r"^(\S+)\s+([\d,]+)\s+([\d.]+)\s+([\d.]+)%\s+([\d.]+)%$")
 EVALUATION_LINE = re.compile(r"\[\s*([\d.]+)s\] step (\d+): validation .*?BLEU ([\d.]+)")
