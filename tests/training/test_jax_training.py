@@ -182,10 +182,12 @@ COMPILE_AHEAD_SCRIPT = textwrap.dedent(
     from tfx_transformer.training import jax_trainer
     from tfx_transformer.training.options import TrainOptions
 
-    compiles = []  # (thread name) of each compilation of the training step
+    compiles, evaluation_compiles = [], []  # the thread of each compilation of the two steps
     def listener(event, duration, fun_name=None, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration" and fun_name == "jit(_train)":
-            compiles.append(threading.current_thread().name)
+        if event == "/jax/core/compile/backend_compile_duration":
+            found = {"jit(_train)": compiles, "jit(_evaluate)": evaluation_compiles}.get(fun_name)
+            if found is not None:
+                found.append(threading.current_thread().name)
     jax.monitoring.register_event_duration_secs_listener(listener)
 
     config = TransformerConfig.preset("tiny", vocab_size=40, dropout=0.0)
@@ -199,9 +201,11 @@ COMPILE_AHEAD_SCRIPT = textwrap.dedent(
 
     # Three shapes among five steps; the last batch's shape comes after the steps that run.
     batches = [batch(8), batch(16), batch(8), batch(24), batch(32)]
+    validation = [batch(8), batch(40), batch(8)]  # two shapes, one of them not a step's
 
     def trainer_for(strategy, name):
         compiles.clear()
+        evaluation_compiles.clear()
         options = TrainOptions(output="{output}/" + name, strategy=strategy)
         return jax_trainer.Trainer(options, config, jax_trainer.setup(options), RunPaths(options.output))
 
@@ -214,8 +218,8 @@ COMPILE_AHEAD_SCRIPT = textwrap.dedent(
 
     for strategy in ("default", "mirrored"):  # one device; two, the batch split by rows
         trainer = trainer_for(strategy, strategy)
-        trainer.compile_ahead(batches, 0, 4)
-        trainer.compile_ahead(batches, 1, 4)  # shapes met already: nothing more
+        trainer.compile_ahead(batches, 0, 4, validation)
+        trainer.compile_ahead(batches, 1, 4, validation)  # shapes met already: nothing more
         trainer.compile_ahead((b for b in batches), 0, 5)  # a stream's shapes: not known ahead
         for loss_sum, correct, tokens in trainer.steps(batches, 4, 0):
             assert np.isfinite(float(loss_sum))
@@ -224,13 +228,23 @@ COMPILE_AHEAD_SCRIPT = textwrap.dedent(
         # last batch's, also in the stream).
         assert len(compiles) == 3, (strategy, compiles)
         assert all(name.startswith("compile") for name in compiles), compiles
+        trainer.sync()
+        evaluate = trainer.make_eval_step()
+        for _ in range(2):  # the evaluation's two shapes, also found after later steps
+            for values in validation:
+                assert np.isfinite(float(evaluate(*values)[0]))
+            for values in trainer.steps(batches, 1, 0):
+                pass
+        assert len(evaluation_compiles) == 2, (strategy, evaluation_compiles)
+        assert all(name.startswith("compile") for name in evaluation_compiles), evaluation_compiles
+        assert len(compiles) == 3
     print("ok")
     """
 )
 
 
 @pytest.mark.slow
-def test_the_step_compiles_ahead_once_per_shape_and_the_steps_find_it(tmp_path):
+def test_the_steps_compile_ahead_once_per_shape_and_the_steps_find_them(tmp_path):
     run_on_two_cpu_devices(COMPILE_AHEAD_SCRIPT, tmp_path)
 
 

@@ -154,7 +154,8 @@ class Trainer:
         devices = placement.devices or (jax.local_devices()[0],)
         self._data_sharding = NamedSharding(Mesh(np.array(devices), (BATCH_AXIS,)), PartitionSpec(BATCH_AXIS))
         self._train_step = jax.jit(self._train, donate_argnums=0)
-        self._compilations = {}  # batch shape -> the Future of its step's compilation
+        # batch shape -> the Future of the step's (the evaluation's) compilation for it
+        self._compilations, self._evaluation_compilations = {}, {}
         self._eval_step = jax.jit(self._evaluate)
         self._local_eval_step = None
 
@@ -360,33 +361,34 @@ class Trainer:
         self.state = jax.tree_util.tree_map(own, self.state)
         self._shared_with_variables = False
 
-    def compile_ahead(self, batches, start, end):
+    def compile_ahead(self, batches, start, end, evaluation_batches=()):
         """Starts compiling the step for each shape among `batches[start:end]` (the steps about
-        to run) not met before, side by side in threads.
+        to run) not met before, and the evaluation's for each shape of `evaluation_batches`
+        (the validation batches), side by side in threads.
 
-        Otherwise the step compiles when the first batch of a shape arrives, one shape after
+        Otherwise each compiles when the first batch of a shape arrives, one shape after
         another: 7 shapes for max_length 64, most of a short run's first minutes on an H100
         (README). XLA compiles outside Python's lock, so the compilations overlap one another;
         the tracing stays on this thread, in the order the steps meet the shapes, so that the
         first step waits for its own. jax.jit keeps what was compiled: the steps find it there.
         A process's own stream (a prepared corpus) is not known ahead: its shapes compile as
-        they come."""
-        if not isinstance(batches, list):
-            return
-        shapes = []
-        for batch in batches[start:end]:
-            shape = batch_shape(batch)
-            if shape not in self._compilations and shape not in shapes:
-                shapes.append(shape)
-        if not shapes:
+        they come; with several processes, process 0 evaluates on a model of its own, compiled
+        when it first evaluates."""
+        steps = batches[start:end] if isinstance(batches, list) else ()
+        evaluations = () if self._spans_processes else evaluation_batches
+        work = [(self._train_step, shape, self._compilations) for shape in new_shapes(steps, self._compilations)]
+        work += [(self._eval_step, shape, self._evaluation_compilations)
+                 for shape in new_shapes(evaluations, self._evaluation_compilations)]
+        if not work:
             return
         pool = concurrent.futures.ThreadPoolExecutor(
-            min(len(shapes), os.cpu_count() or 1), thread_name_prefix="compile"
+            min(len(work), os.cpu_count() or 1), thread_name_prefix="compile"
         )
         self._own_state()  # what the steps will take: compiled for the arrays they will be
-        for shape in shapes:
+        for function, shape, compilations in work:
             placed = self._place(tuple(np.zeros(dims, "int32") for dims in shape))
-            self._compilations[shape] = pool.submit(self._train_step.lower(self.state, placed).compile)
+            arguments = (self.state, placed) if function is self._train_step else (*self.state[:2], placed)
+            compilations[shape] = pool.submit(function.lower(*arguments).compile)
         pool.shutdown(wait=False)
 
     def make_eval_step(self):
@@ -401,6 +403,9 @@ class Trainer:
                     tuple(np.asarray(array, "int32") for array in batch),
                 )
             trainable, non_trainable, _ = self.state
+            compilation = self._evaluation_compilations.get(batch_shape(batch))
+            if compilation is not None:
+                compilation.result()
             return self._eval_step(trainable, non_trainable, self._place(batch))
 
         return eval_step
@@ -408,6 +413,16 @@ class Trainer:
 
 def batch_shape(batch):
     return tuple(np.shape(array) for array in batch)
+
+
+def new_shapes(batches, known):
+    """The shapes of `batches` not in `known`, in the order they first appear."""
+    shapes = []
+    for batch in batches:
+        shape = batch_shape(batch)
+        if shape not in known and shape not in shapes:
+            shapes.append(shape)
+    return shapes
 
 
 def local_copy(array):

@@ -249,7 +249,8 @@ def train(job, stats, evaluator, best):
         epoch, offset = divmod(step, job.steps_per_epoch)
         batches, _ = task.train_batches(epoch, job.shapes)
         if options.compile_ahead:
-            trainer.compile_ahead(batches, offset, min(job.steps_per_epoch, offset + job.total_steps - step))
+            end = min(job.steps_per_epoch, offset + job.total_steps - step)
+            trainer.compile_ahead(batches, offset, end, evaluator.batches if job.chief else ())
         for values in trainer.steps(batches, job.steps_per_epoch, offset):
             step += 1
             results.add(step, values)

@@ -89,9 +89,9 @@ class Trainer:
         for _ in range(offset, steps_per_epoch):
             yield self._train_step(iterator)
 
-    def compile_ahead(self, batches, start, end):
-        """Nothing to start ahead: tf.function traces the step (Python, under Python's lock) as
-        it meets each shape."""
+    def compile_ahead(self, batches, start, end, evaluation_batches=()):
+        """Nothing to start ahead: tf.function traces its steps (Python, under Python's lock) as
+        they meet each shape."""
 
     def restore(self):
         # Every worker restores the chief's checkpoint: a cluster's workers share the run folder
