@@ -376,19 +376,19 @@ class Trainer:
         when it first evaluates."""
         steps = batches[start:end] if isinstance(batches, list) else ()
         evaluations = () if self._spans_processes else evaluation_batches
-        work = [(self._train_step, shape, self._compilations) for shape in new_shapes(steps, self._compilations)]
-        work += [(self._eval_step, shape, self._evaluation_compilations)
+        self._own_state()  # the arrays the steps will take: compiled for their placement
+        work = [(self._train_step, (self.state,), self._compilations, shape)
+                for shape in new_shapes(steps, self._compilations)]
+        work += [(self._eval_step, tuple(self.state[:2]), self._evaluation_compilations, shape)
                  for shape in new_shapes(evaluations, self._evaluation_compilations)]
         if not work:
             return
         pool = concurrent.futures.ThreadPoolExecutor(
             min(len(work), os.cpu_count() or 1), thread_name_prefix="compile"
         )
-        self._own_state()  # what the steps will take: compiled for the arrays they will be
-        for function, shape, compilations in work:
+        for function, weights, compilations, shape in work:
             placed = self._place(tuple(np.zeros(dims, "int32") for dims in shape))
-            arguments = (self.state, placed) if function is self._train_step else (*self.state[:2], placed)
-            compilations[shape] = pool.submit(function.lower(*arguments).compile)
+            compilations[shape] = pool.submit(function.lower(*weights, placed).compile)
         pool.shutdown(wait=False)
 
     def make_eval_step(self):
