@@ -337,9 +337,7 @@ class Trainer:
             epoch = (batches[index] for index in range(offset, steps_per_epoch))
         for batch in epoch:
             self._own_state()
-            compilation = self._compilations.get(batch_shape(batch))
-            if compilation is not None:
-                compilation.result()  # at once when done; an error in it is raised here
+            wait_for_compilation(self._compilations, batch)
             self.state, results = self._train_step(self.state, self._place(batch, own))
             self._step += 1
             yield results
@@ -403,9 +401,7 @@ class Trainer:
                     tuple(np.asarray(array, "int32") for array in batch),
                 )
             trainable, non_trainable, _ = self.state
-            compilation = self._evaluation_compilations.get(batch_shape(batch))
-            if compilation is not None:
-                compilation.result()
+            wait_for_compilation(self._evaluation_compilations, batch)
             return self._eval_step(trainable, non_trainable, self._place(batch))
 
         return eval_step
@@ -413,6 +409,14 @@ class Trainer:
 
 def batch_shape(batch):
     return tuple(np.shape(array) for array in batch)
+
+
+def wait_for_compilation(compilations, batch):
+    """Until the compilation `compile_ahead` started for `batch`'s shape, if any, is done (at
+    once when it is; an error in it is raised here)."""
+    compilation = compilations.get(batch_shape(batch))
+    if compilation is not None:
+        compilation.result()
 
 
 def new_shapes(batches, known):

@@ -103,7 +103,7 @@ class StepResults:
         """`values` of `step`, just queued: the previous step's are read now."""
         self.read()
         self._pending = (step, values)
-        if step % self.log_every == 0 or step == self.total_steps:
+        if self._logging_point(step):
             self.read()
 
     def read(self):
@@ -114,6 +114,9 @@ class StepResults:
         self.stats.add(tokens)
         loss = float(loss_sum) / max(tokens, 1.0)
         accuracy = float(correct) / max(tokens, 1.0)
-        if step % self.log_every == 0 or step == self.total_steps:
+        if self._logging_point(step):
             self.stats.close_interval(step, loss, accuracy, self.learning_rate())
         self.progress.update(step, loss, accuracy, self.stats.running_rate())
+
+    def _logging_point(self, step):
+        return step % self.log_every == 0 or step == self.total_steps
