@@ -102,10 +102,10 @@ def train_command(files, seconds, run_folder, extra):
 
 def run_training(command, run_folder, out, thresholds, environment):
     text = run_logged(command, os.path.join(out, "train.log"), environment)
-    metrics = {}
-    if os.path.exists(os.path.join(run_folder, "metrics.json")):
-        shutil.copyfile(os.path.join(run_folder, "metrics.json"), os.path.join(out, "train_metrics.json"))
-        with open(os.path.join(run_folder, "metrics.json"), encoding="utf-8") as f:
+    metrics, metrics_path = {}, os.path.join(run_folder, "metrics.json")
+    if os.path.exists(metrics_path):
+        shutil.copyfile(metrics_path, os.path.join(out, "train_metrics.json"))
+        with open(metrics_path, encoding="utf-8") as f:
             metrics = json.load(f)
     return training_figures(text, metrics, thresholds)
 
