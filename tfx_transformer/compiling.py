@@ -26,11 +26,30 @@ def compile_for_backend(function, inputs=1, model=None):
 
     if model is None:
         return jax.jit(function)
-    variables = list(model.variables)
+    return WeightsAsArguments(function, model)
 
-    def with_weights(values, *args):
-        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-            return function(*args)
 
-    compiled = jax.jit(with_weights)
-    return lambda *args: compiled([variable.value for variable in variables], *args)
+class WeightsAsArguments:
+    """`function` under jax.jit with `model`'s weights passed in as its first argument; called
+    as `function` is. `lower` traces it for weights that are not yet the variables' own (the
+    training state, during training), so that its compilation can start before it is called."""
+
+    def __init__(self, function, model):
+        import jax
+
+        self._variables = variables = list(model.variables)
+
+        def with_weights(values, *args):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return function(*args)
+
+        self._jitted = jax.jit(with_weights)
+
+    def __call__(self, *args):
+        return self._jitted([variable.value for variable in self._variables], *args)
+
+    def lower(self, value_of, *args):
+        """The lowered computation for the variables holding `value_of(variable)` (arrays of the
+        shapes, types and placement they will have) and `args`; its `.compile()` is what a call
+        with them finds, compiled."""
+        return self._jitted.lower([value_of(variable) for variable in self._variables], *args)

@@ -207,7 +207,10 @@ COMPILE_AHEAD_SCRIPT = textwrap.dedent(
         compiles.clear()
         evaluation_compiles.clear()
         options = TrainOptions(output="{output}/" + name, strategy=strategy)
-        return jax_trainer.Trainer(options, config, jax_trainer.setup(options), RunPaths(options.output))
+        trainer = jax_trainer.Trainer(options, config, jax_trainer.setup(options), RunPaths(options.output))
+        # No data read: the task's own evaluation compiles nothing (a run's does: tested below).
+        trainer.task.lower_evaluation = lambda model, value_of: []
+        return trainer
 
     # Without compiling ahead: once per shape, on this thread (the first step, on the variables'
     # own arrays, compiled once more before the state was committed to the device)
@@ -246,6 +249,58 @@ COMPILE_AHEAD_SCRIPT = textwrap.dedent(
 @pytest.mark.slow
 def test_the_steps_compile_ahead_once_per_shape_and_the_steps_find_them(tmp_path):
     run_on_two_cpu_devices(COMPILE_AHEAD_SCRIPT, tmp_path)
+
+
+EVALUATION_AHEAD_SCRIPT = textwrap.dedent(
+    """
+    import threading
+    import jax
+    from tfx_transformer.tasks.translation.task import TranslationTask
+    from tfx_transformer.training.cli import options_from_args
+
+    phase = ["training"]
+    main_thread = []  # (phase, function) of each compilation on the main thread
+    compiling_threads = []
+    def listener(event, duration, fun_name=None, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            if threading.current_thread().name == "MainThread":
+                main_thread.append((phase[0], fun_name))
+            else:
+                compiling_threads.append(fun_name)
+    jax.monitoring.register_event_duration_secs_listener(listener)
+
+    evaluate = TranslationTask.evaluate
+    def evaluate_in_phase(self, model, final=False):
+        phase[0] = "final" if final else "evaluation"
+        try:
+            return evaluate(self, model, final)
+        finally:
+            phase[0] = "training"
+    TranslationTask.evaluate = evaluate_in_phase
+
+    from tfx_transformer.training.loop import run
+    for strategy in ("default", "mirrored"):  # one device; two, the batch split by rows
+        main_thread.clear()
+        compiling_threads.clear()
+        run(options_from_args([*{args}, "--strategy", strategy, "--output", "{output}/" + strategy]))
+        # The greedy decoding of the in-training evaluations compiled ahead, beside the steps,
+        # for the weights they are given: not once more when an evaluation needs it.
+        assert compiling_threads.count("jit(with_weights)") >= 1, compiling_threads
+        assert [f for p, f in main_thread if p == "evaluation"] == [], (strategy, main_thread)
+        # The end's candidates (the best weights, the average of two checkpoints) are placed as
+        # the trained state is: the evaluation step compiled in training serves them.
+        assert "jit(_evaluate)" not in [f for p, f in main_thread], (strategy, main_thread)
+    print("ok")
+    """
+)
+
+
+@pytest.mark.slow
+def test_the_evaluation_decoding_compiles_ahead_and_serves_the_final_candidates(tmp_path):
+    data = numbers_tsv(tmp_path / "train.tsv", 300)
+    args = ["--data", f"tsv:{data}", "--steps", "8", "--eval-every", "4", "--checkpoint-every", "4",
+            "--average-last", "2", "--no-export", *TINY]
+    run_on_two_cpu_devices(EVALUATION_AHEAD_SCRIPT.replace("{args}", repr(args)), tmp_path)
 
 
 @pytest.mark.slow

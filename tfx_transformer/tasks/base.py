@@ -139,6 +139,12 @@ class Task(abc.ABC):
         """The task's validation metrics (besides loss and accuracy), as a dict of floats;
         `final`: the end of the run's evaluation, which may be fuller than those in training."""
 
+    def lower_evaluation(self, model, value_of):
+        """On JAX, what `evaluate(model)` (in training) compiles, lowered for the weights
+        `value_of(variable)`: a list of `jax.stages.Lowered` whose compilation the trainer starts
+        ahead, beside the steps'. Empty by default: it compiles when it first runs."""
+        return []
+
     def final_evaluation_cost(self):
         """(validation, test): the time of the final validation and of the test scoring, each in
         units of one in-training evaluation (for --time-budget's reserve)."""

@@ -153,10 +153,12 @@ class Trainer:
         self._step = 0
         devices = placement.devices or (jax.local_devices()[0],)
         self._data_sharding = NamedSharding(Mesh(np.array(devices), (BATCH_AXIS,)), PartitionSpec(BATCH_AXIS))
+        self._replicated = NamedSharding(self._data_sharding.mesh, PartitionSpec())  # the weights'
         self._train_step = jax.jit(self._train, donate_argnums=0)
         # batch shape -> the Future of the step's (the evaluation's) compilation for it
         self._compilations, self._evaluation_compilations = {}, {}
         self._eval_step = jax.jit(self._evaluate)
+        self._task_compilations = None  # those of the task's evaluation, once started ahead
         self._local_eval_step = None
 
     # State ------------------------------------------------------------------------------------
@@ -198,6 +200,8 @@ class Trainer:
         for group, values in zip(self._variables, self.state):
             for variable, value in zip(group, values):
                 variable.assign(value)
+        for compilation in self._task_compilations or ():
+            compilation.result()  # the task's evaluation comes next: it would compile again
         # The next step donates its state: it must not take the arrays the variables now hold.
         self._shared_with_variables = True
 
@@ -244,10 +248,13 @@ class Trainer:
     def assign_trainable(self, arrays):
         """Gives the model, and the state the steps use, these trainable weights (the end of a
         run's choice of weights)."""
-        set_trainable(self.model, arrays)
-        if not self._spans_processes:  # process 0's copy alone: the others train no more
-            self.state = self._read_variables()
-            self._shared_with_variables = True
+        if self._spans_processes:  # process 0's copy alone: the others train no more
+            set_trainable(self.model, arrays)
+            return
+        # Placed as the trained state is, so that the evaluation's compiled steps serve them.
+        set_trainable(self.model, [jax.device_put(array, self._replicated) for array in arrays])
+        self.state = self._read_variables()
+        self._shared_with_variables = True
 
     def restore(self):
         latest = self.checkpoints.latest()
@@ -349,11 +356,9 @@ class Trainer:
         step would compile for the variables' placement and the second, of the same shape, again."""
         if not self._shared_with_variables:
             return
-        replicated = NamedSharding(self._data_sharding.mesh, PartitionSpec())
-
         def own(array):
             if isinstance(array.sharding, SingleDeviceSharding):
-                return jax.device_put(array, replicated, may_alias=False)
+                return jax.device_put(array, self._replicated, may_alias=False)
             return array.copy()
 
         self.state = jax.tree_util.tree_map(own, self.state)
@@ -361,8 +366,9 @@ class Trainer:
 
     def compile_ahead(self, batches, start, end, evaluation_batches=()):
         """Starts compiling the step for each shape among `batches[start:end]` (the steps about
-        to run) not met before, and the evaluation's for each shape of `evaluation_batches`
-        (the validation batches), side by side in threads.
+        to run) not met before, the evaluation's for each shape of `evaluation_batches` (the
+        validation batches) and, the first time, what the task's evaluation compiles (the
+        greedy decoding that scores BLEU: `Task.lower_evaluation`), side by side in threads.
 
         Otherwise each compiles when the first batch of a shape arrives, one shape after
         another: 7 shapes for max_length 64, most of a short run's first minutes on an H100
@@ -379,14 +385,21 @@ class Trainer:
                 for shape in new_shapes(steps, self._compilations)]
         work += [(self._eval_step, tuple(self.state[:2]), self._evaluation_compilations, shape)
                  for shape in new_shapes(evaluations, self._evaluation_compilations)]
-        if not work:
+        task_evaluation = bool(evaluations) and self._task_compilations is None
+        if not work and not task_evaluation:
             return
-        pool = concurrent.futures.ThreadPoolExecutor(
-            min(len(work), os.cpu_count() or 1), thread_name_prefix="compile"
-        )
+        # A thread per compilation up to one per core (the pool starts them as work comes).
+        pool = concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="compile")
         for function, weights, compilations, shape in work:
             placed = self._place(tuple(np.zeros(dims, "int32") for dims in shape))
             compilations[shape] = pool.submit(function.lower(*weights, placed).compile)
+        if task_evaluation:
+            # Traced here while the steps compile: the task's own compilations (the decoding
+            # that scores BLEU), for the arrays `sync` will give the model's variables.
+            state = {id(variable): array for group, arrays in zip(self._variables[:2], self.state[:2])
+                     for variable, array in zip(group, arrays)}
+            lowered = self.task.lower_evaluation(self.model, lambda variable: state[id(variable)])
+            self._task_compilations = [pool.submit(computation.compile) for computation in lowered]
         pool.shutdown(wait=False)
 
     def make_eval_step(self):

@@ -184,12 +184,18 @@ class TranslationTask(SentencePieceTask):
 
     # Evaluation -------------------------------------------------------------------------------
 
-    def _translate(self, model, texts, beam_size):
+    def _translator(self, model, beam_size):
         if beam_size not in self._translators:
             self._translators[beam_size] = Translator(
                 model, self.vocabulary, beam_size, self.options.length_penalty
             )
-        return self._translators[beam_size].translate(texts)
+        return self._translators[beam_size]
+
+    def _translate(self, model, texts, beam_size):
+        return self._translator(model, beam_size).translate(texts)
+
+    def lower_evaluation(self, model, value_of):
+        return self._translator(model, 1).lower_translation(self.eval_texts[0], value_of)
 
     def evaluate(self, model, final=False):
         """During training, greedy decoding of the --eval-examples sample (cheap, and enough to

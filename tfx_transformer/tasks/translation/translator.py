@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from tfx_transformer import decoding
-from tfx_transformer.compiling import compile_for_backend
+from tfx_transformer.compiling import WeightsAsArguments, compile_for_backend
 from tfx_transformer.data import Tokenizer, pad_rows
 from tfx_transformer.runs import RunPaths
 from tfx_transformer.tokens import END_ID
@@ -69,11 +69,24 @@ class Translator:
     def translate_with_scores(self, texts):
         """(translation, score) per text; the score is beam search's length-normalized one (for
         beam size 1, the summed log-probability)."""
-        decode = self._function(("best",), lambda ids: decoding.translate_ids(
+        return self._run(texts, self._best(), self._one_per_row)
+
+    def lower_translation(self, texts, value_of):
+        """On JAX, the lowered decoding (see `compiling.WeightsAsArguments.lower`) of each input
+        shape `translate(texts)` will meet, in the order it meets them, for the weights
+        `value_of(variable)`: their `.compile()` started ahead is what `translate` then finds.
+        Nothing elsewhere (tf.function traces as it goes)."""
+        decode = self._best()
+        if not isinstance(decode, WeightsAsArguments):
+            return []
+        shapes = dict.fromkeys(source.shape for _, source in self._batches(self._encode(texts)))
+        return [decode.lower(value_of, np.zeros(shape, "int32")) for shape in shapes]
+
+    def _best(self):
+        return self._function(("best",), lambda ids: decoding.translate_ids(
             self.model, ids, self.beam_size, self.length_penalty, self.max_length,
             self.max_length_factor,
         ))
-        return self._run(texts, decode, self._one_per_row)
 
     def nbest(self, texts, num_hypotheses):
         """The `num_hypotheses` best (translation, score) pairs of each text, best first."""
