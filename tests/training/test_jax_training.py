@@ -283,10 +283,12 @@ EVALUATION_AHEAD_SCRIPT = textwrap.dedent(
         main_thread.clear()
         compiling_threads.clear()
         run(options_from_args([*{args}, "--strategy", strategy, "--output", "{output}/" + strategy]))
-        # The greedy decoding of the in-training evaluations compiled ahead, beside the steps,
-        # for the weights they are given: not once more when an evaluation needs it.
-        assert compiling_threads.count("jit(with_weights)") >= 1, compiling_threads
+        # The greedy decoding of the in-training evaluations and the beam search of the end's
+        # compiled ahead, beside the steps, for the weights they are given: not once more when
+        # an evaluation needs them.
+        assert compiling_threads.count("jit(with_weights)") >= 2, compiling_threads
         assert [f for p, f in main_thread if p == "evaluation"] == [], (strategy, main_thread)
+        assert "jit(with_weights)" not in [f for p, f in main_thread], (strategy, main_thread)
         # The end's candidates (the best weights, the average of two checkpoints) are placed as
         # the trained state is: the evaluation step compiled in training serves them.
         assert "jit(_evaluate)" not in [f for p, f in main_thread], (strategy, main_thread)
@@ -296,7 +298,7 @@ EVALUATION_AHEAD_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_the_evaluation_decoding_compiles_ahead_and_serves_the_final_candidates(tmp_path):
+def test_the_evaluation_decoding_compiles_ahead_and_serves_the_end_candidates(tmp_path):
     data = numbers_tsv(tmp_path / "train.tsv", 300)
     args = ["--data", f"tsv:{data}", "--steps", "8", "--eval-every", "4", "--checkpoint-every", "4",
             "--average-last", "2", "--no-export", *TINY]

@@ -139,10 +139,11 @@ class Task(abc.ABC):
         """The task's validation metrics (besides loss and accuracy), as a dict of floats;
         `final`: the end of the run's evaluation, which may be fuller than those in training."""
 
-    def lower_evaluation(self, model, value_of):
-        """On JAX, what `evaluate(model)` (in training) compiles, lowered for the weights
-        `value_of(variable)`: a list of `jax.stages.Lowered` whose compilation the trainer starts
-        ahead, beside the steps'. Empty by default: it compiles when it first runs."""
+    def lower_evaluation(self, model, value_of, final=False):
+        """On JAX, what `evaluate(model, final)` compiles (with `final`, also `test_metrics`),
+        lowered for the weights `value_of(variable)`: a list of `jax.stages.Lowered` whose
+        compilation the trainer starts ahead, beside the steps'. Empty by default: it compiles
+        when it first runs."""
         return []
 
     def final_evaluation_cost(self):

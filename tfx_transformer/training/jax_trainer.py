@@ -158,7 +158,7 @@ class Trainer:
         # batch shape -> the Future of the step's (the evaluation's) compilation for it
         self._compilations, self._evaluation_compilations = {}, {}
         self._eval_step = jax.jit(self._evaluate)
-        self._task_compilations = None  # those of the task's evaluation, once started ahead
+        self._task_compilations = {}  # final -> those of the task's evaluation, once started ahead
         self._local_eval_step = None
 
     # State ------------------------------------------------------------------------------------
@@ -200,8 +200,6 @@ class Trainer:
         for group, values in zip(self._variables, self.state):
             for variable, value in zip(group, values):
                 variable.assign(value)
-        for compilation in self._task_compilations or ():
-            compilation.result()  # the task's evaluation comes next: it would compile again
         # The next step donates its state: it must not take the arrays the variables now hold.
         self._shared_with_variables = True
 
@@ -385,7 +383,7 @@ class Trainer:
                 for shape in new_shapes(steps, self._compilations)]
         work += [(self._eval_step, tuple(self.state[:2]), self._evaluation_compilations, shape)
                  for shape in new_shapes(evaluations, self._evaluation_compilations)]
-        task_evaluation = bool(evaluations) and self._task_compilations is None
+        task_evaluation = bool(evaluations) and not self._task_compilations
         if not work and not task_evaluation:
             return
         # A thread per compilation up to one per core (the pool starts them as work comes).
@@ -395,12 +393,22 @@ class Trainer:
             compilations[shape] = pool.submit(function.lower(*weights, placed).compile)
         if task_evaluation:
             # Traced here while the steps compile: the task's own compilations (the decoding
-            # that scores BLEU), for the arrays `sync` will give the model's variables.
+            # that scores BLEU; then the end's), for the arrays `sync` will give the model's
+            # variables (and `assign_trainable` the end's candidates).
             state = {id(variable): array for group, arrays in zip(self._variables[:2], self.state[:2])
                      for variable, array in zip(group, arrays)}
-            lowered = self.task.lower_evaluation(self.model, lambda variable: state[id(variable)])
-            self._task_compilations = [pool.submit(computation.compile) for computation in lowered]
+            for final in (False, True):
+                lowered = self.task.lower_evaluation(
+                    self.model, lambda variable: state[id(variable)], final
+                )
+                self._task_compilations[final] = [pool.submit(c.compile) for c in lowered]
         pool.shutdown(wait=False)
+
+    def wait_for_task_compilations(self, final):
+        """Until what `compile_ahead` started of the task's evaluation (`final`: the end's) is
+        compiled: the evaluation would otherwise compile it again."""
+        for compilation in self._task_compilations.get(final, ()):
+            compilation.result()
 
     def make_eval_step(self):
         """(loss sum, correct, tokens) of a validation batch, for the weights `sync` gave the

@@ -219,6 +219,7 @@ class Evaluator:
             loss_sum += float(batch_loss)
             correct += float(batch_correct)
             tokens += float(batch_tokens)
+        self.trainer.wait_for_task_compilations(final)
         return {
             "loss": loss_sum / max(tokens, 1.0),
             "accuracy": correct / max(tokens, 1.0),

@@ -93,6 +93,9 @@ class Trainer:
         """Nothing to start ahead: tf.function traces its steps (Python, under Python's lock) as
         they meet each shape."""
 
+    def wait_for_task_compilations(self, final):
+        """Nothing started ahead (see `compile_ahead`)."""
+
     def restore(self):
         # Every worker restores the chief's checkpoint: a cluster's workers share the run folder
         # (the other workers save only to scratch folders, see `distribute.writable_folder`).

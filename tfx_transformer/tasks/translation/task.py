@@ -194,8 +194,13 @@ class TranslationTask(SentencePieceTask):
     def _translate(self, model, texts, beam_size):
         return self._translator(model, beam_size).translate(texts)
 
-    def lower_evaluation(self, model, value_of):
-        return self._translator(model, 1).lower_translation(self.eval_texts[0], value_of)
+    def lower_evaluation(self, model, value_of, final=False):
+        if not final:
+            return self._translator(model, 1).lower_translation(self.eval_texts[0], value_of)
+        sources = list(self.valid_text.sources)
+        if self.test_text is not None:
+            sources += list(self.test_text.sources)
+        return self._translator(model, self.options.beam_size).lower_translation(sources, value_of)
 
     def evaluate(self, model, final=False):
         """During training, greedy decoding of the --eval-examples sample (cheap, and enough to

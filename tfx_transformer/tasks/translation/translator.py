@@ -50,6 +50,7 @@ class Translator:
         self.batch_size = batch_size
         self.long_inputs = long_inputs
         self._compiled = {}
+        self._lowered = set()  # the input shapes `lower_translation` gave
 
     @classmethod
     def from_run(cls, run_dir, **settings):
@@ -80,6 +81,8 @@ class Translator:
         if not isinstance(decode, WeightsAsArguments):
             return []
         shapes = dict.fromkeys(source.shape for _, source in self._batches(self._encode(texts)))
+        shapes = [shape for shape in shapes if shape not in self._lowered]
+        self._lowered.update(shapes)  # lowered once: a compilation each, whoever asks again
         return [decode.lower(value_of, np.zeros(shape, "int32")) for shape in shapes]
 
     def _best(self):
