@@ -101,8 +101,8 @@ def add_engine_flags(add):
     add("--jit-compile", action="store_const", const=True,
         help="TensorFlow: XLA-compile the training step (JAX always compiles it)")
     add("--no-compile-ahead", dest="compile_ahead", action="store_const", const=False,
-        help="JAX: compile the training (evaluation) step for each batch shape when it first "
-        "meets it, not all of them side by side before training")
+        help="JAX: compile the training and evaluation steps (and the evaluations' decoding) "
+        "for each shape when first met, not all of them side by side before training")
 
 
 # `python train.py --help` prints this file, so that help needs no import of the package (whose

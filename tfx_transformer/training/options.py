@@ -64,7 +64,7 @@ class TrainOptions(JsonDataclass):
     samples: int = 5
     word_dropout: float = 0.1  # tagging: share of training words replaced by <unk>
     export: bool = True
-    compile_ahead: bool = True  # JAX: the steps' and evaluation's shapes compiled side by side first
+    compile_ahead: bool = True  # JAX: the steps' and evaluations' shapes compiled side by side first
     resume: bool = False
 
     def __post_init__(self):
