@@ -354,6 +354,7 @@ class Trainer:
         step would compile for the variables' placement and the second, of the same shape, again."""
         if not self._shared_with_variables:
             return
+
         def own(array):
             if isinstance(array.sharding, SingleDeviceSharding):
                 return jax.device_put(array, self._replicated, may_alias=False)
@@ -365,8 +366,9 @@ class Trainer:
     def compile_ahead(self, batches, start, end, evaluation_batches=()):
         """Starts compiling the step for each shape among `batches[start:end]` (the steps about
         to run) not met before, the evaluation's for each shape of `evaluation_batches` (the
-        validation batches) and, the first time, what the task's evaluation compiles (the
-        greedy decoding that scores BLEU: `Task.lower_evaluation`), side by side in threads.
+        validation batches) and, the first time, what the task's evaluations compile (the
+        greedy decoding that scores BLEU in training, the end's beam search:
+        `Task.lower_evaluation`), side by side in threads.
 
         Otherwise each compiles when the first batch of a shape arrives, one shape after
         another: 7 shapes for max_length 64, most of a short run's first minutes on an H100
