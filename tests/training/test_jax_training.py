@@ -209,7 +209,7 @@ COMPILE_AHEAD_SCRIPT = textwrap.dedent(
         options = TrainOptions(output="{output}/" + name, strategy=strategy)
         trainer = jax_trainer.Trainer(options, config, jax_trainer.setup(options), RunPaths(options.output))
         # No data read: the task's own evaluation compiles nothing (a run's does: tested below).
-        trainer.task.lower_evaluation = lambda model, value_of: []
+        trainer.task.lower_evaluation = lambda model, value_of, final: []
         return trainer
 
     # Without compiling ahead: once per shape, on this thread (the first step, on the variables'
