@@ -2,6 +2,13 @@
 compiler, reading the model's weights as they are at each call."""
 
 import keras
+import numpy as np
+
+from tfx_transformer.data import pad_rows
+
+# On JAX, id arrays given to a compiled function are full batches of widths rounded up to this,
+# so that jax.jit compiles a bounded number of times (at most max_length / 16 widths).
+JAX_WIDTH_MULTIPLE = 16
 
 
 def compile_for_backend(function, inputs=1, model=None):
@@ -29,6 +36,15 @@ def compile_for_backend(function, inputs=1, model=None):
     return WeightsAsArguments(function, model)
 
 
+def pad_batch(rows, batch_size):
+    """Lists of ids (at most `batch_size`) -> int32 [rows, width], 0-padded on the right: as
+    they are on TensorFlow, a bounded set of shapes on JAX (`batch_size` rows, widths rounded
+    up to `JAX_WIDTH_MULTIPLE`)."""
+    if keras.backend.backend() != "jax":
+        return pad_rows(rows)
+    return pad_rows(rows + [[0]] * (batch_size - len(rows)), JAX_WIDTH_MULTIPLE)
+
+
 class WeightsAsArguments:
     """`function` under jax.jit with `model`'s weights passed in as its first argument; called
     as `function` is. `lower` traces it for weights that are not yet the variables' own (the
@@ -44,6 +60,7 @@ class WeightsAsArguments:
                 return function(*args)
 
         self._jitted = jax.jit(with_weights)
+        self._lowered = set()  # the input shapes `lower_new` gave
 
     def __call__(self, *args):
         return self._jitted([variable.value for variable in self._variables], *args)
@@ -53,3 +70,10 @@ class WeightsAsArguments:
         shapes, types and placement they will have) and `args`; its `.compile()` is what a call
         with them finds, compiled."""
         return self._jitted.lower([value_of(variable) for variable in self._variables], *args)
+
+    def lower_new(self, value_of, shapes):
+        """`lower` for a function of one int32 array, for each of `shapes` not lowered before
+        (a compilation each, however often asked), in their order."""
+        new = [shape for shape in dict.fromkeys(shapes) if shape not in self._lowered]
+        self._lowered.update(new)
+        return [self.lower(value_of, np.zeros(shape, "int32")) for shape in new]

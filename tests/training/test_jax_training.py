@@ -253,9 +253,9 @@ def test_the_steps_compile_ahead_once_per_shape_and_the_steps_find_them(tmp_path
 
 EVALUATION_AHEAD_SCRIPT = textwrap.dedent(
     """
-    import threading
+    import json, math, threading
     import jax
-    from tfx_transformer.tasks.translation.task import TranslationTask
+    from tfx_transformer.training import loop
     from tfx_transformer.training.cli import options_from_args
 
     phase = ["training"]
@@ -269,40 +269,47 @@ EVALUATION_AHEAD_SCRIPT = textwrap.dedent(
                 compiling_threads.append(fun_name)
     jax.monitoring.register_event_duration_secs_listener(listener)
 
-    evaluate = TranslationTask.evaluate
-    def evaluate_in_phase(self, model, final=False):
+    measure = loop.Evaluator.measure
+    def measure_in_phase(self, final):
         phase[0] = "final" if final else "evaluation"
         try:
-            return evaluate(self, model, final)
+            return measure(self, final)
         finally:
             phase[0] = "training"
-    TranslationTask.evaluate = evaluate_in_phase
+    loop.Evaluator.measure = measure_in_phase
 
-    from tfx_transformer.training.loop import run
-    for strategy in ("default", "mirrored"):  # one device; two, the batch split by rows
+    for name, args in {runs}.items():
         main_thread.clear()
         compiling_threads.clear()
-        run(options_from_args([*{args}, "--strategy", strategy, "--output", "{output}/" + strategy]))
-        # The greedy decoding of the in-training evaluations and the beam search of the end's
-        # compiled ahead, beside the steps, for the weights they are given: not once more when
-        # an evaluation needs them.
-        assert compiling_threads.count("jit(with_weights)") >= 2, compiling_threads
-        assert [f for p, f in main_thread if p == "evaluation"] == [], (strategy, main_thread)
-        assert "jit(with_weights)" not in [f for p, f in main_thread], (strategy, main_thread)
+        loop.run(options_from_args([*args, "--output", "{output}/" + name]))
+        # What the evaluations compile (their steps; the greedy decoding that scores BLEU in
+        # training and the end's beam search, the tagger's predictions) compiled ahead, beside
+        # the steps, for the weights they are given: not once more when an evaluation needs it.
+        assert "jit(with_weights)" in compiling_threads, (name, compiling_threads)
+        assert [f for p, f in main_thread if p == "evaluation"] == [], (name, main_thread)
         # The end's candidates (the best weights, the average of two checkpoints) are placed as
-        # the trained state is: the evaluation step compiled in training serves them.
-        assert "jit(_evaluate)" not in [f for p, f in main_thread], (strategy, main_thread)
+        # the trained state is: what was compiled in training serves them.
+        assert {"jit(with_weights)", "jit(_evaluate)"}.isdisjoint(f for p, f in main_thread), (
+            name, main_thread)
+        with open("{output}/" + name + "/metrics.json") as file:
+            assert math.isfinite(json.load(file)["loss"])
     print("ok")
     """
 )
 
 
 @pytest.mark.slow
-def test_the_evaluation_decoding_compiles_ahead_and_serves_the_end_candidates(tmp_path):
+def test_the_evaluations_compile_ahead_and_serve_the_end_candidates(tmp_path):
+    """Translation on one device and on two (the batch split by rows), tagging on one."""
     data = numbers_tsv(tmp_path / "train.tsv", 300)
-    args = ["--data", f"tsv:{data}", "--steps", "8", "--eval-every", "4", "--checkpoint-every", "4",
-            "--average-last", "2", "--no-export", *TINY]
-    run_on_two_cpu_devices(EVALUATION_AHEAD_SCRIPT.replace("{args}", repr(args)), tmp_path)
+    common = ["--steps", "8", "--eval-every", "4", "--checkpoint-every", "4", "--average-last", "2",
+              "--no-export", *TINY]
+    runs = {
+        "translation-one": ["--data", f"tsv:{data}", "--strategy", "default", *common],
+        "translation-two": ["--data", f"tsv:{data}", "--strategy", "mirrored", *common],
+        "tagging": ["--task", "tagging", "--strategy", "default", *common],
+    }
+    run_on_two_cpu_devices(EVALUATION_AHEAD_SCRIPT.replace("{runs}", repr(runs)), tmp_path)
 
 
 @pytest.mark.slow

@@ -119,3 +119,29 @@ def test_tagging_and_lm_train_under_mirrored_strategy(task, extra, tmp_path):
     )
     assert "MirroredStrategy" in result.stdout and "2 replica(s)" in result.stdout
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["steps"] == 4
+
+
+def test_tagging_predicts_in_batches_of_similar_length_and_keeps_the_input_order(tmp_path):
+    """Each sentence gets the tags the model gives it alone, whatever the batch it was sorted
+    into (an untrained model, whose tags vary from token to token: a sentence given another's
+    tags would show)."""
+    import numpy as np
+
+    from tfx_transformer.runs import RunPaths
+    from tfx_transformer.tasks.tagging.task import PREDICT_BATCH_SIZE, TaggingTask
+    from tfx_transformer.tasks.tagging.vocabulary import TagVocabulary
+    from tfx_transformer.training.options import TrainOptions
+
+    data = entities_split("validation", sizes={"validation": 2 * PREDICT_BATCH_SIZE + 7})
+    task = TaggingTask(TrainOptions(task="tagging", model={"d_model": 32, "d_ff": 64, "num_heads": 2}),
+                       RunPaths(str(tmp_path / "run")))
+    task.vocabulary = TagVocabulary.build(data)
+    config = task.model_config(task.vocabulary.vocab_size)
+    task.max_length = config.max_length
+    model = task.build_model(config)
+    encoded = task.encode_for_evaluation(data)
+    assert len({len(words) for words in encoded.words}) > 3  # lengths that sorting reorders
+    tagged = task.predict(model, data, encoded)
+    for sentence, words, tags in zip(data.tokens, encoded.words, tagged):
+        alone = np.asarray(model.predict_tags(np.array([words], "int32")))[0]
+        assert tags == task.vocabulary.decode_tags(alone) + ["O"] * (len(sentence) - len(words))

@@ -4,14 +4,16 @@
 import keras
 import numpy as np
 
-from tfx_transformer.compiling import compile_for_backend
-from tfx_transformer.data import BatchShapes, DataError, pad_rows, split_off
+from tfx_transformer.compiling import WeightsAsArguments, compile_for_backend, pad_batch
+from tfx_transformer.data import BatchShapes, DataError, split_off
 from tfx_transformer.models import TransformerTagger
 from tfx_transformer.reporting import attention_image, log, markdown_table
 from tfx_transformer.tasks.base import Task
 from tfx_transformer.tasks.tagging import data as tagging_data
 from tfx_transformer.tasks.tagging.metrics import entity_scores
 from tfx_transformer.tasks.tagging.vocabulary import TagVocabulary
+
+PREDICT_BATCH_SIZE = 64  # sentences tagged together (sorted by length)
 
 
 class TaggingTask(Task):
@@ -115,20 +117,39 @@ class TaggingTask(Task):
 
     # Evaluation -------------------------------------------------------------------------------
 
-    def predict(self, model, data, encoded, batch_size=64):
+    def predict(self, model, data, encoded):
         """Tag strings per sentence, one per token of `data` (O past the model's max_length)."""
-        if self._predict_ids is None:
-            self._predict_ids = compile_for_backend(model.predict_tags, model=model)
-        predict = self._predict_ids
-        results = []
-        for start in range(0, len(encoded.words), batch_size):
-            rows = encoded.words[start : start + batch_size]
-            tag_ids = keras.ops.convert_to_numpy(predict(pad_rows(rows)))
-            for row, ids in enumerate(rows):
-                results.append(self.vocabulary.decode_tags(tag_ids[row, : len(ids)]))
+        predict = self._predictor(model)
+        results = [None] * len(encoded.words)
+        for chunk, ids in self._batches(encoded):
+            tag_ids = keras.ops.convert_to_numpy(predict(ids))
+            for row, index in enumerate(chunk):
+                results[index] = self.vocabulary.decode_tags(tag_ids[row, : len(encoded.words[index])])
         return [
             tags + ["O"] * (len(sentence) - len(tags)) for tags, sentence in zip(results, data.tokens)
         ]
+
+    def _predictor(self, model):
+        if self._predict_ids is None:
+            self._predict_ids = compile_for_backend(model.predict_tags, model=model)
+        return self._predict_ids
+
+    def _batches(self, encoded):
+        """(indices, padded word ids) of batches of sentences of similar length."""
+        order = np.argsort([len(words) for words in encoded.words], kind="stable")
+        for start in range(0, len(order), PREDICT_BATCH_SIZE):
+            chunk = order[start : start + PREDICT_BATCH_SIZE].tolist()
+            yield chunk, pad_batch([encoded.words[i] for i in chunk], PREDICT_BATCH_SIZE)
+
+    def lower_evaluation(self, model, value_of, final=False):
+        predict = self._predictor(model)
+        if not isinstance(predict, WeightsAsArguments):
+            return []
+        # The evaluations tag the validation sentences; the end, the test sentences too.
+        sets = [self.valid_encoded]
+        if final and self.test_text is not None:
+            sets.append(self.test_encoded)
+        return predict.lower_new(value_of, (ids.shape for data in sets for _, ids in self._batches(data)))
 
     def evaluate(self, model, final=False):
         self.predicted = self.predict(model, self.valid_text, self.valid_encoded)

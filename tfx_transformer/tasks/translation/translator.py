@@ -13,13 +13,12 @@ import keras
 import numpy as np
 
 from tfx_transformer import decoding
-from tfx_transformer.compiling import WeightsAsArguments, compile_for_backend
-from tfx_transformer.data import Tokenizer, pad_rows
+from tfx_transformer.compiling import WeightsAsArguments, compile_for_backend, pad_batch
+from tfx_transformer.data import Tokenizer
 from tfx_transformer.runs import RunPaths
 from tfx_transformer.tokens import END_ID
 
 LONG_INPUTS = ("truncate", "refuse")
-JAX_WIDTH_MULTIPLE = 16
 
 
 class InputTooLong(ValueError):
@@ -50,7 +49,6 @@ class Translator:
         self.batch_size = batch_size
         self.long_inputs = long_inputs
         self._compiled = {}
-        self._lowered = set()  # the input shapes `lower_translation` gave
 
     @classmethod
     def from_run(cls, run_dir, **settings):
@@ -80,10 +78,7 @@ class Translator:
         decode = self._best()
         if not isinstance(decode, WeightsAsArguments):
             return []
-        shapes = dict.fromkeys(source.shape for _, source in self._batches(self._encode(texts)))
-        shapes = [shape for shape in shapes if shape not in self._lowered]
-        self._lowered.update(shapes)  # lowered once: a compilation each, whoever asks again
-        return [decode.lower(value_of, np.zeros(shape, "int32")) for shape in shapes]
+        return decode.lower_new(value_of, (source.shape for _, source in self._batches(self._encode(texts))))
 
     def _best(self):
         return self._function(("best",), lambda ids: decoding.translate_ids(
@@ -121,7 +116,7 @@ class Translator:
         target_ids = self._encode(targets)
         results = [None] * len(sources)
         for chunk, source in self._batches(self._encode(sources)):
-            target = self._pad([target_ids[i] for i in chunk], len(chunk))
+            target = pad_batch([target_ids[i] for i in chunk], self.batch_size)
             per_token, totals = decode(source, target)
             per_token, totals = keras.ops.convert_to_numpy(per_token), keras.ops.convert_to_numpy(totals)
             for row, i in enumerate(chunk):
@@ -146,13 +141,7 @@ class Translator:
         order = np.argsort([len(ids) for ids in encoded], kind="stable")
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size].tolist()
-            yield chunk, self._pad([encoded[i] for i in chunk], len(chunk))
-
-    def _pad(self, rows, count):
-        if keras.backend.backend() != "jax":
-            return pad_rows(rows)
-        # Bounded shapes, so that jax.jit compiles a bounded number of times.
-        return pad_rows(rows + [[0]] * (self.batch_size - count), JAX_WIDTH_MULTIPLE)
+            yield chunk, pad_batch([encoded[i] for i in chunk], self.batch_size)
 
     def _run(self, texts, decode, unpack):
         texts = list(texts)
