@@ -71,9 +71,20 @@ class WeightsAsArguments:
         with them finds, compiled."""
         return self._jitted.lower([value_of(variable) for variable in self._variables], *args)
 
-    def lower_new(self, value_of, shapes):
-        """`lower` for a function of one int32 array, for each of `shapes` not lowered before
-        (a compilation each, however often asked), in their order."""
+    def lower_new(self, value_of, shapes, inputs=1):
+        """`lower` for a function of `inputs` int32 arrays of one shape, for each of `shapes`
+        not lowered before (a compilation each, however often asked), in their order."""
         new = [shape for shape in dict.fromkeys(shapes) if shape not in self._lowered]
         self._lowered.update(new)
-        return [self.lower(value_of, np.zeros(shape, "int32")) for shape in new]
+        return [self.lower(value_of, *[np.zeros(shape, "int32")] * inputs) for shape in new]
+
+
+def reused(compiled, key, make):
+    """`make()`'s compiled function, kept in `compiled` (a dict its caller holds for one model)
+    under `key` and reused: jax.jit compiles every new function object anew, so one made for
+    each evaluation would compile at each evaluation. `compiled` None: a new one."""
+    if compiled is None:
+        return make()
+    if key not in compiled:
+        compiled[key] = make()
+    return compiled[key]

@@ -255,6 +255,9 @@ EVALUATION_AHEAD_SCRIPT = textwrap.dedent(
     """
     import json, math, threading
     import jax
+    from tfx_transformer.tasks.lm.task import LanguageModelTask
+    from tfx_transformer.tasks.tagging.task import TaggingTask
+    from tfx_transformer.tasks.translation.task import TranslationTask
     from tfx_transformer.training import loop
     from tfx_transformer.training.cli import options_from_args
 
@@ -269,28 +272,33 @@ EVALUATION_AHEAD_SCRIPT = textwrap.dedent(
                 compiling_threads.append(fun_name)
     jax.monitoring.register_event_duration_secs_listener(listener)
 
-    measure = loop.Evaluator.measure
-    def measure_in_phase(self, final):
-        phase[0] = "final" if final else "evaluation"
-        try:
-            return measure(self, final)
-        finally:
-            phase[0] = "training"
-    loop.Evaluator.measure = measure_in_phase
+    def in_phase(function, name_of):
+        def wrapped(self, *args, **kwargs):
+            phase[0] = name_of(*args, **kwargs)
+            try:
+                return function(self, *args, **kwargs)
+            finally:
+                phase[0] = "training"
+        return wrapped
+    loop.Evaluator.measure = in_phase(loop.Evaluator.measure, lambda final: "end" if final else "evaluation")
+    for task in (TranslationTask, TaggingTask, LanguageModelTask):
+        task.test_metrics = in_phase(task.test_metrics, lambda model: "test")
 
     for name, args in {runs}.items():
         main_thread.clear()
         compiling_threads.clear()
         loop.run(options_from_args([*args, "--output", "{output}/" + name]))
         # What the evaluations compile (their steps; the greedy decoding that scores BLEU in
-        # training and the end's beam search, the tagger's predictions) compiled ahead, beside
-        # the steps, for the weights they are given: not once more when an evaluation needs it.
+        # training and the end's beam search, the tagger's predictions, the language model's
+        # scores per segment) compiled ahead, beside the steps, for the weights they are given,
+        # and kept: not once more when an evaluation needs it.
         assert "jit(with_weights)" in compiling_threads, (name, compiling_threads)
         assert [f for p, f in main_thread if p == "evaluation"] == [], (name, main_thread)
         # The end's candidates (the best weights, the average of two checkpoints) are placed as
-        # the trained state is: what was compiled in training serves them.
-        assert {"jit(with_weights)", "jit(_evaluate)"}.isdisjoint(f for p, f in main_thread), (
-            name, main_thread)
+        # the trained state is: what was compiled in training serves them. (The language
+        # model's test set is also scored with a sliding window, which compiles when it comes.)
+        ended = [f for p, f in main_thread if p == "end" or (p == "test" and name != "lm")]
+        assert {"jit(with_weights)", "jit(_evaluate)"}.isdisjoint(ended), (name, main_thread)
         with open("{output}/" + name + "/metrics.json") as file:
             assert math.isfinite(json.load(file)["loss"])
     print("ok")
@@ -300,7 +308,8 @@ EVALUATION_AHEAD_SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_the_evaluations_compile_ahead_and_serve_the_end_candidates(tmp_path):
-    """Translation on one device and on two (the batch split by rows), tagging on one."""
+    """Translation on one device and on two (the batch split by rows); tagging and the
+    language model on one."""
     data = numbers_tsv(tmp_path / "train.tsv", 300)
     common = ["--steps", "8", "--eval-every", "4", "--checkpoint-every", "4", "--average-last", "2",
               "--no-export", *TINY]
@@ -308,6 +317,7 @@ def test_the_evaluations_compile_ahead_and_serve_the_end_candidates(tmp_path):
         "translation-one": ["--data", f"tsv:{data}", "--strategy", "default", *common],
         "translation-two": ["--data", f"tsv:{data}", "--strategy", "mirrored", *common],
         "tagging": ["--task", "tagging", "--strategy", "default", *common],
+        "lm": ["--task", "lm", "--strategy", "default", "--set", "max_length=16", *common],
     }
     run_on_two_cpu_devices(EVALUATION_AHEAD_SCRIPT.replace("{runs}", repr(runs)), tmp_path)
 

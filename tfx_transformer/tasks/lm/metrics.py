@@ -8,7 +8,8 @@
   Transformer-XL memory (one pass per segment).
 
 Each scores the same predictions (token 1 .. N-1 of the stream from what precedes it) and
-returns {"perplexity", "tokens", "seconds"}.
+returns {"perplexity", "tokens", "seconds"}. `compiled`: a dict the caller keeps for one model,
+in which the compiled functions are kept from one call to the next (evaluations in training).
 """
 
 import math
@@ -17,7 +18,7 @@ import time
 import numpy as np
 from keras import ops
 
-from tfx_transformer.compiling import compile_for_backend
+from tfx_transformer.compiling import WeightsAsArguments, compile_for_backend, reused
 from tfx_transformer.tasks.lm.data import segments_at
 
 
@@ -27,9 +28,13 @@ def _log_probs_of(logits, labels):
     return ops.squeeze(ops.take_along_axis(log_probs, ops.expand_dims(labels, -1), axis=-1), -1)
 
 
-def _scorer(model, last_only=False):
+def _scorer(model, last_only=False, compiled=None):
     """(ids [B, L], labels [B, L]) -> log-probabilities [B, L], compiled; with `last_only`,
     labels [B, 1] of the last position and log-probabilities [B]."""
+    return reused(compiled, ("score", last_only), lambda: _compile_scorer(model, last_only))
+
+
+def _compile_scorer(model, last_only):
 
     def score(ids, labels):
         logits = model(ids, training=False)
@@ -48,13 +53,13 @@ def _result(total_log_prob, count, started):
     }
 
 
-def per_segment(model, stream, batch_size=32):
+def per_segment(model, stream, batch_size=32, compiled=None):
     """Segments of `max_length` tokens scored independently."""
     started = time.time()
     stream = np.asarray(stream, "int32")
     length = model.model_config.max_length
     inputs, labels = segments(stream, length)
-    score = _scorer(model)
+    score = _scorer(model, compiled=compiled)
     total, count = 0.0, 0
     for start in range(0, len(inputs), batch_size):
         ids, targets = inputs[start : start + batch_size], labels[start : start + batch_size]
@@ -65,7 +70,18 @@ def per_segment(model, stream, batch_size=32):
     return _result(total, count, started)
 
 
-def sliding_window(model, stream, batch_size=128):
+def lower_per_segment(model, stream, value_of, compiled, batch_size=32):
+    """On JAX, `per_segment(model, stream, batch_size, compiled)`'s compilations not made
+    before, lowered for the weights `value_of(variable)` (see `WeightsAsArguments.lower`)."""
+    score = _scorer(model, compiled=compiled)
+    if not isinstance(score, WeightsAsArguments):
+        return []
+    count = len(segments(np.asarray(stream, "int32"), model.model_config.max_length)[0])
+    rows = [min(batch_size, count - start) for start in range(0, count, batch_size)]
+    return score.lower_new(value_of, [(row, model.model_config.max_length) for row in rows], inputs=2)
+
+
+def sliding_window(model, stream, batch_size=128, compiled=None):
     """Token t + 1 from tokens max(0, t - L + 1) .. t: one window per prediction."""
     started = time.time()
     stream = np.asarray(stream, "int32")
@@ -74,8 +90,9 @@ def sliding_window(model, stream, batch_size=128):
     # The first L - 1 predictions share the first window (the model is causal, so what follows
     # position t cannot change its prediction); each later one has its own window ending at t.
     head = min(length, predictions)
-    total = float(ops.convert_to_numpy(_scorer(model)(stream[None, :head], stream[None, 1 : head + 1])).sum())
-    score_last = _scorer(model, last_only=True)
+    score = _scorer(model, compiled=compiled)
+    total = float(ops.convert_to_numpy(score(stream[None, :head], stream[None, 1 : head + 1])).sum())
+    score_last = _scorer(model, last_only=True, compiled=compiled)
     ends = np.arange(head, predictions)  # predict stream[end + 1] from a window ending at `end`
     for start in range(0, len(ends), batch_size):
         chunk = ends[start : start + batch_size]
@@ -84,7 +101,7 @@ def sliding_window(model, stream, batch_size=128):
     return _result(total, predictions, started)
 
 
-def with_memory(model, stream):
+def with_memory(model, stream, compiled=None):
     """Segment after segment in one sequence, the memory carried from each to the next."""
     started = time.time()
     stream = np.asarray(stream, "int32")
@@ -94,7 +111,8 @@ def with_memory(model, stream):
         logits, memory = model.step(ids, memory, training=False)
         return _log_probs_of(logits, labels), memory
 
-    step = compile_for_backend(step, inputs=None, model=model)  # the memory is a nested tuple
+    # the memory is a nested tuple
+    step = reused(compiled, "with_memory", lambda: compile_for_backend(step, inputs=None, model=model))
     memory = model.empty_memory(1)
     total, count = 0.0, 0
     for ids, targets in zip(inputs, labels):

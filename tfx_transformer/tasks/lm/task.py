@@ -32,6 +32,7 @@ class LanguageModelTask(SentencePieceTask):
         check_lm_config(settings)
         self.memory_length = settings.memory_length
         self.batch_arity = 3 if self.memory_length else 2  # ([context,] inputs, labels)
+        self._compiled = {}  # the metrics' compiled functions, kept between evaluations
 
     def prepare(self):
         options = self.options
@@ -85,8 +86,18 @@ class LanguageModelTask(SentencePieceTask):
         return "with_memory" if self.memory_length else "per_segment"
 
     def evaluate(self, model, final=False):
-        result = lm_metrics.PROCEDURES[self._procedure()](model, self.valid_stream)
+        result = lm_metrics.PROCEDURES[self._procedure()](model, self.valid_stream, compiled=self._compiled)
         return {"perplexity": result["perplexity"]}
+
+    def lower_evaluation(self, model, value_of, final=False):
+        # Per segment only: with a memory, the memory a segment passes on is placed as the
+        # step's output, not as the first segment's empty one (what to lower is not known
+        # before a call); the sliding window of the test set compiles when it comes.
+        streams = [self.valid_stream] if self._procedure() == "per_segment" else []
+        if final and self.test_stream is not None:
+            streams.append(self.test_stream)
+        return [lowered for stream in streams
+                for lowered in lm_metrics.lower_per_segment(model, stream, value_of, self._compiled)]
 
     def describe_metrics(self, metrics):
         return f"perplexity {metrics['perplexity']:.3f} ({self._procedure().replace('_', ' ')})"
@@ -97,7 +108,7 @@ class LanguageModelTask(SentencePieceTask):
         names = ["per_segment", "sliding_window"] + (["with_memory"] if self.memory_length else [])
         results = {"test_tokens": len(self.test_stream) - 1}
         for name in names:
-            result = lm_metrics.PROCEDURES[name](model, self.test_stream)
+            result = lm_metrics.PROCEDURES[name](model, self.test_stream, compiled=self._compiled)
             results[f"test_perplexity_{name}"] = result["perplexity"]
             results[f"test_seconds_{name}"] = result["seconds"]
             log(f"test perplexity {name.replace('_', ' ')}: {result['perplexity']:.3f} "
