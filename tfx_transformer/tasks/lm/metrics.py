@@ -111,7 +111,7 @@ def with_memory(model, stream, compiled=None):
         logits, memory = model.step(ids, memory, training=False)
         return _log_probs_of(logits, labels), memory
 
-    # the memory is a nested tuple
+    # inputs=None: the memory is a nested tuple
     step = reused(compiled, "with_memory", lambda: compile_for_backend(step, inputs=None, model=model))
     memory = model.empty_memory(1)
     total, count = 0.0, 0

@@ -4,7 +4,7 @@
 import keras
 import numpy as np
 
-from tfx_transformer.compiling import WeightsAsArguments, compile_for_backend, pad_batch
+from tfx_transformer.compiling import WeightsAsArguments, compile_for_backend, pad_batch, reused
 from tfx_transformer.data import BatchShapes, DataError, split_off
 from tfx_transformer.models import TransformerTagger
 from tfx_transformer.reporting import attention_image, log, markdown_table
@@ -29,7 +29,7 @@ class TaggingTask(Task):
     def __init__(self, options, paths):
         super().__init__(options, paths)
         self.predicted = []
-        self._predict_ids = None
+        self._compiled = {}  # the compiled predictions, kept between evaluations
 
     # Data and vocabulary ----------------------------------------------------------------------
 
@@ -130,9 +130,7 @@ class TaggingTask(Task):
         ]
 
     def _predictor(self, model):
-        if self._predict_ids is None:
-            self._predict_ids = compile_for_backend(model.predict_tags, model=model)
-        return self._predict_ids
+        return reused(self._compiled, "predict", lambda: compile_for_backend(model.predict_tags, model=model))
 
     def _batches(self, encoded):
         """(indices, padded word ids) of batches of sentences of similar length."""

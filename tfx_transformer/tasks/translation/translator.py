@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from tfx_transformer import decoding
-from tfx_transformer.compiling import WeightsAsArguments, compile_for_backend, pad_batch
+from tfx_transformer.compiling import WeightsAsArguments, compile_for_backend, pad_batch, reused
 from tfx_transformer.data import Tokenizer
 from tfx_transformer.runs import RunPaths
 from tfx_transformer.tokens import END_ID
@@ -161,7 +161,5 @@ class Translator:
 
     def _function(self, key, function, inputs=1):
         """`function` of `inputs` id tensors, compiled for this backend once per mode and settings."""
-        if key not in self._compiled:
-            self._compiled[key] = compile_for_backend(function, inputs, self.model)
-        return self._compiled[key]
+        return reused(self._compiled, key, lambda: compile_for_backend(function, inputs, self.model))
 
