@@ -179,22 +179,25 @@ class RestHandler(BaseHTTPRequestHandler):
                     return self.reply(200, metadata_json(model, version))
                 return self.reply(200, status_json(model, version))
             if method == "POST" and route["verb"] == "predict":
-                return self.reply(200, self.predict(model, version))
-            if method == "POST" and route["verb"] in ("classify", "regress"):
+                code, body = 200, self.predict(model, version)
+            elif method == "POST" and route["verb"] in ("classify", "regress"):
                 raise ServingError(f"{route['verb']} is not supported: the export is a predict signature.")
-            raise ServingError(f"Malformed request: {method} {self.path}", 405, "UNIMPLEMENTED")
+            else:
+                raise ServingError(f"Malformed request: {method} {self.path}", 405, "UNIMPLEMENTED")
         except ServingError as error:
             status = error.grpc  # the same status names as the gRPC front end records
-            self.reply(error.code, {"error": str(error)})
+            code, body = error.code, {"error": str(error)}
         except Exception as error:  # never a dropped connection: a 500 with the reason
             status = "INTERNAL"
             log.exception("request failed")
-            self.reply(500, {"error": f"Internal error: {error}"})
-        finally:
-            if method == "POST" and route and route["verb"]:
-                self.model_server.metrics.record(
-                    route["name"], self.signature_name, "REST", status, time.time() - started
-                )
+            code, body = 500, {"error": f"Internal error: {error}"}
+        # Counted before the answer goes out: a client that reads the metrics once answered
+        # finds its request there.
+        if method == "POST" and route and route["verb"]:
+            self.model_server.metrics.record(
+                route["name"], self.signature_name, "REST", status, time.time() - started
+            )
+        self.reply(code, body)
 
     def read_body(self):
         length = self.headers.get("Content-Length")

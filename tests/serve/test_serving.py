@@ -452,3 +452,33 @@ def test_load_benchmark_runs_bounded_and_loses_nothing(exported_run):
     rows = [line.split() for line in result.stdout.splitlines() if line.startswith(("rest ", "grpc "))]
     assert [(row[0], row[1], row[2], row[3]) for row in rows] == [("rest", "4", "12", "0"), ("grpc", "4", "12", "0")]
     assert "with warm-up records" in result.stdout and "without warm-up records" in result.stdout
+
+
+def test_a_rest_request_is_counted_before_it_is_answered(monkeypatch):
+    """A client that reads the metrics once answered finds its request counted, however late
+    the server's thread gets to counting it (a slow count makes the order show)."""
+    monkeypatch.syspath_prepend(str(ROOT / "serve"))
+    from stand_in.metrics import Metrics
+    from stand_in.models import ModelServer
+    from stand_in.rest import RestServer
+
+    class SlowMetrics(Metrics):
+        def record(self, *args):
+            time.sleep(0.5)
+            super().record(*args)
+
+    model_server = ModelServer([], limits=None, poll_seconds=0)
+    model_server.metrics = SlowMetrics()
+    rest = RestServer(("127.0.0.1", 0), model_server)
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(rest.serve_forever)
+        try:
+            url = f"http://127.0.0.1:{rest.server_address[1]}"
+            code, _ = post({"rest_url": url}, b'{"instances": ["one"]}', "/v1/models/nope:predict")
+            with urllib.request.urlopen(url + "/monitoring/prometheus/metrics", timeout=30) as r:
+                text = r.read().decode()
+        finally:
+            rest.shutdown()
+            rest.server_close()
+    assert code == 404
+    assert 'model_name="nope"' in text and 'status="NOT_FOUND"} 1' in text, text
