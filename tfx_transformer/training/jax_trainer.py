@@ -367,7 +367,7 @@ class Trainer:
         """Starts compiling the step for each shape among `batches[start:end]` (the steps about
         to run) not met before, the evaluation's for each shape of `evaluation_batches` (the
         validation batches) and, the first time, what the task's evaluations compile (the
-        greedy decoding that scores BLEU in training, the end's beam search:
+        translator's decoding, the tagger's predictions, the language model's scores:
         `Task.lower_evaluation`), side by side in threads.
 
         Otherwise each compiles when the first batch of a shape arrives, one shape after
@@ -394,9 +394,9 @@ class Trainer:
             placed = self._place(tuple(np.zeros(dims, "int32") for dims in shape))
             compilations[shape] = pool.submit(function.lower(*weights, placed).compile)
         if task_evaluation:
-            # Traced here while the steps compile: the task's own compilations (the decoding
-            # that scores BLEU; then the end's), for the arrays `sync` will give the model's
-            # variables (and `assign_trainable` the end's candidates).
+            # Traced here while the steps compile: the task's own compilations (those of the
+            # evaluations in training, then the end's), for the arrays `sync` will give the
+            # model's variables (and `assign_trainable` the end's candidates).
             state = {id(variable): array for group, arrays in zip(self._variables[:2], self.state[:2])
                      for variable, array in zip(group, arrays)}
             for final in (False, True):
