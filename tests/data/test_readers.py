@@ -3,7 +3,7 @@ gives, with the error naming the file and line otherwise."""
 
 import pytest
 
-from tfx_transformer.data import DataError, decode_lines
+from tfx_transformer.data import DataError, decode_lines, read_lines
 
 
 def test_lines_decode_as_each_would_alone():
@@ -19,3 +19,15 @@ def test_lines_decode_as_each_would_alone():
 def test_invalid_utf8_names_the_line_even_where_a_newline_follows_a_broken_character(bad, at):
     with pytest.raises(DataError, match=f"^f.txt:{at}: invalid UTF-8"):
         decode_lines(bad, "f.txt", first=10)
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n"])
+@pytest.mark.parametrize("count", [1, 3])
+def test_a_byte_order_mark_is_not_part_of_the_first_line(tmp_path, ending, count):
+    path = tmp_path / "bom.txt"
+    lines = [f"line {n} \u00e9" for n in range(count)]
+    path.write_bytes(("\ufeff" + ending.join(lines) + ending).encode("utf-8"))
+    assert read_lines(str(path)) == lines
+    # Only a leading mark is one: elsewhere U+FEFF is text the file holds.
+    path.write_bytes(("a\n\ufeffb\n").encode("utf-8"))
+    assert read_lines(str(path)) == ["a", "\ufeffb"]

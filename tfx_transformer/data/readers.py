@@ -16,15 +16,15 @@ def check_text_file(path):
 
 
 def read_lines(path):
-    """Decoded lines of a UTF-8 text file, without their line endings."""
+    """Decoded lines of a UTF-8 text file, without their line endings or a leading byte order
+    mark (Windows editors write one)."""
     check_text_file(path)
     with open(path, "rb") as f:
         raw_lines = f.read().splitlines()
     if not raw_lines:
         raise DataError(f"{path}: the file is empty.")
     lines = decode_lines(raw_lines, path)
-    if len(lines) == 1 and lines[0].startswith("\ufeff"):
-        lines[0] = lines[0][1:]
+    lines[0] = lines[0].removeprefix("\ufeff")
     return lines
 
 
