@@ -5,6 +5,7 @@ import pytest
 
 from tfx_transformer.data import DataError, split_off
 from tfx_transformer.tasks.translation import data as data_lib
+from tfx_transformer.tasks.translation.prepare import input_files
 from tfx_transformer.tokens import END_ID, START_ID
 
 
@@ -46,6 +47,27 @@ def test_parallel_files(tmp_path):
     tgt = write(tmp_path / "t.txt", "un\ndeux\nvide\n")
     data = data_lib.load_spec(f"parallel:{src},{tgt}")
     assert data.sources == ["one", "two"] and data.skipped_empty == 1
+
+
+def test_parallel_paths_may_hold_commas(tmp_path, monkeypatch):
+    folder = tmp_path / "corpus, cleaned"
+    folder.mkdir()
+    src = write(folder / "s,1.txt", "one\n")
+    tgt = write(folder / "t.txt", "un\n")
+    data = data_lib.load_spec(f"parallel:{src},{tgt}")
+    assert (data.sources, data.targets) == (["one"], ["un"])
+    assert input_files(f"parallel:{src},{tgt}") == (str(src), str(tgt))
+    # Where two commas each split the spec into existing files, neither is guessed.
+    for name in ("a", "b,c", "a,b", "c"):
+        write(tmp_path / name, "x\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match="in 2 ways; rename"):
+        data_lib.load_spec("parallel:a,b,c")
+    with pytest.raises(DataError, match="no comma splits it into two existing files"):
+        data_lib.load_spec("parallel:n,o,p")
+    # One comma and a missing file: the error names the file.
+    with pytest.raises(DataError, match="nope.txt: no such file"):
+        data_lib.load_spec(f"parallel:{src},{tmp_path}/nope.txt")
 
 
 def test_parallel_files_of_different_lengths(tmp_path):

@@ -209,6 +209,22 @@ def _language_pair(pair):
     return parts
 
 
+def split_parallel_paths(paths):
+    """SRC,TGT -> (SRC, TGT). A path may hold commas itself: the spec splits at the one comma
+    that leaves the most existing files on its sides (so a missing file is the one named)."""
+    candidates = [(paths[:i], paths[i + 1:]) for i, c in enumerate(paths) if c == ","]
+    existing = [sum(map(os.path.isfile, pair)) for pair in candidates]
+    best = [pair for pair, count in zip(candidates, existing) if count == max(existing)]
+    if len(best) == 1:
+        return best[0]
+    if max(existing) == 2:
+        raise DataError(
+            f"parallel:{paths} splits into existing source and target files in {len(best)} "
+            "ways; rename the files so that their paths hold no comma."
+        )
+    raise DataError(f"parallel:{paths}: no comma splits it into two existing files (SRC,TGT).")
+
+
 def load_spec(spec, split="train", seed=0, allow_misaligned=False):
     """Reads a data spec. `split` matters for builtin and tfds, where one spec names several;
     `allow_misaligned`: see `read_parallel`."""
@@ -225,8 +241,8 @@ def load_spec(spec, split="train", seed=0, allow_misaligned=False):
         return numbers_split(split, variant or "en-fr", seed)
     if kind == "tsv" and rest:
         return read_tsv(rest)
-    if kind == "parallel" and rest.count(",") == 1:
-        source_path, target_path = rest.split(",")
+    if kind == "parallel" and "," in rest:
+        source_path, target_path = split_parallel_paths(rest)
         return read_parallel(source_path, target_path, allow_misaligned)
     if kind == "tfds" and rest:
         return read_tfds(rest, split)

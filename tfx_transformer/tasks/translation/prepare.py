@@ -39,7 +39,7 @@ from tfx_transformer.data.shards import (
 from tfx_transformer.environment import environment
 from tfx_transformer.files import read_json, write_json_atomic, write_text_atomic
 from tfx_transformer.reporting import log
-from tfx_transformer.tasks.translation.data import split_tsv_line
+from tfx_transformer.tasks.translation.data import split_parallel_paths, split_tsv_line
 
 PREPARATION = "preparation.json"
 VALIDATION_FILES = ("validation.source", "validation.target")
@@ -79,8 +79,8 @@ def open_binary(path):
 def input_files(spec):
     """The files a spec names: (source, target) for parallel:, (tsv,) for tsv:."""
     kind, _, rest = spec.partition(":")
-    if kind == "parallel" and rest.count(",") == 1:
-        return tuple(rest.split(","))
+    if kind == "parallel" and "," in rest:
+        return split_parallel_paths(rest)
     if kind == "tsv" and rest:
         return (rest,)
     raise DataError(
