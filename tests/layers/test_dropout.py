@@ -36,6 +36,7 @@ JAX_SCRIPT = textwrap.dedent(
     from keras import ops
     assert keras.backend.backend() == "jax"
     from tfx_transformer.layers import Dropout
+    from tfx_transformer.layers.dropout import bit_generator_dropout, mask_algorithm
 
     x = np.ones((200, 500), "float32")
     layer = Dropout(0.3, seed=7)
@@ -55,6 +56,18 @@ JAX_SCRIPT = textwrap.dedent(
     shared = np.asarray(Dropout(0.5, noise_shape=(None, 1, 50), seed=1)(cube, training=True))
     assert (shared == shared[:, :1, :]).all() and 0 < (shared != 0).mean() < 1
     np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)
+    # The other platforms' algorithm (XLA's default) draws a Bernoulli mask too, another one.
+    assert mask_algorithm() == jax.lax.RandomAlgorithm.RNG_THREE_FRY  # this is a CPU
+    default = np.asarray(bit_generator_dropout(
+        x, 0.3, np.array([3, 4], "uint32"), algorithm=jax.lax.RandomAlgorithm.RNG_DEFAULT))
+    assert abs((default != 0).mean() - 0.7) < 0.01, (default != 0).mean()
+    np.testing.assert_allclose(default[default != 0], 1 / 0.7, rtol=1e-6)
+    same_seed = np.asarray(bit_generator_dropout(x, 0.3, np.array([3, 4], "uint32")))
+    assert ((same_seed != 0) != (default != 0)).mean() > 0.3
+    # Rates near the ends keep their share (the threshold is a 16-bit number).
+    for rate in (0.001, 0.95):
+        share = (np.asarray(bit_generator_dropout(x, rate, np.array([5, 6], "uint32"))) != 0).mean()
+        assert abs(share - (1 - rate)) < 4.5 * np.sqrt(rate * (1 - rate) / x.size), (rate, share)
     # Inside a jitted stateless call the seed is state: it advances, and the mask with it.
     model = keras.Sequential([keras.Input((500,)), Dropout(0.5, seed=2)])
     step = jax.jit(lambda nt, x: model.stateless_call([], nt, x, training=True))
