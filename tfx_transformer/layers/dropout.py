@@ -7,9 +7,9 @@ ops for every 32 random bits, measured at ~18% of a base Transformer's training 
 threshold, instead of 32 bits turned into a float. Its algorithm: on a CPU XLA's threefry
 (Philox there draws at ~9 ns a 32-bit word on a 2-core EPYC: the dropout of the tiny preset's
 training step took half of JAX's step, 88 of 178 ms, against 23 ms for TensorFlow's); elsewhere
-XLA's default (Philox on GPUs, JAX's choice for speed there). Each call
-takes its seed from the layer's SeedGenerator, so a step's masks change from step to step,
-follow --seed, and live in the state a jitted step carries. Other backends keep Keras's dropout.
+XLA's default (Philox on GPUs, JAX's choice for speed there). Each call takes its seed from the
+layer's SeedGenerator, so a step's masks change from step to step, follow --seed, and live in
+the state a jitted step carries. Other backends keep Keras's dropout.
 """
 
 import keras
