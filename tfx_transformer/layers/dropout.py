@@ -14,7 +14,7 @@ the state a jitted step carries. Other backends keep Keras's dropout.
 
 import keras
 
-# Spreads the two seed words over the four an rbg key holds (the golden ratio's bits).
+# Spreads the two seed words over the four of the bit generator's state (the golden ratio's bits).
 _KEY_SPREAD = 0x9E3779B9
 
 
