@@ -65,6 +65,9 @@ def test_parallel_paths_may_hold_commas(tmp_path, monkeypatch):
         data_lib.load_spec("parallel:a,b,c")
     with pytest.raises(DataError, match="no comma splits it into two existing files"):
         data_lib.load_spec("parallel:n,o,p")
+    for spec in ("parallel:,", "parallel:c,", "parallel:,c"):
+        with pytest.raises(DataError, match="give a source and a target path"):
+            data_lib.load_spec(spec)
     # One comma and a missing file: the error names the file.
     with pytest.raises(DataError, match="nope.txt: no such file"):
         data_lib.load_spec(f"parallel:{src},{tmp_path}/nope.txt")

@@ -212,7 +212,10 @@ def _language_pair(pair):
 def split_parallel_paths(paths):
     """SRC,TGT -> (SRC, TGT). A path may hold commas itself: the spec splits at the one comma
     that leaves the most existing files on its sides (so a missing file is the one named)."""
-    candidates = [(paths[:i], paths[i + 1:]) for i, c in enumerate(paths) if c == ","]
+    candidates = [(paths[:i], paths[i + 1:]) for i, c in enumerate(paths)
+                  if c == "," and 0 < i < len(paths) - 1]
+    if not candidates:
+        raise DataError(f"parallel:{paths}: give a source and a target path, SRC,TGT.")
     existing = [sum(map(os.path.isfile, pair)) for pair in candidates]
     best = [pair for pair, count in zip(candidates, existing) if count == max(existing)]
     if len(best) == 1:
