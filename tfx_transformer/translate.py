@@ -51,10 +51,12 @@ def build_parser():
 
 
 def read_text(path):
-    """Lines of a file, or of stdin for "-", as strings; invalid UTF-8 named by line."""
+    """Lines of a file, or of stdin for "-", as strings, without a leading byte order mark;
+    invalid UTF-8 named by line."""
     if path != "-":
         return [] if os.path.isfile(path) and os.path.getsize(path) == 0 else read_lines(path)
-    return decode_lines(sys.stdin.buffer.read().splitlines(), "<stdin>")
+    text = sys.stdin.buffer.read().removeprefix("\ufeff".encode("utf-8"))
+    return decode_lines(text.splitlines(), "<stdin>")
 
 
 def output_lines(translator, args, lines, targets=None):

@@ -1,5 +1,6 @@
 """`Translator` (compiled decoding of lists of strings) and `python -m tfx_transformer.translate`."""
 
+import io
 import os
 import subprocess
 import sys
@@ -104,6 +105,12 @@ def test_translate_command_files_nbest_score_and_bad_lines(exported_run, transla
     assert translate.main([*common, "--input", long_line, "--long-lines", "refuse"]) == 2
     assert "long.txt:3: input 3 has" in capsys.readouterr().err
     assert not (tmp_path / "never.txt").exists()
+
+
+def test_stdin_loses_a_byte_order_mark_as_files_do(monkeypatch):
+    raw = ("\ufeff" + "one\r\ntwo \ufeff\n").encode("utf-8")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(raw)))
+    assert translate.read_text("-") == ["one", "two \ufeff"]
 
 
 @pytest.mark.slow
