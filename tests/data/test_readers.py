@@ -1,6 +1,8 @@
 """Decoding the user's byte lines: all at once where that gives what line-by-line decoding
 gives, with the error naming the file and line otherwise."""
 
+import gzip
+
 import pytest
 
 from tfx_transformer.data import DataError, decode_lines, read_lines
@@ -31,3 +33,18 @@ def test_a_byte_order_mark_is_not_part_of_the_first_line(tmp_path, ending, count
     # Only a leading mark is one: elsewhere U+FEFF is text the file holds.
     path.write_bytes(("a\n\ufeffb\n").encode("utf-8"))
     assert read_lines(str(path)) == ["a", "\ufeffb"]
+
+
+def test_gzipped_files_read_as_their_text(tmp_path):
+    lines = ["\u00e9t\u00e9", "two"]
+    path = tmp_path / "text.gz"
+    path.write_bytes(gzip.compress(("\ufeff" + "\n".join(lines) + "\n").encode("utf-8")))
+    assert read_lines(str(path)) == lines
+    cut = tmp_path / "cut.gz"
+    cut.write_bytes(path.read_bytes()[:-6])
+    with pytest.raises(DataError, match="cut.gz: not a readable gzip file"):
+        read_lines(str(cut))
+    plain = tmp_path / "plain.gz"
+    plain.write_text("not compressed\n")
+    with pytest.raises(DataError, match="plain.gz: not a readable gzip file"):
+        read_lines(str(plain))

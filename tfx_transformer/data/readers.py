@@ -1,6 +1,8 @@
 """Reading the user's files: UTF-8 lines, with errors that name the file and line."""
 
+import gzip
 import os
+import zlib
 
 
 class DataError(ValueError):
@@ -16,11 +18,14 @@ def check_text_file(path):
 
 
 def read_lines(path):
-    """Decoded lines of a UTF-8 text file, without their line endings or a leading byte order
-    mark (Windows editors write one)."""
+    """Decoded lines of a UTF-8 text file (gunzipped when its name ends in .gz), without their
+    line endings or a leading byte order mark (Windows editors write one)."""
     check_text_file(path)
-    with open(path, "rb") as f:
-        raw_lines = f.read().splitlines()
+    try:
+        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+            raw_lines = f.read().splitlines()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise DataError(f"{path}: not a readable gzip file ({error}).") from None
     if not raw_lines:
         raise DataError(f"{path}: the file is empty.")
     lines = decode_lines(raw_lines, path)
