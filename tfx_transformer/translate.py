@@ -16,6 +16,7 @@ import sys
 import time
 
 from tfx_transformer.data import DataError, decode_lines, read_lines
+from tfx_transformer.data.readers import UTF8_BOM
 from tfx_transformer.decoding import DEFAULT_MAX_LENGTH_FACTOR
 from tfx_transformer.files import write_text_atomic
 from tfx_transformer.tasks.translation.translator import LONG_INPUTS, InputTooLong, Translator
@@ -55,7 +56,7 @@ def read_text(path):
     invalid UTF-8 named by line."""
     if path != "-":
         return [] if os.path.isfile(path) and os.path.getsize(path) == 0 else read_lines(path)
-    text = sys.stdin.buffer.read().removeprefix("\ufeff".encode("utf-8"))
+    text = sys.stdin.buffer.read().removeprefix(UTF8_BOM)
     return decode_lines(text.splitlines(), "<stdin>")
 
 

@@ -5,6 +5,9 @@ import os
 import zlib
 
 
+UTF8_BOM = b"\xef\xbb\xbf"  # the byte order mark Windows editors write at a file's start
+
+
 class DataError(ValueError):
     """Input data that cannot be used, with the file and line that says why."""
 
@@ -17,20 +20,25 @@ def check_text_file(path):
         raise DataError(f"{path}: is a folder, not a text file.")
 
 
+def open_binary(path):
+    """A text file for reading bytes (gunzipped when its name ends in .gz); clear errors for a
+    missing file or a folder."""
+    check_text_file(path)
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+
+
 def read_lines(path):
     """Decoded lines of a UTF-8 text file (gunzipped when its name ends in .gz), without their
-    line endings or a leading byte order mark (Windows editors write one)."""
-    check_text_file(path)
+    line endings or a leading byte order mark."""
     try:
-        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+        with open_binary(path) as f:
             raw_lines = f.read().splitlines()
     except (gzip.BadGzipFile, EOFError, zlib.error) as error:
         raise DataError(f"{path}: not a readable gzip file ({error}).") from None
     if not raw_lines:
         raise DataError(f"{path}: the file is empty.")
-    lines = decode_lines(raw_lines, path)
-    lines[0] = lines[0].removeprefix("\ufeff")
-    return lines
+    raw_lines[0] = raw_lines[0].removeprefix(UTF8_BOM)
+    return decode_lines(raw_lines, path)
 
 
 def decode_lines(raw_lines, source, first=1, numbers=None):

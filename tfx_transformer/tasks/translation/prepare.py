@@ -15,7 +15,6 @@ interrupted preparation resumes by encoding the shards without a .json and nothi
 """
 
 import dataclasses
-import gzip
 import itertools
 import multiprocessing
 import os
@@ -26,7 +25,7 @@ import numpy as np
 from tfx_transformer import DATA_ONLY_VARIABLE
 from tfx_transformer.data import DataError, Tokenizer
 from tfx_transformer.data.alignment import find_misalignment
-from tfx_transformer.data.readers import check_text_file, decode_lines
+from tfx_transformer.data.readers import UTF8_BOM, decode_lines, open_binary
 from tfx_transformer.data.shards import (
     FORMAT,
     MANIFEST,
@@ -67,13 +66,6 @@ class PrepareOptions:
 
 
 # Reading the corpus as a stream ----------------------------------------------------------------
-
-
-def open_binary(path):
-    """A text file for reading bytes (gunzipped when it ends in .gz); clear errors for a missing
-    file or a folder."""
-    check_text_file(path)
-    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
 
 
 def input_files(spec):
@@ -122,7 +114,7 @@ def split_rows(numbers, rows, files):
     for lines, path in zip(rows, files):
         lines = [line.rstrip(b"\r\n") for line in lines]
         if lines and numbers[0] == 1:
-            lines[0] = lines[0].removeprefix(b"\xef\xbb\xbf")  # the UTF-8 byte order mark
+            lines[0] = lines[0].removeprefix(UTF8_BOM)
         sides.append(decode_lines(lines, path, numbers=numbers))
     if len(files) == 2:
         return [(source.strip(), target.strip()) for source, target in zip(*sides)]
