@@ -13,7 +13,10 @@ from tfx_transformer.layers.masks import (
     decoder_self_attention_mask,
     key_padding_mask,
     masked_fill_value,
+    packed_causal_mask,
     padding_mask,
+    same_segment_mask,
+    segment_positions,
 )
 from tfx_transformer.layers.position import (
     LearnedPositionEmbedding,
@@ -58,7 +61,10 @@ __all__ = [
     "key_padding_mask",
     "masked_fill_value",
     "masked_softmax",
+    "packed_causal_mask",
     "padding_mask",
+    "same_segment_mask",
+    "segment_positions",
     "relative_distances",
     "sinusoid",
     "sinusoidal_encoding",

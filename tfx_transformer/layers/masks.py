@@ -61,3 +61,32 @@ def masked_fill_value(dtype):
     if dtype == "bfloat16":
         return float(ml_dtypes.finfo(ml_dtypes.bfloat16).min)
     return float(np.finfo(dtype).min)
+
+
+# Packed rows ----------------------------------------------------------------------------------
+# A packed row holds several examples one after another; its segment ids number them 1, 2, ...
+# along the row, 0 on the padding after the last. A token attends only to tokens of its own
+# example, and positions count from 0 at each example's first token.
+
+
+def same_segment_mask(query_segments, key_segments):
+    """[B, T] and [B, S] segment ids -> [B, T, S] bool: True where query and key belong to the
+    same example. Padding queries (segment 0) may attend every key: their outputs are never
+    used, and a query with no key at all would need a special case in every attention."""
+    queries = ops.expand_dims(query_segments, 2)  # (B, T, 1)
+    keys = ops.expand_dims(key_segments, 1)  # (B, 1, S)
+    return ops.logical_or(ops.equal(queries, keys), ops.equal(queries, 0))
+
+
+def packed_causal_mask(segments):
+    """[B, T] segment ids -> [B, T, T] bool: causal within each example."""
+    length = ops.shape(segments)[1]
+    return combine_masks(causal_mask(length), same_segment_mask(segments, segments))
+
+
+def segment_positions(segments):
+    """[B, T] segment ids -> [B, T] int32: each token's position within its example (0 on
+    padding, so that a learned table of max_length rows serves the packed width too)."""
+    earlier_same = ops.cast(packed_causal_mask(segments), "int32")  # includes the token itself
+    real = ops.cast(ops.not_equal(segments, 0), "int32")
+    return (ops.sum(earlier_same, axis=-1) - 1) * real

@@ -2,7 +2,8 @@
 
 Position layers return the position signal for their input, shaped like it, for the caller to
 add: `x = embed(ids); x = x + positions(x)`. `start_index` gives the absolute position of the
-first input row, which incremental decoding needs.
+first input row, which incremental decoding needs; `position_ids` [B, T] gives every token's
+own position instead, which packed rows need (each packed example counts from 0).
 """
 
 import math
@@ -102,8 +103,10 @@ class SinusoidalPositionEncoding(keras.layers.Layer):
         super().__init__(**kwargs)
         self.max_wavelength = max_wavelength
 
-    def call(self, inputs, start_index=0):
+    def call(self, inputs, start_index=0, position_ids=None):
         length, depth = ops.shape(inputs)[-2], inputs.shape[-1]
+        if position_ids is not None:
+            return sinusoid(position_ids, depth, self.max_wavelength, self.compute_dtype)
         encoding = sinusoidal_encoding(
             length, depth, start_index, self.max_wavelength, self.compute_dtype
         )  # (T, d)
@@ -136,8 +139,12 @@ class LearnedPositionEmbedding(keras.layers.Layer):
         )
         self.built = True
 
-    def call(self, inputs, start_index=0):
+    def call(self, inputs, start_index=0, position_ids=None):
         length, depth = ops.shape(inputs)[-2], inputs.shape[-1]
+        table = ops.cast(self.position_embeddings, self.compute_dtype)
+        if position_ids is not None:
+            # The packer keeps every example within max_length, so each id indexes the table.
+            return ops.take(table, ops.cast(position_ids, "int32"), axis=0)  # (B, T, d)
         if isinstance(length, int) and isinstance(start_index, int):
             if start_index + length > self.max_length:
                 raise ValueError(
@@ -145,7 +152,6 @@ class LearnedPositionEmbedding(keras.layers.Layer):
                     f"LearnedPositionEmbedding with max_length={self.max_length}; truncate the "
                     "input or build the model with a larger max_length."
                 )
-        table = ops.cast(self.position_embeddings, self.compute_dtype)
         positions = ops.slice(table, [start_index, 0], [length, depth])  # (T, d)
         return ops.broadcast_to(positions, ops.shape(inputs))
 

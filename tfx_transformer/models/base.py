@@ -43,11 +43,16 @@ def ponder_kwargs(config, real_positions, return_ponder=False):
     return {"padding_mask": real_positions, **({"return_ponder": True} if return_ponder else {})}
 
 
-def embed_tokens(embedding, positions, dropout, token_ids, start_index=0, training=None):
-    """Token embedding, plus absolute positions when there are any, then dropout."""
+def embed_tokens(embedding, positions, dropout, token_ids, start_index=0, training=None,
+                 position_ids=None):
+    """Token embedding, plus absolute positions when there are any, then dropout.
+    `position_ids` [B, T]: every token's own position (packed rows) instead of `start_index`."""
     x = embedding(token_ids)  # (B, T, d_model)
     if positions is not None:
-        x = x + positions(x, start_index=start_index)
+        if position_ids is None:
+            x = x + positions(x, start_index=start_index)
+        else:
+            x = x + positions(x, position_ids=position_ids)
     return dropout(x, training=training)
 
 

@@ -9,7 +9,10 @@ from tfx_transformer.layers import (
     causal_mask,
     decoder_self_attention_mask,
     key_padding_mask,
+    packed_causal_mask,
     padding_mask,
+    same_segment_mask,
+    segment_positions,
 )
 from tfx_transformer.models.base import (
     ConfiguredModel,
@@ -27,6 +30,12 @@ class Transformer(ConfiguredModel):
     `model({"source_ids": [B, S] int, "target_ids": [B, T] int})` -> float32 logits [B, T, V]
     for the token after each target position (feed the target shifted right: start token first).
     Token id 0 is padding; the padding and causal masks are derived from the ids here, once.
+
+    Packed rows (several examples one after another in a row, as training batches may come:
+    no compute spent on padding) add "source_segment_ids" [B, S] and "target_segment_ids"
+    [B, T]: 1, 2, ... for the row's examples in order, 0 on padding. Each example then attends
+    only to itself (and its own source) and counts its positions from 0, so that its logits are
+    those it would have alone.
 
     Besides the full pass, the model exposes the pieces decoding needs: `encode`, `decode`,
     `start_decoding` (the key/value caches) and `decode_step` (one position, cached).
@@ -93,24 +102,60 @@ class Transformer(ConfiguredModel):
                 "Transformer expects a dict with 'source_ids' [B, S] and 'target_ids' [B, T]. "
                 f"Received: {received}"
             )
-        encoder_output, source_mask = self.encode(inputs["source_ids"], training=training)
-        return self.decode(inputs["target_ids"], encoder_output, source_mask, training=training)
+        source_segments, target_segments = self._segments(inputs)
+        if source_segments is None:
+            encoder_output, source_mask = self.encode(inputs["source_ids"], training=training)
+            return self.decode(
+                inputs["target_ids"], encoder_output, source_mask, training=training
+            )
+        encoder_output, _ = self.encode(
+            inputs["source_ids"], training=training, segments=source_segments
+        )
+        return self.decode(
+            inputs["target_ids"],
+            encoder_output,
+            same_segment_mask(target_segments, source_segments),
+            training=training,
+            segments=target_segments,
+        )
 
-    def encode(self, source_ids, training=None, return_attention_scores=False, return_ponder=False):
+    def _segments(self, inputs):
+        """(source, target) segment ids of packed rows, or (None, None)."""
+        keys = [key in inputs for key in ("source_segment_ids", "target_segment_ids")]
+        if not any(keys):
+            return None, None
+        if not all(keys):
+            raise ValueError(
+                "Packed rows need both 'source_segment_ids' and 'target_segment_ids'. "
+                f"Received: {sorted(inputs)}"
+            )
+        if self.model_config.linformer_length is not None:
+            raise ValueError(
+                "Linformer attention projects the keys of a whole row together, which would mix "
+                "packed examples: train it on unpacked rows (--no-packing)."
+            )
+        return inputs["source_segment_ids"], inputs["target_segment_ids"]
+
+    def encode(self, source_ids, training=None, return_attention_scores=False, return_ponder=False,
+               segments=None):
         """[B, S] ids -> (encoder output [B, S, d_model], source key mask [B, 1, S]), then the
-        attention weights and the ponder statistics when asked."""
+        attention weights and the ponder statistics when asked. With packed rows' `segments`
+        [B, S], the mask returned is the encoder's own [B, S, S]."""
         config = self.model_config
         source_mask = key_padding_mask(source_ids, config.pad_id)  # (B, 1, S)
-        x = self._embed(self.source_embedding, self.source_positions, source_ids, 0, training)
+        self_mask = source_mask if segments is None else same_segment_mask(segments, segments)
+        x = self._embed(
+            self.source_embedding, self.source_positions, source_ids, 0, training, segments
+        )
         encoded = self.encoder(
             x,
-            attention_mask=source_mask,
+            attention_mask=self_mask,
             return_attention_scores=return_attention_scores,
             training=training,
             **ponder_kwargs(config, padding_mask(source_ids, config.pad_id), return_ponder),
         )
         encoded = encoded if isinstance(encoded, tuple) else (encoded,)
-        return (encoded[0], source_mask) + encoded[1:]
+        return (encoded[0], self_mask) + encoded[1:]
 
     def decode(
         self,
@@ -120,15 +165,24 @@ class Transformer(ConfiguredModel):
         training=None,
         return_attention_scores=False,
         return_ponder=False,
+        segments=None,
     ):
         """Full decoder pass: [B, T] target ids -> float32 logits [B, T, V], then the self and
-        cross attention weights and the ponder statistics when asked."""
+        cross attention weights and the ponder statistics when asked. `source_mask` is the
+        cross-attention mask ([B, 1, S], or [B, T, S] for packed rows, whose target `segments`
+        [B, T] are given)."""
         config = self.model_config
-        x = self._embed(self.target_embedding, self.target_positions, target_ids, 0, training)
+        x = self._embed(
+            self.target_embedding, self.target_positions, target_ids, 0, training, segments
+        )
+        if segments is None:
+            self_mask = decoder_self_attention_mask(target_ids, config.pad_id)
+        else:
+            self_mask = packed_causal_mask(segments)
         decoded = self.decoder(
             x,
             encoder_output,
-            self_attention_mask=decoder_self_attention_mask(target_ids, config.pad_id),
+            self_attention_mask=self_mask,
             cross_attention_mask=source_mask,
             return_attention_scores=return_attention_scores,
             training=training,
@@ -213,9 +267,11 @@ class Transformer(ConfiguredModel):
 
     # Helpers ---------------------------------------------------------------------------------
 
-    def _embed(self, embedding, positions, token_ids, start_index, training):
+    def _embed(self, embedding, positions, token_ids, start_index, training, segments=None):
+        position_ids = None if segments is None else segment_positions(segments)
         return embed_tokens(
-            embedding, positions, self.embedding_dropout, token_ids, start_index, training
+            embedding, positions, self.embedding_dropout, token_ids, start_index, training,
+            position_ids,
         )
 
     def _logits(self, hidden):
