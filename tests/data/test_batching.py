@@ -1,6 +1,7 @@
 """Batches by a token budget, shared by every task's data."""
 
 import numpy as np
+import pytest
 
 from tfx_transformer.data import batch_indices, bucket_boundaries
 
@@ -51,3 +52,61 @@ def test_fixed_shapes_give_one_shape_per_bucket_and_every_example_once(rng):
     # Without `fixed`, widths are only rounded: shapes follow each batch's longest member.
     loose, _ = make_batches(Encoded, budget, max_length, shuffle_seed=1, shapes=BatchShapes(8))
     assert all(b[0].shape[1] % 8 == 0 for b in loose) and len({b[0].shape for b in loose}) > len(seen)
+
+
+def test_packed_rows_hold_every_example_once_within_the_width(rng):
+    from tfx_transformer.data import pack_indices
+
+    # Sentence-like pairs: a target about as long as its source.
+    sources = rng.integers(3, 40, size=3000)
+    lengths = np.stack([sources, np.clip(sources + rng.integers(-4, 8, size=3000), 2, 48)], 1)
+    width, rows = 64, 32
+    batches = pack_indices(lengths, width, rows, shuffle_seed=3)
+    packed = [row for batch in batches for row in batch]
+    assert sorted(i for row in packed for i in row) == list(range(3000))
+    assert all(len(batch) == rows for batch in batches[:-1]) and 0 < len(batches[-1]) <= rows
+    for row in packed:
+        assert (lengths[row].sum(axis=0) <= width).all()
+    # Nearly as few rows as the tokens allow (one example a row would take 3000).
+    least = int(np.ceil(lengths.sum(axis=0).max() / width))
+    assert len(packed) <= 1.03 * least
+    # The seed varies the rows; the same seed repeats them.
+    assert pack_indices(lengths, width, rows, shuffle_seed=3) == batches
+    assert pack_indices(lengths, width, rows, shuffle_seed=4) != batches
+
+
+def test_packing_refuses_examples_wider_than_a_row():
+    from tfx_transformer.data import pack_indices
+
+    assert pack_indices([], 8, 2) == []
+    with pytest.raises(ValueError, match="up to 9 tokens do not fit rows of 8"):
+        pack_indices([[3, 9]], 8, 2)
+
+
+def test_packed_translation_batches_rebuild_every_pair(rng):
+    from tfx_transformer.data import BatchShapes
+    from tfx_transformer.tasks.translation.data import make_batches
+    from tfx_transformer.tokens import START_ID
+
+    class Encoded:
+        sources = [list(rng.integers(4, 50, size=n)) + [3] for n in rng.integers(1, 30, size=400)]
+        targets = [list(rng.integers(4, 50, size=n)) + [3] for n in rng.integers(1, 30, size=400)]
+
+    shapes = BatchShapes(multiple=8, fixed=True, replicas=2, packed=True)
+    batches, padding = make_batches(Encoded, 512, 30, shuffle_seed=1, shapes=shapes)
+    assert {tuple(a.shape) for b in batches for a in b} == {(2 * 512 // 32, 32)}  # one shape
+    pairs = []
+    for source, decoder_in, source_segments, target_segments, labels in batches:
+        for r in range(len(source)):
+            for segment in range(1, source_segments[r].max() + 1):
+                on_source, on_target = source_segments[r] == segment, target_segments[r] == segment
+                # an example's tokens are contiguous, its decoder input its labels shifted right
+                assert np.ptp(np.flatnonzero(on_target)) == on_target.sum() - 1
+                assert decoder_in[r][on_target][0] == START_ID
+                np.testing.assert_array_equal(decoder_in[r][on_target][1:], labels[r][on_target][:-1])
+                pairs.append((tuple(source[r][on_source]), tuple(labels[r][on_target])))
+            assert not source[r][source_segments[r] == 0].any()  # segment 0: padding only
+            assert not labels[r][target_segments[r] == 0].any()
+    assert sorted(pairs) == sorted(zip(map(tuple, Encoded.sources), map(tuple, Encoded.targets)))
+    real = sum(len(s) + len(t) for s, t in zip(Encoded.sources, Encoded.targets))
+    assert padding == pytest.approx(1 - real / sum(b[0].size + b[-1].size for b in batches))

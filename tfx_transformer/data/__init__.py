@@ -7,6 +7,7 @@ A task's own formats, built-in sets and encodings live in its folder under `task
 from tfx_transformer.data.batching import (
     BatchShapes,
     batch_indices,
+    pack_indices,
     bucket_boundaries,
     pad_rows,
     padding_fraction,
@@ -20,6 +21,7 @@ __all__ = [
     "DataError",
     "Tokenizer",
     "batch_indices",
+    "pack_indices",
     "bucket_boundaries",
     "decode_lines",
     "pad_rows",

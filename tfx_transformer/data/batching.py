@@ -1,6 +1,7 @@
 """Batches by a token budget: length buckets, batches filled to the budget at their longest
-member, 0-padded int32 arrays. Done in NumPy ahead of an epoch, so the number of batches and the
-padding are known before training starts (progress bar, resume and distribution want them)."""
+member, 0-padded int32 arrays; or packed rows, several examples one after another in each row of
+one fixed width. Done in NumPy ahead of an epoch, so the number of batches and the padding are
+known before training starts (progress bar, resume and distribution want them)."""
 
 import dataclasses
 
@@ -17,11 +18,18 @@ class BatchShapes:
     to the bucket's row count, `batch_tokens // width` per replica, with empty rows.
     `replicas`: with `fixed`, a batch is split over that many devices; it holds `replicas` times
     the rows, so that --batch-tokens stays the budget of one device.
+    `packed`: a task that can packs its training examples into rows of `packed_width` tokens
+    (`pack_indices`), `rows` of them a batch: one shape, and little padding.
     """
 
     multiple: int = 1
     fixed: bool = False
     replicas: int = 1
+    packed: bool = False
+
+    def packed_width(self, max_length):
+        """`packed`: the width of every row, `max_length` rounded up to `multiple`."""
+        return -(-max_length // self.multiple) * self.multiple
 
     def widths(self, max_length):
         """`fixed`: the widths batches take (one per bucket), none over `max_length`."""
@@ -94,6 +102,56 @@ def batch_indices(lengths, batch_tokens, max_length, shuffle_seed=None, sort_by_
     if rng is not None:
         chunks = [chunks[i] for i in rng.permutation(len(chunks))]
     return chunks
+
+
+def pack_indices(lengths, width, rows, shuffle_seed=None):
+    """Packs examples into rows of `width` tokens on every side, `rows` rows a batch.
+
+    `lengths`: [N, sides] ints, each example's length on each side (source and target, say),
+    none over `width`. Returns batches as lists of rows, a row as the list of the example
+    indices it holds, in order; every example is in exactly one row. Rows are filled best fit
+    decreasing (the longest examples first, each into a row where every side fits, of the least
+    room left on its fullest side), then shuffled into batches; the last batch may hold fewer
+    rows. `shuffle_seed` orders examples of equal length at random (so that rows differ from
+    epoch to epoch) and shuffles the rows; without it, equal lengths keep the input order and
+    rows the order they were opened in.
+    """
+    if not len(lengths):
+        return []
+    lengths = np.asarray(lengths, dtype=np.int64).reshape(len(lengths), -1)
+    if lengths.max() > width:
+        raise ValueError(f"Examples of up to {lengths.max()} tokens do not fit rows of {width}.")
+    rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
+    order = rng.permutation(len(lengths)) if rng is not None else np.arange(len(lengths))
+    order = order[np.argsort(-lengths[order].max(axis=1), kind="stable")]
+    room = []  # per row: its room on every side (Python ints: NumPy per row is slower here)
+    by_room = [[] for _ in range(width + 1)]  # least room of any side -> open rows with it
+    packed = []
+    for index in order.tolist():
+        need = lengths[index].tolist()
+        row = _fitting_row(by_room, room, need)
+        if row is None:
+            row = len(packed)
+            packed.append([])
+            room.append([width] * len(need))
+        else:
+            by_room[min(room[row])].remove(row)
+        packed[row].append(index)
+        room[row] = [left - used for left, used in zip(room[row], need)]
+        by_room[min(room[row])].append(row)
+    if rng is not None:
+        packed = [packed[i] for i in rng.permutation(len(packed))]
+    return [packed[i : i + rows] for i in range(0, len(packed), rows)]
+
+
+def _fitting_row(by_room, room, need, tries=8):
+    """An open row of the least room that fits `need` on every side. A row whose least room is
+    `need`'s largest or more always fits; below that, a few rows of each room are tried."""
+    for least_room in range(min(need), len(by_room)):
+        for row in by_room[least_room][-tries:]:
+            if all(left >= used for left, used in zip(room[row], need)):
+                return row
+    return None
 
 
 def padding_fraction(arrays):
