@@ -44,7 +44,7 @@ def test_translation_trains_resumes_and_exports_on_jax(tmp_path):
     output = tmp_path / "out"
     args = ["--output", str(output), "--data", f"tsv:{data}", *TINY, "--checkpoint-every", "4"]
     first = train([*args, "--steps", "8", "--no-export"], env=JAX)
-    assert "jax backend" in first.stdout and "shapes" in first.stdout
+    assert "jax backend" in first.stdout and "one shape (pairs packed into rows)" in first.stdout
     # The training states (--average-last 5 keeps up to 5) beside the best weights on validation.
     assert sorted(p.name for p in (output / "checkpoints").iterdir()) == [
         "best.json", "best.npz", "ckpt-4.npz", "ckpt-8.npz"
@@ -324,15 +324,17 @@ def test_the_evaluations_compile_ahead_and_serve_the_end_candidates(tmp_path):
 
 @pytest.mark.slow
 def test_jax_and_tensorflow_reach_close_losses(tmp_path):
-    """Same seed, data and steps, dropout off. The initial weights differ (each backend draws
-    them with its own generator) and so do the batches (JAX's have one shape per length bucket),
-    so the validation losses agree within a tolerance, not exactly: after 60 steps both have
-    fallen well below the start (~ln 100) and lie within 10% of each other. Both in float32 (auto
-    takes bf16 on TensorFlow on a CPU with native bf16), and one evaluation, at the end, so that
-    both keep their last weights."""
+    """Same seed, data and steps, dropout off, and the same batches: pairs packed into rows of
+    max_length (64) tokens on both (TensorFlow's packed path runs here too). The initial weights
+    differ (each backend draws them with its own generator), so the validation losses agree
+    within a tolerance, not exactly: after 60 steps both have fallen well below the start
+    (~ln 100) and lie within 10% of each other. Both in float32 (auto takes bf16 on TensorFlow
+    on a CPU with native bf16), and one evaluation, at the end, so that both keep their last
+    weights."""
     data = numbers_tsv(tmp_path / "train.tsv", 400)
-    args = ["--data", f"tsv:{data}", "--steps", "60", *TINY, "--set", "dropout=0",
-            "--no-export", "--seed", "3", "--mixed-precision", "none", "--eval-every", "60"]
+    args = ["--data", f"tsv:{data}", "--steps", "60", "--epochs", "20", *TINY, "--packing",
+            "--set", "dropout=0", "--no-export", "--seed", "3", "--mixed-precision", "none",
+            "--eval-every", "60"]
     train(["--output", str(tmp_path / "tf"), *args])
     train(["--output", str(tmp_path / "jax"), *args], env=JAX)
     tf_loss, jax_loss = (

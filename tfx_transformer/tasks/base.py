@@ -122,6 +122,11 @@ class Task(abc.ABC):
         run's --seed plus `epoch`, shaped as `shapes` (a `data.BatchShapes`) says. A task that
         streams its data gives a `data.shards.StreamEpoch` in place of the list."""
 
+    def packing_refusal(self, model_config):
+        """Why this task's training batches cannot be packed rows (`BatchShapes.packed`), or
+        None where they can."""
+        return f"the {self.name} task does not pack; only translation packs its pairs into rows."
+
     @abc.abstractmethod
     def valid_batches(self, shapes=BatchShapes()):
         """The validation batches, in a fixed order."""

@@ -73,7 +73,8 @@ def setup(options, strategy=None):
     name = f"{len(devices)} {kind} device(s)"
     if len(devices) > 1:
         name += f" (keras.distribution.DataParallel over {processes} process(es))"
-    shapes = BatchShapes(multiple=8, fixed=True, replicas=len(devices))
+    shapes = BatchShapes(multiple=8, fixed=True, replicas=len(devices),
+                         packed=options.packing is not False)
     return Placement(
         name=name,
         replicas=len(devices),

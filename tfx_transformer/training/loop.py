@@ -128,6 +128,7 @@ def prepare(options, paths, placement, engine):
     model_config = task.prepare()
     task.place(placement.process_index, placement.processes, placement.gather)
     shapes, per_step = placement.batching(task.streams)
+    shapes = packing_shapes(options, task, model_config, shapes)
     first_batches, padding = task.train_batches(0, shapes)
     steps_per_epoch = len(first_batches) // per_step
     if steps_per_epoch == 0:
@@ -155,10 +156,27 @@ def prepare(options, paths, placement, engine):
         )
     trainer = engine.Trainer(options, model_config, placement, paths, task)
     if placement.shapes.fixed:
-        log(f"batches take at most {len(placement.shapes.widths(model_config.max_length))} "
-            "shapes (one compilation of the step each)")
+        buckets = len(placement.shapes.widths(model_config.max_length))
+        if shapes.packed:
+            log(f"training batches take one shape (pairs packed into rows), validation batches "
+                f"at most {buckets} (one compilation of each step each)")
+        else:
+            log(f"batches take at most {buckets} shapes (one compilation of the step each)")
     return Job(options, paths, placement, task, model_config, trainer, shapes, steps_per_epoch,
                total_steps, padding)
+
+
+def packing_shapes(options, task, model_config, shapes):
+    """`shapes`, unpacked where the task cannot pack its training batches (an error where
+    --packing asked for it)."""
+    if not shapes.packed:
+        return shapes
+    refusal = task.packing_refusal(model_config)
+    if refusal is None:
+        return shapes
+    if options.packing:
+        raise ValueError(f"--packing: {refusal}")
+    return dataclasses.replace(shapes, packed=False)
 
 
 def mixed_precision_policy(name):
@@ -191,7 +209,8 @@ class Evaluator:
         self.clock = clock
         self.trainer = job.trainer
         self.eval_step = job.trainer.make_eval_step()
-        self.batches = job.task.valid_batches(job.placement.shapes)
+        # Unpacked: the evaluations look at whole examples (summaries, attention images).
+        self.batches = job.task.valid_batches(dataclasses.replace(job.placement.shapes, packed=False))
 
     @property
     def model(self):

@@ -39,6 +39,7 @@ class TrainOptions(JsonDataclass):
     batch_tokens: int | None = None  # None: the preset's (PRESET_TRAINING)
     max_length: int | None = None
     long_pairs: str = "drop"
+    packing: bool | None = None  # translation: pairs packed into rows; None: on JAX, off on TF
     stream_window: int = 100_000  # --data prepared:DIR: examples shuffled and batched together
     vocab_size: int = 8000  # translation: SentencePiece bound; tagging: most frequent words kept
     model: dict = dataclasses.field(default_factory=dict)  # TransformerConfig overrides
@@ -121,7 +122,13 @@ class TrainOptions(JsonDataclass):
                 "The vocabulary size comes from the tokenizer trained on the data; bound it with "
                 "--vocab-size instead of --set vocab_size."
             )
-        TransformerConfig.preset(self.preset, **self.model_overrides())  # fails early on bad fields
+        model = TransformerConfig.preset(self.preset, **self.model_overrides())  # fails early
+        if self.packing and self.task != "translation":
+            raise ValueError(f"--packing: the {self.task} task does not pack; only translation "
+                             "packs its pairs into rows.")
+        if self.packing and model.linformer_length is not None:
+            raise ValueError("--packing: Linformer attention projects a whole row's keys "
+                             "together, which would mix packed pairs; train it with --no-packing.")
 
     def model_overrides(self):
         overrides = dict(self.model)

@@ -24,7 +24,7 @@ def setup(options, strategy=None):
         replicas=replicas,
         batches_per_step=replicas,
         chief=distribute.is_chief(strategy),
-        shapes=BatchShapes(multiple=8 if options.jit_compile else 1),
+        shapes=BatchShapes(multiple=8 if options.jit_compile else 1, packed=bool(options.packing)),
         strategy=strategy,
         processes=distribute.worker_count(strategy),
         process_index=distribute.worker_index(strategy),
@@ -81,10 +81,10 @@ class Trainer:
         predictions, target tokens) after each step, lazily: stop iterating to stop training."""
         if self._train_step is None:
             self._train_step = self.make_train_step()
+        # Packed rows carry their segment ids too: more arrays than the task's evaluation batches.
+        arity = len(batches[0]) if isinstance(batches, list) else self.task.batch_arity
         iterator = iter(
-            distribute.distributed_batches(
-                self.strategy, batches, steps_per_epoch, offset, self.task.batch_arity
-            )
+            distribute.distributed_batches(self.strategy, batches, steps_per_epoch, offset, arity)
         )
         for _ in range(offset, steps_per_epoch):
             yield self._train_step(iterator)

@@ -230,6 +230,30 @@ def task_for(data, output, **overrides):
     return TranslationTask(options, RunPaths(str(output)))
 
 
+
+def test_a_streamed_corpus_is_not_packed(tmp_path):
+    """Packing needs the epoch's pairs at hand: a prepared corpus streams unpacked, silently by
+    default and with an error where --packing asked for it."""
+    from tfx_transformer.training.loop import packing_shapes
+
+    spec = write_corpus(tmp_path / "corpus", number_pairs(120, offset=1000))
+    in_memory = task_for(spec, tmp_path / "a", max_length=24, vocab_size=300)
+    config = in_memory.prepare()
+    in_memory.save_vocabulary()
+    packed = BatchShapes(multiple=8, fixed=True, packed=True)
+    assert packing_shapes(in_memory.options, in_memory, config, packed) == packed
+    batches, _ = in_memory.train_batches(0, packed)
+    assert len(batches[0]) == 5  # with the segment ids
+    prepare(PrepareOptions(data=spec, output=str(tmp_path / "set"), shard_size=60, validation=0,
+                           tokenizer=str(tmp_path / "a" / "tokenizer"), processes=1))
+    streamed = task_for(f"prepared:{tmp_path / 'set'}", tmp_path / "b", valid_data=spec,
+                        max_length=24)
+    config = streamed.prepare()
+    assert packing_shapes(streamed.options, streamed, config, packed) == BatchShapes(8, True)
+    streamed.options.packing = True
+    with pytest.raises(ValueError, match="--packing: a prepared corpus"):
+        packing_shapes(streamed.options, streamed, config, packed)
+
 def test_streamed_batches_are_the_in_memory_batches(tmp_path):
     pairs = number_pairs(500, offset=1000)
     spec = write_corpus(tmp_path / "corpus", pairs, empty_at=(7,))

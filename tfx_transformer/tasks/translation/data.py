@@ -15,6 +15,7 @@ from tfx_transformer.data import (
     BatchShapes,
     DataError,
     batch_indices,
+    pack_indices,
     pad_rows,
     padding_fraction,
     read_lines,
@@ -316,15 +317,51 @@ def make_batches(encoded, batch_tokens, max_length, shuffle_seed=None, shapes=Ba
     Returns a list of
     (source [B, S], decoder input [B, T], labels [B, T]) int32 arrays, shuffled by batch when
     `shuffle_seed` is given, and the fraction of padding in sources and labels. `shapes` (a
-    `BatchShapes`) rounds the widths, or fixes one shape per bucket.
+    `BatchShapes`) rounds the widths, or fixes one shape per bucket, or packs the pairs into
+    rows (`pack_batches`).
     """
+    if shapes.packed:
+        return pack_batches(encoded, batch_tokens, max_length, shuffle_seed, shapes)
     lengths = [max(len(s), len(t)) for s, t in zip(encoded.sources, encoded.targets)]
     chunks = batch_indices(lengths, batch_tokens, max_length, shuffle_seed, shapes=shapes)
     batches = []
     for chunk in chunks:
         shape = shapes.shape_for(max(lengths[i] for i in chunk), batch_tokens, max_length)
         batches.append(_pad_batch(encoded, chunk, shapes.multiple, shape))
-    return batches, padding_fraction([a for b in batches for a in (b[0], b[2])])
+    return batches, padding_fraction([a for b in batches for a in (b[0], b[-1])])
+
+
+def pack_batches(encoded, batch_tokens, max_length, shuffle_seed=None, shapes=BatchShapes()):
+    """Pairs packed several to a row (`data.pack_indices`), every batch of one shape:
+    `shapes.rows` rows of `shapes.packed_width` tokens (the last batch filled with empty rows).
+
+    Returns a list of (source [B, S], decoder input [B, T], source segment ids [B, S], target
+    segment ids [B, T], labels [B, T]) int32 arrays (segment ids: 1, 2, ... for a row's pairs,
+    0 on padding; what `Transformer` takes as "source_segment_ids" and "target_segment_ids"),
+    and the fraction of padding in sources and labels.
+    """
+    width = shapes.packed_width(max_length)
+    rows = shapes.rows(batch_tokens, width)
+    lengths = [(len(s), len(t)) for s, t in zip(encoded.sources, encoded.targets)]
+    batches = [
+        _pack_rows(encoded, batch, (rows, width))
+        for batch in pack_indices(lengths, width, rows, shuffle_seed)
+    ]
+    return batches, padding_fraction([a for b in batches for a in (b[0], b[-1])])
+
+
+def _pack_rows(encoded, batch, shape):
+    sources, decoder_inputs, source_segments, target_segments, labels = (
+        [] for _ in range(5)
+    )
+    for row in batch:
+        sources.append([i for p in row for i in encoded.sources[p]])
+        decoder_inputs.append([i for p in row for i in [START_ID] + encoded.targets[p][:-1]])
+        labels.append([i for p in row for i in encoded.targets[p]])
+        source_segments.append([n for n, p in enumerate(row, 1) for _ in encoded.sources[p]])
+        target_segments.append([n for n, p in enumerate(row, 1) for _ in encoded.targets[p]])
+    rows = (sources, decoder_inputs, source_segments, target_segments, labels)
+    return tuple(pad_rows(side, shape=shape) for side in rows)
 
 
 def _pad_batch(encoded, indices, multiple, shape=None):

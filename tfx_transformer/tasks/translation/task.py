@@ -168,6 +168,15 @@ class TranslationTask(SentencePieceTask):
             self.options.seed + epoch, shapes
         )
 
+    def packing_refusal(self, model_config):
+        if self.corpus is not None:
+            return ("a prepared corpus (--data prepared:DIR) streams its batches unpacked; train "
+                    "on it with --no-packing.")
+        if model_config.linformer_length is not None:
+            return ("Linformer attention projects a whole row's keys together, which would mix "
+                    "packed pairs; train it with --no-packing.")
+        return None
+
     def valid_batches(self, shapes=BatchShapes()):
         return data_lib.make_batches(
             self.valid_encoded, self.options.batch_tokens, self.max_length, shapes=shapes
@@ -179,6 +188,10 @@ class TranslationTask(SentencePieceTask):
         return Transformer(model_config)
 
     def model_inputs(self, features):
+        if len(features) == 4:  # packed rows (`data.pack_batches`)
+            source, decoder_in, source_segments, target_segments = features
+            return {"source_ids": source, "target_ids": decoder_in,
+                    "source_segment_ids": source_segments, "target_segment_ids": target_segments}
         source, decoder_in = features
         return {"source_ids": source, "target_ids": decoder_in}
 
