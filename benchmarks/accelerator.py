@@ -5,11 +5,12 @@ machine with a GPU, JAX, Keras and keras-hub (TensorFlow not needed):
         [--train-seconds 300] [--bleu 30,35,40] [-- extra train.py flags]
 
 - `base`: `gpu_train_step.py`, base dims, 256 x 128 tokens, 10% right padding, the default models
-  (ours, ours-paper, ours-paper-mask, keras-hub): the 1.5x and 25% MFU targets, and what passing
-  padding to cuDNN as key lengths gives (ours-paper against ours-paper-mask).
+  (ours, ours-paper, ours-paper-mask, ours-paper-packed, keras-hub): the 1.5x and 25% MFU
+  targets, what passing padding to cuDNN as key lengths gives (ours-paper against
+  ours-paper-mask), and what packed rows' masks cost and their fuller rows give.
 - `big`: the same at big dims, 128 x 128, ours-paper and keras-hub (the 40% MFU target).
 - `train`: `KERAS_BACKEND=jax python train.py --preset base` with the paper's dropout placement
-  (the fused attention path) on the corpus's parallel files (`train`, `val`,
+  (the fused attention path), pairs packed into rows (the default on JAX), on the corpus's parallel files (`train`, `val`,
   `test_2016_flickr` as in Multi30k), for `--train-seconds` of the whole job; reports its target
   tokens per second and the job's seconds until the validation BLEU (on the evaluation sample)
   first reached each of `--bleu`.

@@ -22,7 +22,9 @@ attention runs unfused while training), `ours-fused` (attention dropout 0: the a
 dropout 0, the fused path turned off: what fusing alone gives), `ours-paper` (attention and
 feed-forward dropout 0: the paper drops sublayer outputs and embeddings only; fused),
 `ours-paper-mask` (that with padding given to cuDNN as a mask, not as key lengths: what the
-lengths give) and `keras-hub`.
+lengths give), `ours-paper-packed` (`ours-paper` on packed rows, as `train.py` trains on JAX:
+several examples a row, each attending only to itself, so the masks go to cuDNN as a bias; its
+rows are nearly full whatever `--padding` says) and `keras-hub`.
 
 `--padding SHARE` pads each row on the right (the same lengths for source and target rows,
 SHARE of the positions on average, as a bucketed corpus leaves some); tokens per second then
@@ -55,20 +57,22 @@ def make_step(model):
     optimizer = keras.optimizers.Adam(1e-4, beta_1=0.9, beta_2=0.98, epsilon=1e-9)
     optimizer.build(model.trainable_variables)
 
-    def loss_of(trainable, non_trainable, source, decoder_in, labels):
+    def loss_of(trainable, non_trainable, *batch):
+        inputs = {"source_ids": batch[0], "target_ids": batch[1]}
+        if len(batch) == 5:  # packed rows
+            inputs.update(source_segment_ids=batch[2], target_segment_ids=batch[3])
+        labels = batch[-1]
         logits, non_trainable = model.stateless_call(
-            trainable, non_trainable, {"source_ids": source, "target_ids": decoder_in}, training=True
+            trainable, non_trainable, inputs, training=True
         )
         losses, count = smoothed_token_losses(labels, logits, 0.1)
         return keras.ops.sum(losses) / count, non_trainable
 
     gradient_of = jax.value_and_grad(loss_of, has_aux=True)
 
-    def step(state, source, decoder_in, labels):
+    def step(state, *batch):
         trainable, non_trainable, optimizer_variables = state
-        (loss, non_trainable), gradients = gradient_of(
-            trainable, non_trainable, source, decoder_in, labels
-        )
+        (loss, non_trainable), gradients = gradient_of(trainable, non_trainable, *batch)
         trainable, optimizer_variables = optimizer.stateless_apply(
             optimizer_variables, gradients, trainable
         )
@@ -82,7 +86,8 @@ def make_step(model):
     return jax.jit(step, donate_argnums=0), state
 
 
-MODELS = ("ours", "ours-fused", "ours-unfused", "ours-paper", "ours-paper-mask", "keras-hub")
+MODELS = ("ours", "ours-fused", "ours-unfused", "ours-paper", "ours-paper-mask",
+          "ours-paper-packed", "keras-hub")
 
 
 def build(name, dims, vocab, length):
@@ -104,6 +109,24 @@ def build(name, dims, vocab, length):
         model = keras_hub_seq2seq(vocab, length, **dims)
     keras.config.set_dtype_policy("float32")
     return model
+
+
+def packed_segments(rng, rows, length):
+    """[rows, length] segment ids: each row cut into examples of length / 8 to length / 2
+    tokens, one after another, until the next would not fit (the rest is padding, 0)."""
+    segments = np.zeros((rows, length), "int32")
+    shortest, longest = max(1, length // 8), max(1, length // 2)
+    for row in range(rows):
+        at, segment = 0, 1
+        while True:
+            size = int(rng.integers(shortest, longest + 1))
+            if at + size > length:
+                size = length - at if length - at >= shortest else 0
+            if not size:
+                break
+            segments[row, at : at + size] = segment
+            at, segment = at + size, segment + 1
+    return segments
 
 
 def flops_per_target_token(dims, vocab, source_length, target_length):
@@ -131,7 +154,8 @@ def main(argv=None):
     parser.add_argument("--padding", type=float, default=0.0,
                         help="mean share of right padding per row, in [0, 0.5]")
     parser.add_argument("--peak-tflops", type=float, default=989.0)
-    parser.add_argument("--models", default="ours,ours-paper,ours-paper-mask,keras-hub",
+    parser.add_argument("--models", default="ours,ours-paper,ours-paper-mask,ours-paper-packed,"
+                        "keras-hub",
                         help=f"comma-separated, of {MODELS}")
     args = parser.parse_args(argv)
     names = args.models.split(",")
@@ -156,16 +180,25 @@ def main(argv=None):
              for _ in range(3)]
     tokens = int(real.sum())
     print(f"padding: {1 - tokens / real.size:.1%} of the positions")
+    batches = {name: (batch, tokens) for name in names}
+    if "ours-paper-packed" in names:
+        segments = packed_segments(rng, args.batch, args.length)
+        ids = [rng.integers(4, args.vocab, size=segments.shape) * (segments > 0) for _ in range(3)]
+        arrays = [jax.numpy.asarray(a, "int32") for a in ids[:2] + [segments, segments] + ids[2:]]
+        packed_tokens = int((segments > 0).sum())
+        batches["ours-paper-packed"] = (arrays, packed_tokens)
+        print(f"packed rows: {1 - packed_tokens / segments.size:.1%} padding, "
+              f"{segments.max(axis=1).mean():.1f} examples a row")
     steps, states = {}, {}
     for name in names:
         model = build(name, dims, args.vocab, args.length)
         print(f"{name}: {model.count_params():,} parameters")
         step, states[name] = make_step(model)
-        loss, states[name] = step(states[name], *batch)  # trace and compile
+        loss, states[name] = step(states[name], *batches[name][0])  # trace and compile
         print(f"{name}: first loss {float(loss):.3f}", flush=True)
 
         def run(name=name, step=step):
-            loss, states[name] = step(states[name], *batch)
+            loss, states[name] = step(states[name], *batches[name][0])
             loss.block_until_ready()
 
         steps[name] = run
@@ -175,7 +208,7 @@ def main(argv=None):
     rates = {}
     for name, values in times.items():
         seconds = median(values)
-        rates[name] = tokens / seconds
+        rates[name] = batches[name][1] / seconds
         mfu = rates[name] * flops / (args.peak_tflops * 1e12)
         mfu_all = rates[name] * flops_with_output / (args.peak_tflops * 1e12)
         print(f"{name:<16} {rates[name]:14,.0f} {1000 * seconds:9.2f} {mfu:6.1%} {mfu_all:10.1%}")

@@ -192,17 +192,19 @@ def test_gpu_benchmark_runs_on_jax_without_tensorflow():
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     losses = [float(line.rsplit(" ", 1)[1]) for line in result.stdout.splitlines() if "first loss" in line]
-    assert len(losses) == 4 and all(4.0 < loss < 8.0 for loss in losses)  # near ln(300) = 5.7
+    assert len(losses) == 5 and all(4.0 < loss < 8.0 for loss in losses)  # near ln(300) = 5.7
     ratio = [line for line in result.stdout.splitlines() if line.startswith("ours / keras-hub:")]
     assert ratio and float(ratio[0].split()[-1].rstrip("x")) > 0
     assert any(line.startswith("padding: ") and line != "padding: 0.0% of the positions"
                for line in result.stdout.splitlines())
-    for name in ("ours-paper", "ours-paper-mask"):
+    for name in ("ours-paper", "ours-paper-mask", "ours-paper-packed"):
         assert any(line.startswith(f"{name} / keras-hub:") for line in result.stdout.splitlines())
+    packed = [line for line in result.stdout.splitlines() if line.startswith("packed rows: ")]
+    assert packed and float(packed[0].split()[2].rstrip("%")) < 15  # fuller than --padding 0.2
     # benchmarks/accelerator.py reads the table this prints
     spec = importlib.util.spec_from_file_location("accelerator", os.path.join(root, "benchmarks", "accelerator.py"))
     accelerator = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(accelerator)
     rates = accelerator.step_rates(result.stdout)
-    assert set(rates) == {"ours", "ours-paper", "ours-paper-mask", "keras-hub"}
+    assert set(rates) == {"ours", "ours-paper", "ours-paper-mask", "ours-paper-packed", "keras-hub"}
     assert all(rate["tokens_per_sec"] > 0 and rate["ms_per_step"] > 0 for rate in rates.values())
