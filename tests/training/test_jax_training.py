@@ -50,9 +50,15 @@ def test_translation_trains_resumes_and_exports_on_jax(tmp_path):
         "best.json", "best.npz", "ckpt-4.npz", "ckpt-8.npz"
     ]
     (output / "metrics.json").unlink()  # the run as a longer one would find it mid-way
+    # As a run saved before packing existed: it goes on unpacked, as it began.
+    config = json.loads((output / "config.json").read_text())
+    del config["options"]["packing"]
+    (output / "config.json").write_text(json.dumps(config))
     # --no-compile-ahead: a change a resumed run may make (the steps then compile as they come)
     result = train([*args, "--steps", "12", "--resume", "--no-compile-ahead"], env=JAX)
     assert "resuming from step 8" in result.stdout
+    assert "batches take at most" in result.stdout and "packed" not in result.stdout
+    assert json.loads((output / "config.json").read_text())["options"]["packing"] is False
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["steps"] == 12 and np.isfinite(metrics["loss"])
     # model.keras from JAX, exported by a TensorFlow-backend process.

@@ -207,3 +207,27 @@ def test_degenerate_runs_are_warned_about(capsys):
     warn_if_degenerate(TrainOptions(), examples=100, batches=10)
     Task.warn_if_mostly_dropped(kept=9, dropped=1, unit="pair", max_length=4)
     assert "warning" not in capsys.readouterr().out
+
+
+def test_a_run_saved_before_packing_resumes_unpacked(tmp_path):
+    """Its config.json has no "packing": it trained unpacked, and goes on so; several processes
+    cannot all read the chief's folder, so they are told to say --no-packing."""
+    from tfx_transformer.runs import RunPaths
+    from tfx_transformer.training.options import TrainOptions
+    from tfx_transformer.training.resume import check_output_folder
+
+    output = tmp_path / "run"
+    output.mkdir()
+    saved = TrainOptions(output=str(output)).to_dict()
+    del saved["packing"]
+    (output / "config.json").write_text(json.dumps({"options": saved, "model": {}}))
+    options = TrainOptions(output=str(output), resume=True)
+    check_output_folder(options, RunPaths(str(output)))
+    assert options.packing is False
+    with pytest.raises(ValueError, match="add --no-packing to every process's command"):
+        check_output_folder(TrainOptions(output=str(output), resume=True), RunPaths(str(output)), 2)
+    check_output_folder(TrainOptions(output=str(output), resume=True, packing=False),
+                        RunPaths(str(output)), 2)
+    with pytest.raises(ValueError, match="packing: saved False, now True"):
+        check_output_folder(TrainOptions(output=str(output), resume=True, packing=True),
+                            RunPaths(str(output)))

@@ -111,7 +111,7 @@ def prepare(options, paths, placement, engine):
     if placement.chief:
         # Only the chief's view counts: the other workers start beside it, and would find the
         # config.json it has just written.
-        check_output_folder(options, paths)
+        check_output_folder(options, paths, placement.processes)
     if placement.processes > 1 and (options.time_budget or options.early_stop):
         # Only the chief evaluates and keeps the time; the other workers could not know when
         # to stop, and would wait for it at the next step.
@@ -171,6 +171,8 @@ def packing_shapes(options, task, model_config, shapes):
     --packing asked for it)."""
     if not shapes.packed:
         return shapes
+    if options.packing is False:  # the engine's default, overruled (a resumed run's, say)
+        return dataclasses.replace(shapes, packed=False)
     refusal = task.packing_refusal(model_config)
     if refusal is None:
         return shapes

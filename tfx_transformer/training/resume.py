@@ -14,12 +14,20 @@ RESUMABLE_CHANGES = ("epochs", "steps", "resume", "strategy", "cpu_devices", "ex
                      "early_stop", "average_last", "allow_misaligned", "compile_ahead")
 
 
-def check_output_folder(options, paths):
-    """A new run never writes over an old one; --resume needs the old one's config."""
+def check_output_folder(options, paths, processes=1):
+    """A new run never writes over an old one; --resume needs the old one's config (of a run
+    that `processes` processes train)."""
     if options.resume:
         if not os.path.exists(paths.config):
             raise ValueError(f"--resume: {paths.config} does not exist; there is no run to resume.")
         saved = paths.saved_config()["options"]
+        if "packing" not in saved:  # saved before packing existed: such a run trained unpacked
+            saved["packing"] = False
+            if options.packing is None and processes == 1:
+                options.packing = False  # and goes on so
+            elif options.packing is None:  # the other processes cannot know: they must be told
+                raise ValueError(f"--resume: {options.output} trained its pairs unpacked; add "
+                                 "--no-packing to every process's command to go on so.")
         mismatched = {
             key: (saved.get(key), value)
             for key, value in options.to_dict().items()
