@@ -215,6 +215,14 @@ class TransformerConfig(JsonDataclass):
             **self.block_kwargs(),
         )
 
+    def packing_refusal(self):
+        """Why a model of this config cannot take packed rows (several examples one after
+        another in a row, told apart by segment ids), or None where it can."""
+        if self.linformer_length is not None:
+            return ("Linformer attention projects a whole row's keys together, which would mix "
+                    "packed examples")
+        return None
+
     @property
     def is_relative(self):
         """True when positions live in the self-attention rather than in the embeddings."""

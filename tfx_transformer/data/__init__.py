@@ -7,8 +7,8 @@ A task's own formats, built-in sets and encodings live in its folder under `task
 from tfx_transformer.data.batching import (
     BatchShapes,
     batch_indices,
-    pack_indices,
     bucket_boundaries,
+    pack_indices,
     pad_rows,
     padding_fraction,
 )
@@ -21,9 +21,9 @@ __all__ = [
     "DataError",
     "Tokenizer",
     "batch_indices",
-    "pack_indices",
     "bucket_boundaries",
     "decode_lines",
+    "pack_indices",
     "pad_rows",
     "padding_fraction",
     "read_lines",

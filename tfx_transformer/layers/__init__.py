@@ -63,9 +63,9 @@ __all__ = [
     "masked_softmax",
     "packed_causal_mask",
     "padding_mask",
+    "relative_distances",
     "same_segment_mask",
     "segment_positions",
-    "relative_distances",
     "sinusoid",
     "sinusoidal_encoding",
 ]

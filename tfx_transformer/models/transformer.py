@@ -129,11 +129,9 @@ class Transformer(ConfiguredModel):
                 "Packed rows need both 'source_segment_ids' and 'target_segment_ids'. "
                 f"Received: {sorted(inputs)}"
             )
-        if self.model_config.linformer_length is not None:
-            raise ValueError(
-                "Linformer attention projects the keys of a whole row together, which would mix "
-                "packed examples: train it on unpacked rows (--no-packing)."
-            )
+        refusal = self.model_config.packing_refusal()
+        if refusal is not None:
+            raise ValueError(f"{refusal}: give it unpacked rows.")
         return inputs["source_segment_ids"], inputs["target_segment_ids"]
 
     def encode(self, source_ids, training=None, return_attention_scores=False, return_ponder=False,

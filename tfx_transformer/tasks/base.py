@@ -20,6 +20,7 @@ class Task(abc.ABC):
     instance holds one run's data and vocabulary (`self.vocabulary` once prepared)."""
 
     name = None  # --task NAME (the registry's key)
+    packs = False  # whether its training batches can be packed rows (BatchShapes.packed)
     default_data = None  # the data spec of its built-in set
     data_specs = None  # the --data specs it reads, for --help
     # Enough for the built-in set to be learned well by the default preset (a few minutes).
@@ -122,10 +123,18 @@ class Task(abc.ABC):
         run's --seed plus `epoch`, shaped as `shapes` (a `data.BatchShapes`) says. A task that
         streams its data gives a `data.shards.StreamEpoch` in place of the list."""
 
+    @classmethod
+    def model_packing_refusal(cls, model_config):
+        """Why this task cannot train a model of `model_config` on packed rows
+        (`BatchShapes.packed`), or None where it can."""
+        if not cls.packs:
+            return f"the {cls.name} task does not pack; only translation packs its pairs into rows."
+        refusal = model_config.packing_refusal()
+        return refusal and f"{refusal}; train it with --no-packing."
+
     def packing_refusal(self, model_config):
-        """Why this task's training batches cannot be packed rows (`BatchShapes.packed`), or
-        None where they can."""
-        return f"the {self.name} task does not pack; only translation packs its pairs into rows."
+        """`model_packing_refusal`, and what this run's data allows."""
+        return self.model_packing_refusal(model_config)
 
     @abc.abstractmethod
     def valid_batches(self, shapes=BatchShapes()):

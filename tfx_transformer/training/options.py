@@ -123,12 +123,9 @@ class TrainOptions(JsonDataclass):
                 "--vocab-size instead of --set vocab_size."
             )
         model = TransformerConfig.preset(self.preset, **self.model_overrides())  # fails early
-        if self.packing and self.task != "translation":
-            raise ValueError(f"--packing: the {self.task} task does not pack; only translation "
-                             "packs its pairs into rows.")
-        if self.packing and model.linformer_length is not None:
-            raise ValueError("--packing: Linformer attention projects a whole row's keys "
-                             "together, which would mix packed pairs; train it with --no-packing.")
+        refusal = task.model_packing_refusal(model) if self.packing else None
+        if refusal:
+            raise ValueError(f"--packing: {refusal}")
 
     def model_overrides(self):
         overrides = dict(self.model)

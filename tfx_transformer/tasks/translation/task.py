@@ -16,6 +16,7 @@ from tfx_transformer.tasks.translation.translator import Translator
 
 class TranslationTask(SentencePieceTask):
     name = "translation"
+    packs = True
     default_data = "builtin:numbers"
     data_specs = (
         "builtin:numbers[:en-fr], builtin:algorithmic:copy|reverse|addition (tested on longer "
@@ -172,10 +173,7 @@ class TranslationTask(SentencePieceTask):
         if self.corpus is not None:
             return ("a prepared corpus (--data prepared:DIR) streams its batches unpacked; train "
                     "on it with --no-packing.")
-        if model_config.linformer_length is not None:
-            return ("Linformer attention projects a whole row's keys together, which would mix "
-                    "packed pairs; train it with --no-packing.")
-        return None
+        return super().packing_refusal(model_config)
 
     def valid_batches(self, shapes=BatchShapes()):
         return data_lib.make_batches(
