@@ -31,7 +31,9 @@ def test_a_run_under_a_time_budget_ends_inside_it_with_a_complete_folder(tmp_pat
     metrics = metrics_of(output)
     assert elapsed <= budget, (elapsed, metrics["time"])
     assert metrics["time"]["stopped_by_budget"] and metrics["time"]["total"] <= budget
-    assert metrics["steps"] > 20  # it trained, not just stopped
+    # It trained, not just stopped (a busy machine made 17 steps here, a quiet one 20 and more:
+    # a budget spent on its reserve alone would make none).
+    assert metrics["steps"] >= 10
     for name in ("config.json", "model.keras", "metrics.json", "tokenizer", "export", "logs"):
         assert (output / name).exists(), name
     assert "time budget: stopping at step" in result.stdout
