@@ -108,5 +108,28 @@ def test_packed_translation_batches_rebuild_every_pair(rng):
             assert not source[r][source_segments[r] == 0].any()  # segment 0: padding only
             assert not labels[r][target_segments[r] == 0].any()
     assert sorted(pairs) == sorted(zip(map(tuple, Encoded.sources), map(tuple, Encoded.targets)))
+    # A width for the run (the task's choice) gives that shape.
+    wider, _ = make_batches(Encoded, 512, 64, shuffle_seed=1, shapes=shapes, packed_width=48)
+    assert {tuple(a.shape) for b in wider for a in b} == {(2 * (512 // 48), 48)}
     real = sum(len(s) + len(t) for s, t in zip(Encoded.sources, Encoded.targets))
     assert padding == pytest.approx(1 - real / sum(b[0].size + b[-1].size for b in batches))
+
+
+def test_the_packing_width_weighs_padding_against_attention(rng):
+    from tfx_transformer.data import BatchShapes
+    from tfx_transformer.tasks.translation.data import pack_batches, packing_width
+
+    class Encoded:  # pairs of 9 to 13 tokens: one to a row of 16, two to a row of 24 or 32
+        sources = [[5] * n for n in rng.integers(9, 14, size=600)]
+        targets = [[6] * n for n in rng.integers(9, 14, size=600)]
+
+    shapes = BatchShapes(multiple=8, fixed=True, packed=True)
+    # the padding of rows of each width the choice weighs (16: the longest pair's, up to twice)
+    padding = {w: pack_batches(Encoded, w, w, shapes=shapes)[1] for w in (16, 24, 32)}
+    assert padding[16] > 0.25 and padding[24] < 0.15
+    # A wide model pays little for attention: it takes the rows of least padding. One whose
+    # attention costs about what the rest of a layer does takes the narrowest.
+    chosen = packing_width(Encoded, 64, shapes, d_model=512)
+    assert chosen != 16 and padding[chosen] == min(padding.values())
+    assert packing_width(Encoded, 64, shapes, d_model=1) == 16
+    assert packing_width(Encoded, 12, shapes, d_model=512) == 16  # max_length 12, rounded up

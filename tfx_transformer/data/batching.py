@@ -18,8 +18,8 @@ class BatchShapes:
     to the bucket's row count, `batch_tokens // width` per replica, with empty rows.
     `replicas`: with `fixed`, a batch is split over that many devices; it holds `replicas` times
     the rows, so that --batch-tokens stays the budget of one device.
-    `packed`: a task that can packs its training examples into rows of `packed_width` tokens
-    (`pack_indices`), `rows` of them a batch: one shape, and little padding.
+    `packed`: a task that can pack packs its training examples into rows of one width for the
+    run (`pack_indices`), `rows` of them a batch: one shape, and little padding.
     """
 
     multiple: int = 1
@@ -27,9 +27,9 @@ class BatchShapes:
     replicas: int = 1
     packed: bool = False
 
-    def packed_width(self, max_length):
-        """`packed`: the width of every row, `max_length` rounded up to `multiple`."""
-        return -(-max_length // self.multiple) * self.multiple
+    def packed_width(self, longest):
+        """`packed`: `longest` tokens rounded up to the widths rows may take (`multiple`)."""
+        return -(-longest // self.multiple) * self.multiple
 
     def widths(self, max_length):
         """`fixed`: the widths batches take (one per bucket), none over `max_length`."""

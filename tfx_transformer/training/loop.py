@@ -158,8 +158,9 @@ def prepare(options, paths, placement, engine):
     if placement.shapes.fixed:
         buckets = len(placement.shapes.widths(model_config.max_length))
         if shapes.packed:
-            log(f"training batches take one shape (pairs packed into rows), validation batches "
-                f"at most {buckets} (one compilation of each step each)")
+            rows, width = first_batches[0][0].shape
+            log(f"training batches take one shape, {rows} x {width} (pairs packed into rows), "
+                f"validation batches at most {buckets} (one compilation of each step each)")
         else:
             log(f"batches take at most {buckets} shapes (one compilation of the step each)")
     return Job(options, paths, placement, task, model_config, trainer, shapes, steps_per_epoch,

@@ -33,6 +33,7 @@ class TranslationTask(SentencePieceTask):
     def __init__(self, options, paths):
         super().__init__(options, paths)
         self._translators = {}
+        self.packed_width = None  # packed rows' width, chosen at the first packed epoch
 
     # Data and vocabulary ----------------------------------------------------------------------
 
@@ -48,6 +49,7 @@ class TranslationTask(SentencePieceTask):
         self.vocabulary = self.choose_tokenizer()
         model_config = self.model_config(self.vocabulary.vocab_size)
         self.max_length = max_length = model_config.max_length
+        self.d_model = model_config.d_model  # what packed rows' width is chosen for
         if self.corpus is None:
             self.encode_training_text()
         else:
@@ -164,9 +166,13 @@ class TranslationTask(SentencePieceTask):
                 self.corpus.open_stream(self.options, self.max_length, shapes, self.worker,
                                         self.workers, self.paths.checkpoints, self.gather)
             return self.corpus.epoch(epoch, self.options, self.max_length, shapes, self.workers)
+        if shapes.packed and self.packed_width is None:  # one width for the run: one shape
+            self.packed_width = data_lib.packing_width(
+                self.train_encoded, self.max_length, shapes, self.d_model
+            )
         return data_lib.make_batches(
             self.train_encoded, self.options.batch_tokens, self.max_length,
-            self.options.seed + epoch, shapes
+            self.options.seed + epoch, shapes, self.packed_width
         )
 
     def packing_refusal(self, model_config):
