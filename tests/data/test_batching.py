@@ -133,3 +133,7 @@ def test_the_packing_width_weighs_padding_against_attention(rng):
     assert chosen != 16 and padding[chosen] == min(padding.values())
     assert packing_width(Encoded, 64, shapes, d_model=1) == 16
     assert packing_width(Encoded, 12, shapes, d_model=512) == 16  # max_length 12, rounded up
+    # Weighed on a sample of the pairs, but wide enough for every pair, sampled or not.
+    Encoded.sources.append([5] * 30)
+    Encoded.targets.append([6] * 3)
+    assert packing_width(Encoded, 64, shapes, d_model=1, sample=50) == 32  # 50: not sampled
