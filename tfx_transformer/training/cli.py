@@ -46,8 +46,8 @@ def build_parser():
     add("--long-pairs", choices=["drop", "truncate"],
         help="what to do with longer training pairs or sentences (default drop)")
     add("--packing", action="store_const", const=True,
-        help="translation: pack several pairs into each row of --max-length tokens (one batch "
-        "shape, little padding; the default on JAX)")
+        help="translation: pack several pairs into each row, one width a run chosen up to "
+        "--max-length (one batch shape, little padding; the default on JAX)")
     add("--no-packing", dest="packing", action="store_const", const=False,
         help="translation: batch pairs of similar length instead, one width per length bucket "
         "(the default on TensorFlow)")
