@@ -66,6 +66,17 @@ def atomic_directory(path):
             shutil.rmtree(temporary, ignore_errors=True)
 
 
+def cache_folder():
+    """Where generated built-in data is kept between runs: $TFX_TRANSFORMER_CACHE, else
+    $XDG_CACHE_HOME/tfx_transformer, else ~/.cache/tfx_transformer. An empty
+    TFX_TRANSFORMER_CACHE turns the cache off ("" is returned)."""
+    configured = os.environ.get("TFX_TRANSFORMER_CACHE")
+    if configured is not None:
+        return configured
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "tfx_transformer")
+
+
 def current_umask():
     """The process's umask (reading it means setting it, so it is set straight back)."""
     mask = os.umask(0o022)

@@ -94,7 +94,8 @@ def test_unknown_specs_are_refused():
         data_lib.load_spec("builtin:numbers:en-xx")
 
 
-def test_builtin_numbers_are_deterministic_and_disjoint():
+def test_builtin_numbers_are_deterministic_and_disjoint(monkeypatch):
+    monkeypatch.setenv("TFX_TRANSFORMER_CACHE", "")  # the generator itself, not a cached copy
     sizes = {"train": 5000, "validation": 100, "test": 200}
     splits = {s: data_lib.numbers_split(s, sizes=sizes) for s in sizes}
     again = data_lib.numbers_split("test", sizes=sizes)
@@ -113,6 +114,54 @@ def test_builtin_numbers_are_deterministic_and_disjoint():
     assert other_seed.sources != splits["test"].sources
     german = data_lib.numbers_split("test", "en-de", sizes=sizes)
     assert german.sources == splits["test"].sources and german.targets != splits["test"].targets
+
+
+SMALL_SIZES = {"train": 300, "validation": 20, "test": 30}
+
+
+def test_builtin_numbers_are_made_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFX_TRANSFORMER_CACHE", "")
+    made = {s: data_lib.numbers_split(s, sizes=SMALL_SIZES) for s in SMALL_SIZES}
+    monkeypatch.setenv("TFX_TRANSFORMER_CACHE", str(tmp_path))
+    first = {s: data_lib.numbers_split(s, sizes=SMALL_SIZES) for s in SMALL_SIZES}
+    assert len(list((tmp_path / "builtin").iterdir())) == 3
+
+    def no_generation(*args):
+        raise AssertionError("the cached split was generated again")
+
+    monkeypatch.setattr(data_lib, "number_words", no_generation)
+    for split in SMALL_SIZES:
+        cached = data_lib.numbers_split(split, sizes=SMALL_SIZES)
+        assert (cached.sources, cached.targets) == (made[split].sources, made[split].targets)
+        assert (first[split].sources, first[split].targets) == (cached.sources, cached.targets)
+    # Other sizes (they move the held-out numbers too) and another seed are other files.
+    with pytest.raises(AssertionError, match="generated again"):
+        data_lib.numbers_split("train", sizes={**SMALL_SIZES, "test": 31})
+    with pytest.raises(AssertionError, match="generated again"):
+        data_lib.numbers_split("test", seed=1, sizes=SMALL_SIZES)
+    # A changed generator (module digest) does not read what the old one made.
+    monkeypatch.setattr(data_lib, "_module_digest", lambda: b"another version")
+    with pytest.raises(AssertionError, match="generated again"):
+        data_lib.numbers_split("test", sizes=SMALL_SIZES)
+
+
+def test_a_damaged_or_unwritable_cache_is_passed_by(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFX_TRANSFORMER_CACHE", "")
+    expected = data_lib.numbers_split("validation", sizes=SMALL_SIZES)
+    monkeypatch.setenv("TFX_TRANSFORMER_CACHE", str(tmp_path))
+    data_lib.numbers_split("validation", sizes=SMALL_SIZES)
+    (cached,) = (tmp_path / "builtin").iterdir()
+    for damage in ('{"sources": ["one"]', '{"sources": 1, "targets": 2}', "[]",
+                   '{"sources": ["one"], "targets": []}'):
+        cached.write_text(damage, encoding="utf-8")
+        again = data_lib.numbers_split("validation", sizes=SMALL_SIZES)
+        assert (again.sources, again.targets) == (expected.sources, expected.targets)
+        assert data_lib.read_json(cached)["targets"] == expected.targets  # made again, whole
+    blocked = tmp_path / "a file"
+    blocked.write_text("not a folder", encoding="utf-8")
+    monkeypatch.setenv("TFX_TRANSFORMER_CACHE", str(blocked))
+    again = data_lib.numbers_split("validation", sizes=SMALL_SIZES)
+    assert (again.sources, again.targets) == (expected.sources, expected.targets)
 
 
 class FakeTokenizer:

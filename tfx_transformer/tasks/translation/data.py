@@ -6,7 +6,11 @@ Specs: `builtin:numbers` (optionally `builtin:numbers:en-fr`), `builtin:algorith
 `parallel:SRC_PATH,TGT_PATH`, `tfds:NAME` (needs tensorflow-datasets and its data).
 """
 
+import contextlib
 import dataclasses
+import functools
+import hashlib
+import importlib.metadata
 import os
 
 import numpy as np
@@ -21,6 +25,7 @@ from tfx_transformer.data import (
     read_lines,
 )
 from tfx_transformer.data.alignment import find_misalignment
+from tfx_transformer.files import cache_folder, read_json, write_json_atomic
 from tfx_transformer.tasks.translation.algorithmic import ALGORITHMIC_TASKS, algorithmic_pairs
 from tfx_transformer.tokens import END_ID, START_ID
 
@@ -157,10 +162,41 @@ def numbers_split(split, language_pair="en-fr", seed=0, sizes=None):
         numbers = held_out[sizes["test"] :]
     else:
         numbers = _training_numbers(rng, set(held_out.tolist()), sizes["train"])
-    pairs = [number_words(n, language_pair) for n in numbers]
-    return ParallelText(
-        [p[0] for p in pairs], [p[1] for p in pairs], 0, f"builtin:numbers:{language_pair}[{split}]"
+    sources, targets = cached_pairs(
+        f"numbers-{language_pair}-{split}-seed{seed}-"
+        + "-".join(f"{name}{size}" for name, size in sorted(sizes.items())),
+        lambda: zip(*(number_words(n, language_pair) for n in numbers)),
     )
+    return ParallelText(sources, targets, 0, f"builtin:numbers:{language_pair}[{split}]")
+
+
+def cached_pairs(name, make_pairs):
+    """(sources, targets) from the cache folder (`files.cache_folder`), made by `make_pairs` and
+    kept there the first time: num2words takes ~8 s for the default training split, which every
+    run reads. The file's name carries a digest of this module and num2words' version, so a
+    changed generator never reads what an older one made. A cache that cannot be read or written
+    is passed by: the pairs are made again."""
+    folder = cache_folder()
+    path = None
+    if folder:
+        key = hashlib.sha256(_module_digest() + importlib.metadata.version("num2words").encode())
+        path = os.path.join(folder, "builtin", f"{name}-{key.hexdigest()[:16]}.json")
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            cached = read_json(path)
+            sources, targets = list(cached["sources"]), list(cached["targets"])
+            if len(sources) == len(targets) and all(isinstance(t, str) for t in sources + targets):
+                return sources, targets
+    sources, targets = (list(side) for side in make_pairs())
+    if path:
+        with contextlib.suppress(OSError):
+            write_json_atomic(path, {"sources": sources, "targets": targets})
+    return sources, targets
+
+
+@functools.cache
+def _module_digest():
+    with open(__file__, "rb") as module:
+        return hashlib.sha256(module.read()).digest()
 
 
 def algorithmic_split(name, split, seed=0, sizes=None):
