@@ -40,10 +40,14 @@ def keras_hub_seq2seq(vocab_size, max_length, d_model, num_heads, d_ff, num_enco
     return keras.Model({"source_ids": source, "target_ids": target}, logits)
 
 
-def alternate(functions, rounds, per_round=1):
-    """{name: [seconds per call, one figure per round]}; the functions take turns each round."""
+def alternate(functions, rounds, per_round=1, deadline=None):
+    """{name: [seconds per call, one figure per round]}; the functions take turns each round.
+    With `deadline` (a time.perf_counter() value), no round starts after it (the first always
+    does)."""
     times = {name: [] for name in functions}
-    for _ in range(rounds):
+    for round_index in range(rounds):
+        if round_index and deadline is not None and time.perf_counter() > deadline:
+            break
         for name, function in functions.items():
             start = time.perf_counter()
             for _ in range(per_round):

@@ -37,6 +37,7 @@ installed. `--preset tiny --vocab 1000 --batch 8 --length 16` makes a quick CPU 
 import argparse
 import os
 import sys
+import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
@@ -143,6 +144,31 @@ def flops_per_target_token(dims, vocab, source_length, target_length):
     return base, base + 6 * d * vocab
 
 
+def compiled_steps(names, dims, args, batches, deadline):
+    """{name: a function that runs one timed step}, each model compiled by a first step. With a
+    deadline, a model is skipped (and said so) where a compilation as long as the longest so far
+    would end in the budget's last fifth, which the timed rounds keep."""
+    states, steps, longest = {}, {}, 0.0
+    for name in names:
+        started = time.perf_counter()
+        if deadline is not None and started + longest > deadline - args.seconds / 5:
+            print(f"{name}: skipped, out of --seconds (a compilation took {longest:.0f} s)")
+            continue
+        model = build(name, dims, args.vocab, args.length)
+        print(f"{name}: {model.count_params():,} parameters")
+        step, states[name] = make_step(model)
+        loss, states[name] = step(states[name], *batches[name][0])  # trace and compile
+        print(f"{name}: first loss {float(loss):.3f}", flush=True)
+        longest = max(longest, time.perf_counter() - started)
+
+        def run(name=name, step=step):
+            loss, states[name] = step(states[name], *batches[name][0])
+            loss.block_until_ready()
+
+        steps[name] = run
+    return steps
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="base")
@@ -154,6 +180,9 @@ def main(argv=None):
     parser.add_argument("--padding", type=float, default=0.0,
                         help="mean share of right padding per row, in [0, 0.5]")
     parser.add_argument("--peak-tflops", type=float, default=989.0)
+    parser.add_argument("--seconds", type=float, default=0,
+                        help="a time budget (0: none): fewer rounds, and the models last in "
+                        "--models skipped, where compiling and timing them all would not fit")
     parser.add_argument("--models", default="ours,ours-paper,ours-paper-mask,ours-paper-packed,"
                         "keras-hub",
                         help=f"comma-separated, of {MODELS}")
@@ -189,22 +218,12 @@ def main(argv=None):
         batches["ours-paper-packed"] = (arrays, packed_tokens)
         print(f"packed rows: {1 - packed_tokens / segments.size:.1%} padding, "
               f"{segments.max(axis=1).mean():.1f} examples a row")
-    steps, states = {}, {}
-    for name in names:
-        model = build(name, dims, args.vocab, args.length)
-        print(f"{name}: {model.count_params():,} parameters")
-        step, states[name] = make_step(model)
-        loss, states[name] = step(states[name], *batches[name][0])  # trace and compile
-        print(f"{name}: first loss {float(loss):.3f}", flush=True)
-
-        def run(name=name, step=step):
-            loss, states[name] = step(states[name], *batches[name][0])
-            loss.block_until_ready()
-
-        steps[name] = run
-    times = alternate(steps, args.rounds, args.steps)
+    deadline = time.perf_counter() + args.seconds if args.seconds else None
+    steps = compiled_steps(names, dims, args, batches, deadline)
+    times = alternate(steps, args.rounds, args.steps, deadline)
+    print(f"\n{len(next(iter(times.values())))} rounds of {args.steps} steps timed")
     flops, flops_with_output = flops_per_target_token(dims, args.vocab, args.length, args.length)
-    print("\nmodel              target tok/s   ms/step   MFU    MFU with output projection")
+    print("model              target tok/s   ms/step   MFU    MFU with output projection")
     rates = {}
     for name, values in times.items():
         seconds = median(values)
@@ -213,7 +232,7 @@ def main(argv=None):
         mfu_all = rates[name] * flops_with_output / (args.peak_tflops * 1e12)
         print(f"{name:<16} {rates[name]:14,.0f} {1000 * seconds:9.2f} {mfu:6.1%} {mfu_all:10.1%}")
     if "keras-hub" in rates:
-        for name in names:
+        for name in rates:
             if name != "keras-hub":
                 print(f"{name} / keras-hub: {rates[name] / rates['keras-hub']:.2f}x")
     return 0

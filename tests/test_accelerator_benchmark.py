@@ -2,8 +2,11 @@
 parts run where a GPU is; here, that its training command is one train.py accepts, and that it
 reads the figures from the parts' output as they print them."""
 
+import argparse
 import importlib.util
 import json
+import sys
+import time
 
 import pytest
 
@@ -72,3 +75,98 @@ def test_a_corpus_without_the_three_splits_is_refused_before_anything_runs(accel
     with pytest.raises(SystemExit):
         accelerator.main(["--out", str(tmp_path / "out"), "--parts", "base,huge"])
     assert "huge" in capsys.readouterr().err
+
+
+
+def test_a_deadline_shares_the_time_and_skips_what_would_get_too_little(accelerator, tmp_path, monkeypatch):
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(accelerator.time, "monotonic", lambda: clock["now"])
+    args = argparse.Namespace(deadline=600.0, train_seconds=300, bleu="30", out=str(tmp_path))
+    ends = clock["now"] + 600
+    assert accelerator.part_budget("base", args, ends) == 180  # 30%
+    assert accelerator.part_budget("big", args, ends) == 90
+    assert accelerator.part_budget("train", args, ends) == 300  # --train-seconds fits
+    clock["now"] += 400  # the step parts took 400 s: the training has what is left, less the margin
+    assert accelerator.part_budget("train", args, ends) == 200 - accelerator.DEADLINE_MARGIN
+    assert accelerator.part_budget("train", args, None) is None  # no deadline
+    # Too little left for any part: each is skipped, and the summary says so.
+    args.deadline = 50.0
+    summary = accelerator.run_parts(["base", "big", "train"], args, [], [])
+    assert all("skipped" in summary[part] for part in ("base", "big", "train"))
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+
+
+def test_a_part_that_overruns_is_killed_and_keeps_what_it_printed(accelerator, tmp_path):
+    started = time.monotonic()
+    command = [sys.executable, "-u", "-c",
+               "import time; print('compiled', flush=True); time.sleep(60); print('never')"]
+    text = accelerator.run_logged(command, tmp_path / "part.log", None, timeout=3)
+    assert time.monotonic() - started < 30
+    assert "compiled" in text and "never" not in text
+    assert (tmp_path / "part.log").read_text().startswith("compiled")
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_the_step_benchmark_skips_the_models_whose_compilation_would_not_fit(monkeypatch, capsys):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location("gpu_train_step", ROOT / "benchmarks" / "gpu_train_step.py")
+        benchmark = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(benchmark)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    clock = FakeClock()
+    monkeypatch.setattr(benchmark.time, "perf_counter", clock)
+    compile_seconds = {"keras-hub": 30, "ours-paper": 40, "ours-paper-packed": 40, "ours": 10}
+
+    class Model:
+        def __init__(self, name):
+            self.name = name
+
+        def count_params(self):
+            return 1
+
+    def make_step(model):
+        def step(state, *batch):
+            if state == "new":  # the first call compiles
+                clock.now += compile_seconds[model.name]
+            return 0.5, "compiled"
+        return step, "new"
+
+    monkeypatch.setattr(benchmark, "build", lambda name, *rest: Model(name))
+    monkeypatch.setattr(benchmark, "make_step", make_step)
+    args = argparse.Namespace(seconds=120.0, vocab=10, length=4)
+    batches = {name: ([], 1) for name in compile_seconds}
+    steps = benchmark.compiled_steps(list(compile_seconds), {}, args, batches, clock() + 120)
+    # 30 s, then 40 (70 s in); a third compilation, reckoned as long as the longest so far (40),
+    # would end 110 s in, inside the last fifth (after 96 s) that the timing rounds keep: skipped,
+    # and so is the fourth.
+    assert list(steps) == ["keras-hub", "ours-paper"]
+    printed = capsys.readouterr().out
+    assert "ours-paper-packed: skipped" in printed and "ours: skipped" in printed
+    # Without a deadline every model is compiled.
+    assert list(benchmark.compiled_steps(list(compile_seconds), {}, args, batches, None)) == list(compile_seconds)
+
+
+def test_timing_rounds_stop_at_the_deadline_after_the_first(monkeypatch):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import common
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    clock = FakeClock()
+    monkeypatch.setattr(common.time, "perf_counter", clock)
+
+    def step():
+        clock.now += 1.0
+
+    assert len(common.alternate({"a": step, "b": step}, 10, 1, deadline=clock.now + 5)["a"]) == 3
+    assert len(common.alternate({"a": step}, 10, 1, deadline=clock.now - 1)["a"]) == 1
+    assert len(common.alternate({"a": step}, 4, 1)["a"]) == 4
