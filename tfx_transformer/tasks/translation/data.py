@@ -165,28 +165,31 @@ def numbers_split(split, language_pair="en-fr", seed=0, sizes=None):
     sources, targets = cached_pairs(
         f"numbers-{language_pair}-{split}-seed{seed}-"
         + "-".join(f"{name}{size}" for name, size in sorted(sizes.items())),
-        lambda: zip(*(number_words(n, language_pair) for n in numbers)),
+        lambda: [number_words(n, language_pair) for n in numbers],
     )
     return ParallelText(sources, targets, 0, f"builtin:numbers:{language_pair}[{split}]")
 
 
 def cached_pairs(name, make_pairs):
-    """(sources, targets) from the cache folder (`files.cache_folder`), made by `make_pairs` and
-    kept there the first time: num2words takes ~8 s for the default training split, which every
-    run reads. The file's name carries a digest of this module and num2words' version, so a
-    changed generator never reads what an older one made. A cache that cannot be read or written
-    is passed by: the pairs are made again."""
+    """(sources, targets) from the cache folder (`files.cache_folder`), or from `make_pairs` (a
+    list of (source, target)) and then kept there: num2words takes ~8 s for the default training
+    split, which every run reads. The file's name carries a digest of this module and the
+    versions of num2words and NumPy (whose generators draw the numbers), so a changed generator
+    never reads what an older one made. A cache that cannot be read or written is passed by: the
+    pairs are made again."""
     folder = cache_folder()
     path = None
     if folder:
-        key = hashlib.sha256(_module_digest() + importlib.metadata.version("num2words").encode())
+        versions = f"num2words {importlib.metadata.version('num2words')}, numpy {np.__version__}"
+        key = hashlib.sha256(_module_digest() + versions.encode())
         path = os.path.join(folder, "builtin", f"{name}-{key.hexdigest()[:16]}.json")
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             cached = read_json(path)
             sources, targets = list(cached["sources"]), list(cached["targets"])
             if len(sources) == len(targets) and all(isinstance(t, str) for t in sources + targets):
                 return sources, targets
-    sources, targets = (list(side) for side in make_pairs())
+    pairs = make_pairs()
+    sources, targets = [pair[0] for pair in pairs], [pair[1] for pair in pairs]
     if path:
         with contextlib.suppress(OSError):
             write_json_atomic(path, {"sources": sources, "targets": targets})
