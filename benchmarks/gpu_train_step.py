@@ -26,6 +26,10 @@ lengths give), `ours-paper-packed` (`ours-paper` on packed rows, as `train.py` t
 several examples a row, each attending only to itself, so the masks go to cuDNN as a bias; its
 rows are nearly full whatever `--padding` says) and `keras-hub`.
 
+`--seconds S` bounds the whole: the rounds stop when it is spent (one always runs), and a model
+whose compilation (reckoned as long as the longest so far) would end in its last fifth is skipped,
+so the models that matter most come first in `--models`.
+
 `--padding SHARE` pads each row on the right (the same lengths for source and target rows,
 SHARE of the positions on average, as a bucketed corpus leaves some); tokens per second then
 count real target tokens.
