@@ -6,8 +6,8 @@ import numpy as np
 
 from tfx_transformer.data import pad_rows
 
-# On JAX, id arrays given to a compiled function are full batches of widths rounded up to this,
-# so that jax.jit compiles a bounded number of times (at most max_length / 16 widths).
+# On JAX, id arrays given to a compiled function have widths rounded up to this (and rows to a
+# power of two), so that jax.jit compiles a bounded number of times.
 JAX_WIDTH_MULTIPLE = 16
 
 
@@ -38,11 +38,13 @@ def compile_for_backend(function, inputs=1, model=None):
 
 def pad_batch(rows, batch_size):
     """Lists of ids (at most `batch_size`) -> int32 [rows, width], 0-padded on the right: as
-    they are on TensorFlow, a bounded set of shapes on JAX (`batch_size` rows, widths rounded
-    up to `JAX_WIDTH_MULTIPLE`)."""
+    they are on TensorFlow, a bounded set of shapes on JAX: rows up to a power of two (at most
+    `batch_size`, so that a few inputs are not decoded as a whole batch of empty rows), widths up
+    to a multiple of `JAX_WIDTH_MULTIPLE`."""
     if keras.backend.backend() != "jax":
         return pad_rows(rows)
-    return pad_rows(rows + [[0]] * (batch_size - len(rows)), JAX_WIDTH_MULTIPLE)
+    count = min(batch_size, 1 << max(len(rows) - 1, 0).bit_length())
+    return pad_rows(rows + [[0]] * (count - len(rows)), JAX_WIDTH_MULTIPLE)
 
 
 class WeightsAsArguments:

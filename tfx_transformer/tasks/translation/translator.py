@@ -2,8 +2,8 @@
 
 Inputs are tokenized, sorted by length into batches (the results come back in the input order),
 decoded by a compiled function (tf.function on TensorFlow, which traces once per mode; jax.jit
-on JAX, over widths rounded up to a multiple of 16 and full batches, so that it compiles a
-bounded number of times) and detokenized. Modes: the best translation (greedy for beam size 1,
+on JAX, over widths rounded up to a multiple of 16 and rows up to a power of two, so that it
+compiles a bounded number of times) and detokenized. Modes: the best translation (greedy for beam size 1,
 beam search above), the n best, a sample, and the score of given translations. A translation
 ends at `max_length` tokens and at `max_length_factor` times its source's tokens (default 3,
 as Marian's; None: at `max_length` only).
