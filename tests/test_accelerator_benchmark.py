@@ -3,24 +3,20 @@ parts run where a GPU is; here, that its training command is one train.py accept
 reads the figures from the parts' output as they print them."""
 
 import argparse
-import importlib.util
 import json
+import os
 import sys
 import time
 
-import keras
 import pytest
 
-from tests import ROOT
+from tests import benchmark_module
 from tfx_transformer.training.cli import options_from_args
 
 
 @pytest.fixture(scope="module")
 def accelerator():
-    spec = importlib.util.spec_from_file_location("accelerator", ROOT / "benchmarks" / "accelerator.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("accelerator")
 
 
 def test_the_training_part_is_a_train_py_command_with_the_papers_dropout_placement(accelerator):
@@ -116,15 +112,9 @@ class FakeClock:
 
 
 def test_the_step_benchmark_skips_the_models_whose_compilation_would_not_fit(monkeypatch, capsys):
-    # Its import sets KERAS_BACKEND where unset: not for the processes this worker starts later.
-    monkeypatch.setenv("KERAS_BACKEND", keras.backend.backend())
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        spec = importlib.util.spec_from_file_location("gpu_train_step", ROOT / "benchmarks" / "gpu_train_step.py")
-        benchmark = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(benchmark)
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    backend = os.environ.get("KERAS_BACKEND")
+    benchmark = benchmark_module("gpu_train_step")
+    assert os.environ.get("KERAS_BACKEND") == backend  # its import's setdefault stays its own
     clock = FakeClock()
     monkeypatch.setattr(benchmark.time, "perf_counter", clock)
     compile_seconds = {"keras-hub": 30, "ours-paper": 40, "ours-paper-packed": 40, "ours": 10}
@@ -159,11 +149,7 @@ def test_the_step_benchmark_skips_the_models_whose_compilation_would_not_fit(mon
 
 
 def test_timing_rounds_stop_at_the_deadline_after_the_first(monkeypatch):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import common
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    common = benchmark_module("common")
     clock = FakeClock()
     monkeypatch.setattr(common.time, "perf_counter", clock)
 

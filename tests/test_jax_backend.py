@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import tfx_transformer as tt
+from tests import benchmark_module
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("jax") is None, reason="jax is not installed"
@@ -202,9 +203,7 @@ def test_gpu_benchmark_runs_on_jax_without_tensorflow():
     packed = [line for line in result.stdout.splitlines() if line.startswith("packed rows: ")]
     assert packed and float(packed[0].split()[2].rstrip("%")) < 15  # fuller than --padding 0.2
     # benchmarks/accelerator.py reads the table this prints
-    spec = importlib.util.spec_from_file_location("accelerator", os.path.join(root, "benchmarks", "accelerator.py"))
-    accelerator = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(accelerator)
+    accelerator = benchmark_module("accelerator")
     rates = accelerator.step_rates(result.stdout)
     assert set(rates) == {"ours", "ours-paper", "ours-paper-mask", "ours-paper-packed", "keras-hub"}
     assert all(rate["tokens_per_sec"] > 0 and rate["ms_per_step"] > 0 for rate in rates.values())

@@ -256,15 +256,11 @@ def test_universal_config_errors(overrides, message):
 
 def test_the_benchmarks_universal_block_matches_vanillas_parameters():
     """benchmarks/universal.py compares at equal parameters: its width must deliver that."""
-    import sys
+    from tests import benchmark_module
 
-    from tests import ROOT
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from universal import block_parameters, matched_width
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    universal_benchmark = benchmark_module("universal")
+    block_parameters = universal_benchmark.block_parameters
+    matched_width = universal_benchmark.matched_width
     width, vanilla = matched_width(64, 4, 256, layers=2, universal_steps=4)
     universal = block_parameters(64, 4, width, universal_steps=4)
     assert abs(universal - vanilla) / vanilla < 0.01 and width % 32 == 0
