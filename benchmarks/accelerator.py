@@ -183,14 +183,14 @@ def run_parts(parts, args, files, extra):
     summary = {"started": time.strftime("%Y-%m-%d %H:%M:%S")}
     for part in parts:
         budget = part_budget(part, args, ends)
+        timeout = None if budget is None else budget + DEADLINE_MARGIN  # should its own budget fail
         if budget is not None and budget < SHORTEST_PART[part]:
             summary[part] = {"skipped": f"{budget + DEADLINE_MARGIN:.0f} s of --deadline left"}
         elif part in STEP_PARTS:
             command = [sys.executable, os.path.join(HERE, "gpu_train_step.py"), *STEP_PARTS[part]]
-            if budget is not None:  # and killed should its own budget fail
+            if budget is not None:
                 command += ["--seconds", f"{budget:.0f}"]
-            text = run_logged(command, os.path.join(args.out, f"{part}.log"), environment,
-                              budget and budget + DEADLINE_MARGIN)
+            text = run_logged(command, os.path.join(args.out, f"{part}.log"), environment, timeout)
             summary[part] = step_rates(text)
         else:
             with tempfile.TemporaryDirectory() as scratch:
@@ -198,7 +198,7 @@ def run_parts(parts, args, files, extra):
                 seconds = args.train_seconds if budget is None else int(budget)
                 command = train_command(files, seconds, run_folder, extra)
                 summary[part] = run_training(command, run_folder, args.out, thresholds, environment,
-                                             budget and budget + DEADLINE_MARGIN)
+                                             timeout)
         with open(os.path.join(args.out, "summary.json"), "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=1)
     return summary
