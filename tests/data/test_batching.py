@@ -116,8 +116,8 @@ def test_packed_translation_batches_rebuild_every_pair(rng):
 
 
 def test_the_packing_width_weighs_padding_against_attention(rng):
-    from tfx_transformer.data import BatchShapes
-    from tfx_transformer.tasks.translation.data import pack_batches, packing_width
+    from tfx_transformer.data import BatchShapes, packing_width
+    from tfx_transformer.tasks.translation.data import pack_batches, pair_lengths
 
     class Encoded:  # pairs of 9 to 13 tokens: one to a row of 16, two to a row of 24 or 32
         sources = [[5] * n for n in rng.integers(9, 14, size=600)]
@@ -129,11 +129,11 @@ def test_the_packing_width_weighs_padding_against_attention(rng):
     assert padding[16] > 0.25 and padding[24] < 0.15
     # A wide model pays little for attention: it takes the rows of least padding. One whose
     # attention costs about what the rest of a layer does takes the narrowest.
-    chosen = packing_width(Encoded, 64, shapes, d_model=512)
+    chosen = packing_width(pair_lengths(Encoded), 64, shapes, d_model=512)
     assert chosen != 16 and padding[chosen] == min(padding.values())
-    assert packing_width(Encoded, 64, shapes, d_model=1) == 16
-    assert packing_width(Encoded, 12, shapes, d_model=512) == 16  # max_length 12, rounded up
+    assert packing_width(pair_lengths(Encoded), 64, shapes, d_model=1) == 16
+    assert packing_width(pair_lengths(Encoded), 12, shapes, d_model=512) == 16  # max_length 12, rounded up
     # Weighed on a sample of the pairs, but wide enough for every pair, sampled or not.
     Encoded.sources.append([5] * 30)
     Encoded.targets.append([6] * 3)
-    assert packing_width(Encoded, 64, shapes, d_model=1, sample=50) == 32  # 50: not sampled
+    assert packing_width(pair_lengths(Encoded), 64, shapes, d_model=1, sample=50) == 32  # 50: not sampled

@@ -9,6 +9,7 @@ from tfx_transformer.data.batching import (
     batch_indices,
     bucket_boundaries,
     pack_indices,
+    packing_width,
     pad_rows,
     padding_fraction,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "bucket_boundaries",
     "decode_lines",
     "pack_indices",
+    "packing_width",
     "pad_rows",
     "padding_fraction",
     "read_lines",

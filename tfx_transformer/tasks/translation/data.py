@@ -20,6 +20,7 @@ from tfx_transformer.data import (
     DataError,
     batch_indices,
     pack_indices,
+    packing_width,
     pad_rows,
     padding_fraction,
     read_lines,
@@ -361,7 +362,7 @@ def make_batches(encoded, batch_tokens, max_length, shuffle_seed=None, shapes=Ba
     rows of `packed_width` tokens (`pack_batches`; None: `packing_width`'s for a model 512 wide).
     """
     if shapes.packed:
-        width = packed_width or packing_width(encoded, max_length, shapes, 512)
+        width = packed_width or packing_width(pair_lengths(encoded), max_length, shapes, 512)
         return pack_batches(encoded, batch_tokens, width, shuffle_seed, shapes)
     lengths = [max(len(s), len(t)) for s, t in zip(encoded.sources, encoded.targets)]
     chunks = batch_indices(lengths, batch_tokens, max_length, shuffle_seed, shapes=shapes)
@@ -372,32 +373,9 @@ def make_batches(encoded, batch_tokens, max_length, shuffle_seed=None, shapes=Ba
     return batches, padding_fraction([a for b in batches for a in (b[0], b[-1])])
 
 
-def packing_width(encoded, max_length, shapes, d_model, sample=20_000):
-    """The row width (a multiple of `shapes.multiple`) at which packed pairs cost a model
-    `d_model` wide least per real token.
-
-    Rows at least as wide as the longest pair (up to `max_length`) and at most twice that:
-    wider rows leave less padding (more ways to fill them), but every token attends over its
-    row's width, which costs about width / (5 d_model) of what the rest of a layer costs per
-    token (attention 4 W d FLOPs per sublayer against 24 d^2 for the projections and the
-    feed-forward network). Each width's padding is that of packing a fixed sample of the pairs.
-    On the built-in numbers task (pairs of up to 20 tokens, the tiny preset, this CPU) it picks
-    32: 18,309-19,555 target tokens/s against 16,368-16,617 at 24 and 13,529-13,798 at 64.
-    """
-    lengths = np.array([(len(s), len(t)) for s, t in zip(encoded.sources, encoded.targets)])
-    widest = shapes.packed_width(max_length)
-    narrowest = shapes.packed_width(min(max_length, int(lengths.max(initial=1))))  # all pairs'
-    if len(lengths) > sample:
-        lengths = lengths[np.random.default_rng(0).choice(len(lengths), sample, replace=False)]
-    real = lengths.sum()
-
-    def cost(width):
-        rows = sum(len(batch) for batch in pack_indices(lengths, width, 1))
-        padding = 1 - real / (rows * width * lengths.shape[1])
-        return (1 + width / (5 * d_model)) / (1 - padding)
-
-    candidates = range(narrowest, min(widest, 2 * narrowest) + 1, shapes.multiple)
-    return min(candidates, key=cost)
+def pair_lengths(encoded):
+    """[(source length, target length)] of encoded pairs: what a packed row must fit."""
+    return [(len(s), len(t)) for s, t in zip(encoded.sources, encoded.targets)]
 
 
 def pack_batches(encoded, batch_tokens, width, shuffle_seed=None, shapes=BatchShapes()):
@@ -409,7 +387,7 @@ def pack_batches(encoded, batch_tokens, width, shuffle_seed=None, shapes=BatchSh
     0 on padding; what `Transformer` takes as "source_segment_ids" and "target_segment_ids"),
     and the fraction of padding in sources and labels.
     """
-    lengths = [(len(s), len(t)) for s, t in zip(encoded.sources, encoded.targets)]
+    lengths = pair_lengths(encoded)
     rows = shapes.rows(batch_tokens, width)
     batches = [
         _pack_rows(encoded, batch, (rows, width))

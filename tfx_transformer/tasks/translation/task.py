@@ -3,7 +3,7 @@
 
 import numpy as np
 
-from tfx_transformer.data import BatchShapes, DataError, Tokenizer, split_off
+from tfx_transformer.data import BatchShapes, DataError, Tokenizer, packing_width, split_off
 from tfx_transformer.models import Transformer
 from tfx_transformer.reporting import attention_image, log, markdown_table
 from tfx_transformer.tasks.base import SentencePieceTask
@@ -167,8 +167,8 @@ class TranslationTask(SentencePieceTask):
                                         self.workers, self.paths.checkpoints, self.gather)
             return self.corpus.epoch(epoch, self.options, self.max_length, shapes, self.workers)
         if shapes.packed and self.packed_width is None:  # one width for the run: one shape
-            self.packed_width = data_lib.packing_width(
-                self.train_encoded, self.max_length, shapes, self.d_model
+            self.packed_width = packing_width(
+                data_lib.pair_lengths(self.train_encoded), self.max_length, shapes, self.d_model
             )
         return data_lib.make_batches(
             self.train_encoded, self.options.batch_tokens, self.max_length,
