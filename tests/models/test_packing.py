@@ -5,7 +5,9 @@ import pytest
 from keras import ops
 
 from tests.models.test_transformer import VARIANTS, VOCAB, logits, tiny_model
+from tfx_transformer import TransformerConfig
 from tfx_transformer.layers import packed_causal_mask, same_segment_mask, segment_positions
+from tfx_transformer.models import TransformerTagger
 
 PACKABLE = [v for v in VARIANTS if "linformer_length" not in v]
 
@@ -83,3 +85,43 @@ def test_packed_rows_need_both_segments_and_no_linformer(rng):
             "source_ids": source, "target_ids": target,
             "source_segment_ids": source_segments, "target_segment_ids": source_segments,
         })
+
+
+def pack_sentences(rows, width):
+    """Rows of sentences -> (token ids, segment ids) [len(rows), width], as the tagger takes."""
+    ids, segments = (np.zeros((len(rows), width), "int32") for _ in range(2))
+    for r, row in enumerate(rows):
+        at = 0
+        for segment, sentence in enumerate(row, start=1):
+            ids[r, at : at + len(sentence)] = sentence
+            segments[r, at : at + len(sentence)] = segment
+            at += len(sentence)
+    return ids, segments
+
+
+@pytest.mark.parametrize("overrides", PACKABLE)
+def test_a_packed_sentence_is_tagged_as_it_is_alone(overrides, rng):
+    model = TransformerTagger(TransformerConfig.preset("tiny", vocab_size=VOCAB, **overrides),
+                              num_tags=5)
+    first, second, third = (rng.integers(4, VOCAB, size=n) for n in (4, 5, 6))
+    rows = [[first, second], [third]]  # row 1 ends in padding
+    ids, segments = pack_sentences(rows, 10)
+    packed = ops.convert_to_numpy(model({"token_ids": ids, "segment_ids": segments}))
+    together = ops.convert_to_numpy(model(ids))
+    for r, row in enumerate(rows):
+        at = 0
+        for sentence in row:
+            alone = ops.convert_to_numpy(model(sentence[None]))[0]
+            np.testing.assert_allclose(packed[r, at : at + len(sentence)], alone, atol=2e-5)
+            at += len(sentence)
+    # Without its segments the second sentence sees the first (the check above means something).
+    assert not np.allclose(together[0, 4:9], packed[0, 4:9], atol=1e-3)
+
+
+def test_a_packed_tagger_refuses_linformer(rng):
+    model = TransformerTagger(
+        TransformerConfig.preset("tiny", vocab_size=VOCAB, linformer_length=8), num_tags=3
+    )
+    ids, segments = pack_sentences([[rng.integers(4, VOCAB, size=3)]], 8)
+    with pytest.raises(ValueError, match="Linformer"):
+        model({"token_ids": ids, "segment_ids": segments})

@@ -86,7 +86,7 @@ def test_run_ending_options_are_checked_and_preset_defaults_fill_the_rest():
     assert options_from_args(["--time-budget", "60", "--epochs", "2"]).epochs == 2
 
 
-def test_packing_is_asked_of_translation_without_linformer_only():
+def test_packing_is_asked_of_translation_and_tagging_without_linformer_only():
     import pytest
 
     from tfx_transformer.training.cli import options_from_args
@@ -94,8 +94,10 @@ def test_packing_is_asked_of_translation_without_linformer_only():
     assert options_from_args([]).packing is None  # the backend decides
     assert options_from_args(["--packing"]).packing is True
     assert options_from_args(["--no-packing"]).packing is False
-    with pytest.raises(ValueError, match="--packing: the tagging task does not pack"):
-        options_from_args(["--task", "tagging", "--packing"])
-    with pytest.raises(ValueError, match="--packing: Linformer"):
-        options_from_args(["--packing", "--set", "linformer_length=8"])
+    assert options_from_args(["--task", "tagging", "--packing"]).packing is True
+    with pytest.raises(ValueError, match="--packing: the lm task does not pack"):
+        options_from_args(["--task", "lm", "--packing"])
+    for task in ("translation", "tagging"):
+        with pytest.raises(ValueError, match="--packing: Linformer"):
+            options_from_args(["--task", task, "--packing", "--set", "linformer_length=8"])
     options_from_args(["--no-packing", "--set", "linformer_length=8"])

@@ -231,3 +231,30 @@ def test_a_run_saved_before_packing_resumes_unpacked(tmp_path):
     with pytest.raises(ValueError, match="packing: saved False, now True"):
         check_output_folder(TrainOptions(output=str(output), resume=True, packing=True),
                             RunPaths(str(output)))
+
+
+def test_a_tagging_run_saved_before_the_tagger_packed_resumes_unpacked(tmp_path):
+    """Its config.json has "packing" (None: the backend's default) but no "packed": then no
+    tagging run packed, so it goes on unpacked; one saved since says whether it packs."""
+    from tfx_transformer.runs import RunPaths
+    from tfx_transformer.training.options import TrainOptions
+    from tfx_transformer.training.resume import check_output_folder
+
+    output = tmp_path / "run"
+    output.mkdir()
+    saved = TrainOptions(output=str(output), task="tagging").to_dict()
+    config = {"options": saved, "model": {}}
+    (output / "config.json").write_text(json.dumps(config))
+    options = TrainOptions(output=str(output), task="tagging", resume=True)
+    check_output_folder(options, RunPaths(str(output)))
+    assert options.packing is False
+    (output / "config.json").write_text(json.dumps({**config, "packed": True}))
+    options = TrainOptions(output=str(output), task="tagging", resume=True)
+    check_output_folder(options, RunPaths(str(output)))
+    assert options.packing is None  # the backend's default again, which packs on JAX
+    # A translation run with "packing" packed as it does now.
+    config["options"] = TrainOptions(output=str(output)).to_dict()
+    (output / "config.json").write_text(json.dumps(config))
+    options = TrainOptions(output=str(output), resume=True)
+    check_output_folder(options, RunPaths(str(output)))
+    assert options.packing is None

@@ -119,7 +119,8 @@ class SingleStackModel(ConfiguredModel):
         self.stack.build(hidden_shape)
         self.built = True
 
-    def embed(self, token_ids, training=None):
+    def embed(self, token_ids, training=None, position_ids=None):
         return embed_tokens(
-            self.token_embedding, self.positions, self.embedding_dropout, token_ids, 0, training
+            self.token_embedding, self.positions, self.embedding_dropout, token_ids, 0, training,
+            position_ids,
         )

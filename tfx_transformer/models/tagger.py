@@ -3,7 +3,12 @@
 import keras
 from keras import ops
 
-from tfx_transformer.layers import key_padding_mask, padding_mask
+from tfx_transformer.layers import (
+    key_padding_mask,
+    padding_mask,
+    same_segment_mask,
+    segment_positions,
+)
 from tfx_transformer.layers.validation import check_positive_int
 from tfx_transformer.models.base import SingleStackModel, ponder_kwargs
 
@@ -14,6 +19,10 @@ class TransformerTagger(SingleStackModel):
 
     `tagger(token_ids [B, S] int)` -> float32 logits [B, S, num_tags]. Token id 0 is padding and
     is masked; tag id 0 is reserved for padding labels and never predicted (`predict_tags`).
+    Packed rows (several sentences one after another in a row, as training on JAX feeds them):
+    `tagger({"token_ids": ..., "segment_ids": [B, S]})`, the segment ids numbering a row's
+    sentences 1, 2, ... (0 on padding); each sentence then attends only to itself and counts its
+    positions from 0, so its logits are those it has alone.
     The config's encoder fields are used (`num_encoder_layers`, `position`, ...); its decoder
     fields are not. With `position="tener"` this is TENER's tagger without the CRF.
     """
@@ -34,11 +43,16 @@ class TransformerTagger(SingleStackModel):
         self.classifier.build((None, None, self.model_config.d_model))
 
     def call(self, token_ids, training=None, return_attention_scores=False):
+        segments = None
         if isinstance(token_ids, dict):
-            token_ids = token_ids["token_ids"]
+            token_ids, segments = token_ids["token_ids"], self._segments(token_ids)
         config = self.model_config
-        mask = key_padding_mask(token_ids, config.pad_id)  # (B, 1, S)
-        x = self.embed(token_ids, training)
+        if segments is None:
+            mask = key_padding_mask(token_ids, config.pad_id)  # (B, 1, S)
+            x = self.embed(token_ids, training)
+        else:
+            mask = same_segment_mask(segments, segments)  # (B, S, S)
+            x = self.embed(token_ids, training, segment_positions(segments))
         encoded = self.stack(
             x,
             attention_mask=mask,
@@ -50,6 +64,15 @@ class TransformerTagger(SingleStackModel):
             encoded, weights = encoded
         logits = ops.cast(self.classifier(encoded), "float32")  # (B, S, num_tags)
         return (logits, weights) if return_attention_scores else logits
+
+    def _segments(self, inputs):
+        """Packed rows' segment ids, or None."""
+        if "segment_ids" not in inputs:
+            return None
+        refusal = self.model_config.packing_refusal()
+        if refusal is not None:
+            raise ValueError(f"{refusal}: give it unpacked rows.")
+        return inputs["segment_ids"]
 
     def predict_tags(self, token_ids):
         """[B, S] ids -> [B, S] int32 tag ids in 1..num_tags-1 (0 on padding)."""

@@ -128,7 +128,8 @@ class Task(abc.ABC):
         """Why this task cannot train a model of `model_config` on packed rows
         (`BatchShapes.packed`), or None where it can."""
         if not cls.packs:
-            return f"the {cls.name} task does not pack; only translation packs its pairs into rows."
+            return (f"the {cls.name} task does not pack; translation and tagging pack their "
+                    "examples into rows.")
         refusal = model_config.packing_refusal()
         return refusal and f"{refusal}; train it with --no-packing."
 

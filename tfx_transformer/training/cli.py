@@ -46,11 +46,11 @@ def build_parser():
     add("--long-pairs", choices=["drop", "truncate"],
         help="what to do with longer training pairs or sentences (default drop)")
     add("--packing", action="store_const", const=True,
-        help="translation: pack several pairs into each row, one width a run chosen up to "
-        "--max-length (one batch shape, little padding; the default on JAX)")
+        help="translation, tagging: pack several pairs (sentences) into each row, one width a "
+        "run chosen up to --max-length (one batch shape, little padding; the default on JAX)")
     add("--no-packing", dest="packing", action="store_const", const=False,
-        help="translation: batch pairs of similar length instead, one width per length bucket "
-        "(the default on TensorFlow)")
+        help="translation, tagging: batch examples of similar length instead, one width per "
+        "length bucket (the default on TensorFlow)")
     add("--stream-window", type=int, help=f"--data prepared:DIR: pairs shuffled and batched together "
         f"as they stream (default {defaults.stream_window:,}); memory grows with it, not the corpus")
     add("--vocab-size", type=int, help="tokenizer vocabulary bound; tagging: the most frequent words "

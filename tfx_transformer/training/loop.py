@@ -152,14 +152,15 @@ def prepare(options, paths, placement, engine):
         if not options.resume:
             task.save_vocabulary()
         write_json_atomic(
-            paths.config, {"options": options.to_dict(), "model": model_config.to_dict()}
+            paths.config,
+            {"options": options.to_dict(), "model": model_config.to_dict(), "packed": shapes.packed},
         )
     trainer = engine.Trainer(options, model_config, placement, paths, task)
     if placement.shapes.fixed:
         buckets = len(placement.shapes.widths(model_config.max_length))
         if shapes.packed:
             rows, width = first_batches[0][0].shape
-            log(f"training batches take one shape, {rows} x {width} (pairs packed into rows), "
+            log(f"training batches take one shape, {rows} x {width} (examples packed into rows), "
                 f"validation batches at most {buckets} (one compilation of each step each)")
         else:
             log(f"batches take at most {buckets} shapes (one compilation of the step each)")

@@ -39,7 +39,7 @@ class TrainOptions(JsonDataclass):
     batch_tokens: int | None = None  # None: the preset's (PRESET_TRAINING)
     max_length: int | None = None
     long_pairs: str = "drop"
-    packing: bool | None = None  # translation: pairs packed into rows; None: on JAX, off on TF
+    packing: bool | None = None  # translation, tagging: examples packed into rows; None: on JAX, off on TF
     stream_window: int = 100_000  # --data prepared:DIR: examples shuffled and batched together
     vocab_size: int = 8000  # translation: SentencePiece bound; tagging: most frequent words kept
     model: dict = dataclasses.field(default_factory=dict)  # TransformerConfig overrides

@@ -20,13 +20,14 @@ def check_output_folder(options, paths, processes=1):
     if options.resume:
         if not os.path.exists(paths.config):
             raise ValueError(f"--resume: {paths.config} does not exist; there is no run to resume.")
-        saved = paths.saved_config()["options"]
-        if "packing" not in saved:  # saved before packing existed: such a run trained unpacked
+        config = paths.saved_config()
+        saved = config["options"]
+        if trained_before_packing(config):  # such a run trained unpacked
             saved["packing"] = False
             if options.packing is None and processes == 1:
                 options.packing = False  # and goes on so
             elif options.packing is None:  # the other processes cannot know: they must be told
-                raise ValueError(f"--resume: {options.output} trained its pairs unpacked; add "
+                raise ValueError(f"--resume: {options.output} trained unpacked; add "
                                  "--no-packing to every process's command to go on so.")
         mismatched = {
             key: (saved.get(key), value)
@@ -43,6 +44,16 @@ def check_output_folder(options, paths, processes=1):
             f"{options.output} already holds a run ({', '.join(os.path.basename(p) for p in leftovers)}). "
             "Pass --resume to continue it, or choose another --output."
         )
+
+
+def trained_before_packing(config):
+    """Whether a saved run's config.json is older than its task's packing: translation runs
+    saved before packing existed have no "packing" option; tagging runs saved before the tagger
+    packed have no "packed" (what a run writes since: whether it packs)."""
+    options = config["options"]
+    if "packing" not in options:
+        return True
+    return options.get("task") == "tagging" and "packed" not in config
 
 
 def check_not_finished(paths, total_steps):

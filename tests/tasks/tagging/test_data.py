@@ -155,3 +155,35 @@ def test_tag_batches_stay_within_the_budget_and_align_words_with_tags():
     unknown_before = sum(int((w == UNK_ID).sum()) for w, _ in batches)
     assert 0.15 < (unknown - unknown_before) / real < 0.25
     assert all(np.array_equal(a[1], b[1]) for a, b in zip(batches, dropped))  # tags untouched
+
+
+def test_packed_tag_batches_hold_every_sentence_once_in_one_shape():
+    from tfx_transformer.data import BatchShapes
+
+    text = entities_split("train", sizes={"train": 600})
+    vocabulary = TagVocabulary.build(text)
+    encoded = encode_tagged(vocabulary, text, max_length=32)
+    shapes = BatchShapes(multiple=8, fixed=True, packed=True)
+    batches, padding = make_batches(encoded, 256, 32, shuffle_seed=1, shapes=shapes, packed_width=32)
+    assert {a.shape for batch in batches for a in batch} == {(8, 32)}
+    found = []
+    for words, segments, tags in batches:
+        assert np.array_equal(words == PAD_ID, segments == 0) and np.array_equal(tags == 0, segments == 0)
+        for row in range(len(words)):
+            for segment in range(1, segments[row].max() + 1):
+                at = segments[row] == segment
+                assert np.ptp(np.flatnonzero(at)) == at.sum() - 1  # a sentence's tokens adjoin
+                found.append((tuple(words[row][at]), tuple(tags[row][at])))
+    assert sorted(found) == sorted(zip(map(tuple, encoded.words), map(tuple, encoded.tags)))
+    real = sum(map(len, encoded.words))
+    assert padding == pytest.approx(1 - real / sum(b[-1].size for b in batches))
+    unpacked, unpacked_padding = make_batches(encoded, 256, 32, shuffle_seed=1,
+                                              shapes=BatchShapes(multiple=8, fixed=True))
+    assert padding < unpacked_padding and len(batches) < len(unpacked)
+
+    dropped, _ = make_batches(encoded, 256, 32, shuffle_seed=1, shapes=shapes, packed_width=32,
+                              word_dropout=0.2)
+    changed = sum(int((a[0] != b[0]).sum()) for a, b in zip(batches, dropped))
+    assert 0.15 < changed / real < 0.25
+    assert all((b[0][a[0] != b[0]] == UNK_ID).all() for a, b in zip(batches, dropped))
+    assert all(np.array_equal(a[1:], b[1:]) for a, b in zip(batches, dropped))  # segments, tags

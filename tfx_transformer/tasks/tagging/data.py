@@ -18,6 +18,8 @@ from tfx_transformer.data import (
     BatchShapes,
     DataError,
     batch_indices,
+    pack_indices,
+    packing_width,
     pad_rows,
     padding_fraction,
     read_lines,
@@ -239,27 +241,56 @@ def encode_tagged(vocabulary, data, max_length, long_sentences="drop"):
 
 
 def make_batches(
-    encoded, batch_tokens, max_length, shuffle_seed=None, shapes=BatchShapes(), word_dropout=0.0
+    encoded, batch_tokens, max_length, shuffle_seed=None, shapes=BatchShapes(), word_dropout=0.0,
+    packed_width=None,
 ):
     """(word ids [B, S], tag ids [B, S]) int32 batches within `batch_tokens`, and the padding.
+    With `shapes.packed`, sentences packed into rows of `packed_width` tokens (None: the
+    `data.packing_width` of a model 512 wide), every batch (word ids, segment ids, tag ids) of
+    one shape: `shapes.rows` rows, the last batch filled with empty rows (segment ids number a
+    row's sentences 1, 2, ..., 0 on padding: what `TransformerTagger` takes as "segment_ids").
 
     `word_dropout` replaces that share of the words with <unk> (drawn from `shuffle_seed`), so the
     model learns to tag from context the words it will not know at test time.
     """
+    lengths = [len(w) for w in encoded.words]
+    if shapes.packed:
+        width = packed_width or packing_width(lengths, max_length, shapes, 512)
+        batches = _packed_batches(encoded, lengths, batch_tokens, width, shuffle_seed, shapes)
+    else:
+        batches = _bucketed_batches(encoded, lengths, batch_tokens, max_length, shuffle_seed, shapes)
+    if word_dropout:
+        rng = np.random.default_rng(None if shuffle_seed is None else shuffle_seed + 1)
+        batches = [(_drop_words(batch[0], word_dropout, rng),) + batch[1:] for batch in batches]
+    return batches, padding_fraction([b[-1] for b in batches])
+
+
+def _bucketed_batches(encoded, lengths, batch_tokens, max_length, shuffle_seed, shapes):
     # Unsorted: in sentences made from templates, equal length often means the same template,
     # and batches of one template cost the built-in task ~2 F1 points (validation 97.38 vs 99.05).
-    lengths = [len(w) for w in encoded.words]
     chunks = batch_indices(
         lengths, batch_tokens, max_length, shuffle_seed, sort_by_length=False, shapes=shapes
     )
-    rng = np.random.default_rng(None if shuffle_seed is None else shuffle_seed + 1)
     batches = []
     for chunk in chunks:
         shape = shapes.shape_for(max(lengths[i] for i in chunk), batch_tokens, max_length)
         words = pad_rows([encoded.words[i] for i in chunk], shapes.multiple, shape)
         tags = pad_rows([encoded.tags[i] for i in chunk], shapes.multiple, shape)
-        if word_dropout:
-            unknown = (rng.random(words.shape) < word_dropout) & (words != PAD_ID)
-            words = np.where(unknown, UNK_ID, words).astype("int32")
         batches.append((words, tags))
-    return batches, padding_fraction([b[1] for b in batches])
+    return batches
+
+
+def _packed_batches(encoded, lengths, batch_tokens, width, shuffle_seed, shapes):
+    shape = (shapes.rows(batch_tokens, width), width)
+    batches = []
+    for batch in pack_indices(np.array(lengths)[:, None], width, shape[0], shuffle_seed):
+        words = [[w for i in row for w in encoded.words[i]] for row in batch]
+        segments = [[n for n, i in enumerate(row, 1) for _ in encoded.words[i]] for row in batch]
+        tags = [[t for i in row for t in encoded.tags[i]] for row in batch]
+        batches.append(tuple(pad_rows(side, shape=shape) for side in (words, segments, tags)))
+    return batches
+
+
+def _drop_words(words, share, rng):
+    unknown = (rng.random(words.shape) < share) & (words != PAD_ID)
+    return np.where(unknown, UNK_ID, words).astype("int32")

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 
 from tfx_transformer.compiling import WeightsAsArguments, compile_for_backend, pad_batch, reused
-from tfx_transformer.data import BatchShapes, DataError, split_off
+from tfx_transformer.data import BatchShapes, DataError, packing_width, split_off
 from tfx_transformer.models import TransformerTagger
 from tfx_transformer.reporting import attention_image, log, markdown_table
 from tfx_transformer.tasks.base import Task
@@ -23,12 +23,14 @@ class TaggingTask(Task):
     default_data = "builtin:entities"
     data_specs = "builtin:entities or conll:PATH (token and tag per line, blank line between sentences)"
     default_epochs = 20
-    batch_arity = 2  # (word ids, tag ids)
+    batch_arity = 2  # (word ids, tag ids); packed rows add segment ids between them
+    packs = True
     serving_class = "tfx_transformer.tasks.tagging.serving.TaggingServingModule"
 
     def __init__(self, options, paths):
         super().__init__(options, paths)
         self.predicted = []
+        self.packed_width = None  # packed rows' width, chosen at the first packed epoch
         self._compiled = {}  # the compiled predictions, kept between evaluations
 
     # Data and vocabulary ----------------------------------------------------------------------
@@ -47,6 +49,7 @@ class TaggingTask(Task):
             )
         model_config = self.model_config(self.vocabulary.vocab_size)
         self.max_length = model_config.max_length
+        self.d_model = model_config.d_model  # what packed rows' width is chosen for
         self.train_encoded = tagging_data.encode_tagged(
             self.vocabulary, self.train_text, self.max_length, options.long_pairs
         )
@@ -92,6 +95,9 @@ class TaggingTask(Task):
         return len(self.train_encoded.words)
 
     def train_batches(self, epoch, shapes=BatchShapes()):
+        if shapes.packed and self.packed_width is None:  # one width for the run: one shape
+            lengths = [len(words) for words in self.train_encoded.words]
+            self.packed_width = packing_width(lengths, self.max_length, shapes, self.d_model)
         return tagging_data.make_batches(
             self.train_encoded,
             self.options.batch_tokens,
@@ -99,6 +105,7 @@ class TaggingTask(Task):
             self.options.seed + epoch,
             shapes,
             word_dropout=self.options.word_dropout,
+            packed_width=self.packed_width,
         )
 
     def valid_batches(self, shapes=BatchShapes()):
@@ -113,6 +120,8 @@ class TaggingTask(Task):
         return TransformerTagger(model_config, num_tags=self.vocabulary.num_tags)
 
     def model_inputs(self, features):
+        if len(features) == 2:  # packed rows (`tagging_data.make_batches`)
+            return {"token_ids": features[0], "segment_ids": features[1]}
         return features[0]
 
     # Evaluation -------------------------------------------------------------------------------
