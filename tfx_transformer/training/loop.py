@@ -22,6 +22,7 @@ from tfx_transformer.reporting import log, restart_clock
 from tfx_transformer.runs import RunPaths, claimed
 from tfx_transformer.tasks import task_class
 from tfx_transformer.training import backends
+from tfx_transformer.training.epochs import EpochBatches
 from tfx_transformer.training.options import MIXED_PRECISION, UNBOUNDED_EPOCHS
 from tfx_transformer.training.progress import Progress
 from tfx_transformer.training.resume import check_not_finished, check_output_folder
@@ -44,6 +45,7 @@ class Job:
     steps_per_epoch: int
     total_steps: int
     padding: float
+    epochs: EpochBatches  # each epoch's training batches, the next made while one trains
 
     @property
     def chief(self):
@@ -77,7 +79,10 @@ def run(options, strategy=None, started=None):
         if options.resume:
             best.load()
         try:
-            step, metrics = train(job, stats, evaluator, best)
+            try:
+                step, metrics = train(job, stats, evaluator, best)
+            finally:
+                job.epochs.close()
             if not job.chief:
                 return {}
             return finish(job, stats, evaluator, best, step, metrics)
@@ -164,8 +169,9 @@ def prepare(options, paths, placement, engine):
                 f"validation batches at most {buckets} (one compilation of each step each)")
         else:
             log(f"batches take at most {buckets} shapes (one compilation of the step each)")
+    epochs = EpochBatches(task, shapes, (total_steps - 1) // steps_per_epoch, first_batches)
     return Job(options, paths, placement, task, model_config, trainer, shapes, steps_per_epoch,
-               total_steps, padding)
+               total_steps, padding, epochs)
 
 
 def packing_shapes(options, task, model_config, shapes):
@@ -271,7 +277,7 @@ def train(job, stats, evaluator, best):
     stop = None
     while step < job.total_steps and stop is None:
         epoch, offset = divmod(step, job.steps_per_epoch)
-        batches, _ = task.train_batches(epoch, job.shapes)
+        batches = job.epochs.batches(epoch)
         if options.compile_ahead:
             end = min(job.steps_per_epoch, offset + job.total_steps - step)
             trainer.compile_ahead(batches, offset, end, evaluator.batches if job.chief else ())
