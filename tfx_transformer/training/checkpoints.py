@@ -1,6 +1,7 @@
 """`ArrayCheckpoints`: a run's checkpoints as numbered .npz files of named arrays (the JAX engine's;
 the TensorFlow engine keeps tf.train.Checkpoint's own format)."""
 
+import concurrent.futures
 import os
 import re
 
@@ -13,14 +14,31 @@ NAME = re.compile(r"^ckpt-(\d+)\.npz$")
 
 class ArrayCheckpoints:
     """`ckpt-<step>.npz` files in `folder`, the newest `keep` kept. Each is written to a
-    temporary file and renamed into place, so a checkpoint is whole or absent, never torn."""
+    temporary file and renamed into place, so a checkpoint is whole or absent, never torn.
 
-    def __init__(self, folder, keep=2):
+    With `background`, `save` hands the writing to a thread and returns: writing a base model's
+    state (0.58 GB) took 0.4-1.5 s on the development machine's disk, 7-23% of the 6.6 s an
+    H100 takes for the 200 steps between two checkpoints, time the device would wait. `save`
+    then waits only for the checkpoint before (so at most one is held in memory besides the one
+    handed over), and whatever looks at the folder (`steps`, `latest`, `wait`) first waits for
+    the writing, raising what it raised (a full disk, say).
+    """
+
+    def __init__(self, folder, keep=2, background=False):
         self.folder = str(folder)
         self.keep = keep
+        self._writer = (
+            concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+            if background else None
+        )
+        self._writing = None  # the Future of the checkpoint being written
 
     def steps(self):
         """The steps that have a checkpoint, oldest first."""
+        self.wait()
+        return self._written_steps()
+
+    def _written_steps(self):
         if not os.path.isdir(self.folder):
             return []
         found = (NAME.match(name) for name in os.listdir(self.folder))
@@ -35,14 +53,28 @@ class ArrayCheckpoints:
         return self.path(steps[-1]) if steps else None
 
     def save(self, step, arrays):
-        """Writes {name: array} as the checkpoint of `step` and drops the oldest over `keep`."""
+        """Writes {name: array} as the checkpoint of `step` and drops the oldest over `keep`;
+        with `background`, in the writing thread (the arrays must not change meanwhile)."""
+        self.wait()
+        if self._writer is None:
+            self._write(step, arrays)
+        else:
+            self._writing = self._writer.submit(self._write, step, arrays)
+
+    def wait(self):
+        """Waits for the checkpoint being written, if any; raises what writing it raised."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()
+
+    def _write(self, step, arrays):
         with atomic_path(self.path(step)) as temporary:
             with open(temporary, "wb") as f:
                 # bfloat16 and other extension dtypes have no .npz spelling: kept as float32.
                 np.savez(f, **{name: _storable(array) for name, array in arrays.items()})
                 f.flush()
                 os.fsync(f.fileno())
-        for old in self.steps()[: -self.keep]:
+        for old in self._written_steps()[: -self.keep]:
             os.remove(self.path(old))
 
     @staticmethod

@@ -143,7 +143,9 @@ class Trainer:
         )
         self.optimizer.build(self._training_model.trainable_variables)
         self.schedule = self.optimizer._learning_rate  # a schedule, or a constant rate
-        self.checkpoints = ArrayCheckpoints(paths.checkpoints, keep=max(2, options.average_last))
+        self.checkpoints = ArrayCheckpoints(
+            paths.checkpoints, keep=max(2, options.average_last), background=True
+        )
         self._variables = (
             self._training_model.trainable_variables,
             self._training_model.non_trainable_variables,
@@ -228,11 +230,17 @@ class Trainer:
     def save_checkpoint(self):
         if not self.placement.chief:
             return
+        # Written in the background while the next steps run, so copies: on a CPU a host view
+        # shares the device buffer, and while one lives JAX cannot donate it to the next step.
         arrays = {
-            name: np.asarray(local_copy(self.state[group][index]))
+            name: np.array(local_copy(self.state[group][index]), copy=True)
             for name, group, index in self._checkpoint_names()
         }
         self.checkpoints.save(self._step, arrays)
+
+    def flush_checkpoints(self):
+        """Waits for the checkpoint being written in the background (raising its error)."""
+        self.checkpoints.wait()
 
     def checkpoint_paths(self):
         """The kept checkpoints, oldest first."""

@@ -312,6 +312,7 @@ def train(job, stats, evaluator, best):
     if step != trainer.step:
         raise RuntimeError(f"step bookkeeping is off: {step} vs optimizer {trainer.step}")
     trainer.save_checkpoint()
+    trainer.flush_checkpoints()  # written whole before the run's end reads or reports it
     return step, metrics
 
 

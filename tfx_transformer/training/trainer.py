@@ -108,6 +108,9 @@ class Trainer:
     def save_checkpoint(self):
         self.manager.save(checkpoint_number=self.step)
 
+    def flush_checkpoints(self):
+        """Nothing to wait for: the checkpoint manager writes as it saves."""
+
     def checkpoint_paths(self):
         """The kept checkpoints, oldest first."""
         return list(self.manager.checkpoints)
