@@ -169,6 +169,27 @@ def test_ctrl_c_says_how_to_resume_and_a_finished_run_is_left_alone(tmp_path):
     assert sorted(os.listdir(output / "export")) == ["1"]
 
 
+def test_ctrl_c_while_training_is_noted_for_the_step_end_and_a_second_interrupts_at_once(capsys):
+    from tfx_transformer.training.loop import ctrl_c_between_steps
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal
+    try:
+        with ctrl_c_between_steps() as ctrl_c:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)  # the handler runs at the main thread's next instruction
+            assert ctrl_c == [signal.SIGINT]  # noted, nothing raised mid-step
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a job started in the background
+        with ctrl_c_between_steps():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # stays ignored
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert "stopping after this step" in capsys.readouterr().err
+
+
 # One-line errors -------------------------------------------------------------------------------
 
 

@@ -11,8 +11,10 @@ import dataclasses
 import importlib.util
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 
 import keras
 
@@ -263,18 +265,61 @@ def train(job, stats, evaluator, best):
     """Runs the steps from where the run stands to `total_steps`, or until --early-stop or
     --time-budget ends them; returns (the step reached, the last validation metrics or {} when
     none ran in this process)."""
-    options, trainer, task, clock = job.options, job.trainer, job.task, evaluator.clock
+    options, trainer = job.options, job.trainer
     step = trainer.restore() if options.resume else 0
     if options.resume:
         log(f"resuming from step {step}")
     bounded = options.epochs != UNBOUNDED_EPOCHS or options.steps
     progress = Progress(job.total_steps if bounded else None, job.chief)
     results = StepResults(stats, progress, options.log_every, job.total_steps, trainer.learning_rate)
-    metrics = {}
+    evaluator.clock.switch("training")
+    with ctrl_c_between_steps() as ctrl_c:
+        step, metrics, stop = train_steps(job, evaluator, best, results, step, ctrl_c)
+    results.read()
+    if stop:
+        log(stop)
+    if step != trainer.step:
+        raise RuntimeError(f"step bookkeeping is off: {step} vs optimizer {trainer.step}")
+    trainer.save_checkpoint()
+    trainer.flush_checkpoints()  # written whole before the run's end reads or reports it
+    return step, metrics
+
+
+@contextlib.contextmanager
+def ctrl_c_between_steps():
+    """Ctrl-C while training takes effect after the step in progress, as a KeyboardInterrupt
+    raised between steps: raised wherever Python happens to be, it can land in a library's
+    `__del__`, where Python prints it and carries on (TensorFlow's functions, collected while
+    the next epoch's batches were made in a thread: the run trained on). A second Ctrl-C
+    interrupts at once. Yields a list that holds the signal once it came."""
+    received = []
+    # Only the main thread gets signals; an ignored SIGINT (a job started in the background)
+    # stays ignored.
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is signal.SIG_IGN):
+        yield received
+        return
+
+    def note(signum, frame):
+        received.append(signum)
+        signal.signal(signal.SIGINT, previous)
+        print("\nCtrl-C: stopping after this step (again to stop at once)", file=sys.stderr,
+              flush=True)
+
+    previous = signal.signal(signal.SIGINT, note)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def train_steps(job, evaluator, best, results, step, ctrl_c):
+    """The steps of `train`, evaluations and checkpoints among them; returns (the step reached,
+    the last validation metrics, why training stopped early or None)."""
+    options, trainer, task, clock = job.options, job.trainer, job.task, evaluator.clock
     candidates = 2 if options.average_last >= 2 else 1
     final_cost = task.final_evaluation_cost()  # the data's sizes: the same at every step
-    clock.switch("training")
-    stop = None
+    metrics, stop = {}, None
     while step < job.total_steps and stop is None:
         epoch, offset = divmod(step, job.steps_per_epoch)
         batches = job.epochs.batches(epoch)
@@ -304,16 +349,11 @@ def train(job, stats, evaluator, best):
                 )
                 if options.early_stop and best.since >= options.early_stop and not stop:
                     stop = f"early stop: {best.since} evaluations without a better validation {best.name}"
+            if ctrl_c:
+                raise KeyboardInterrupt
             if step >= job.total_steps or stop:
                 break
-    results.read()
-    if stop:
-        log(stop)
-    if step != trainer.step:
-        raise RuntimeError(f"step bookkeeping is off: {step} vs optimizer {trainer.step}")
-    trainer.save_checkpoint()
-    trainer.flush_checkpoints()  # written whole before the run's end reads or reports it
-    return step, metrics
+    return step, metrics, stop
 
 
 def evaluation_due(options, step, steps_per_epoch):
