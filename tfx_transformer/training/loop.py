@@ -244,12 +244,10 @@ class Evaluator:
     def measure(self, final):
         """Loss and accuracy over the validation batches and the task's metrics, of the weights
         the model holds (the final evaluation sets them itself)."""
-        loss_sum = correct = tokens = 0.0
-        for batch in self.batches:
-            batch_loss, batch_correct, batch_tokens = self.eval_step(*batch)
-            loss_sum += float(batch_loss)
-            correct += float(batch_correct)
-            tokens += float(batch_tokens)
+        # Every batch's step queued before any result is read: reading one waits for its step,
+        # and the device would idle while the host queued the next.
+        results = [self.eval_step(*batch) for batch in self.batches]
+        loss_sum, correct, tokens = (sum(float(r[i]) for r in results) for i in range(3))
         self.trainer.wait_for_task_compilations(final)
         return {
             "loss": loss_sum / max(tokens, 1.0),
