@@ -47,7 +47,7 @@ class Job:
     steps_per_epoch: int
     total_steps: int
     padding: float
-    epochs: EpochBatches  # each epoch's training batches, the next made while one trains
+    epoch_batches: EpochBatches  # each epoch's training batches, the next made while one trains
 
     @property
     def chief(self):
@@ -84,7 +84,7 @@ def run(options, strategy=None, started=None):
             try:
                 step, metrics = train(job, stats, evaluator, best)
             finally:
-                job.epochs.close()
+                job.epoch_batches.close()
             if not job.chief:
                 return {}
             return finish(job, stats, evaluator, best, step, metrics)
@@ -171,9 +171,10 @@ def prepare(options, paths, placement, engine):
                 f"validation batches at most {buckets} (one compilation of each step each)")
         else:
             log(f"batches take at most {buckets} shapes (one compilation of the step each)")
-    epochs = EpochBatches(task, shapes, (total_steps - 1) // steps_per_epoch, first_batches)
+    last_epoch = (total_steps - 1) // steps_per_epoch
+    epoch_batches = EpochBatches(task, shapes, last_epoch, first_batches)
     return Job(options, paths, placement, task, model_config, trainer, shapes, steps_per_epoch,
-               total_steps, padding, epochs)
+               total_steps, padding, epoch_batches)
 
 
 def packing_shapes(options, task, model_config, shapes):
@@ -320,7 +321,7 @@ def train_steps(job, evaluator, best, results, step, ctrl_c):
     metrics, stop = {}, None
     while step < job.total_steps and stop is None:
         epoch, offset = divmod(step, job.steps_per_epoch)
-        batches = job.epochs.batches(epoch)
+        batches = job.epoch_batches.batches(epoch)
         if options.compile_ahead:
             end = min(job.steps_per_epoch, offset + job.total_steps - step)
             trainer.compile_ahead(batches, offset, end, evaluator.batches if job.chief else ())
