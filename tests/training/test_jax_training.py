@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -67,6 +68,39 @@ def test_translation_trains_resumes_and_exports_on_jax(tmp_path):
     tags = event_tags(output / "logs" / "validation")
     assert "text" in tags["samples"] and "images" in tags["cross_attention"]
     assert any("hparams" in plugins for plugins in event_tags(output / "logs" / "train").values())
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_jax_names_a_whole_checkpoint_and_resume_finishes(tmp_path):
+    """Checkpoints are written in a background thread: the line Ctrl-C prints names one that is
+    on disk whole, and --resume goes on from it."""
+    import re
+    import signal
+
+    from tests.training.test_run_folder import start_training
+
+    data = numbers_tsv(tmp_path / "train.tsv", 400)
+    output = tmp_path / "out"
+    args = ["--output", str(output), "--data", f"tsv:{data}", "--steps", "40",
+            "--checkpoint-every", "5", "--no-export", *TINY]
+    process = start_training(args, env=JAX)
+    deadline = time.time() + 300
+    while not (output / "checkpoints" / "ckpt-10.npz").exists():
+        if time.time() > deadline or process.poll() is not None:
+            process.kill()
+            pytest.fail("no checkpoint appeared: " + process.communicate()[1][-2000:])
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, message = process.communicate(timeout=120)
+    assert process.returncode == 130, message[-2000:]
+    named = re.search(r"last checkpoint is step (\d+) \((.+\.npz)\)", message)
+    assert named and "Traceback" not in message, message[-2000:]
+    with np.load(named.group(2)) as checkpoint:  # whole: every array reads back
+        assert all(np.isfinite(checkpoint[name]).all() for name in checkpoint.files)
+    resumed = train([*args, "--resume"], env=JAX)
+    planned = int(re.search(r"; (\d+) steps;", resumed.stdout).group(1))  # --steps or the epochs
+    assert f"resuming from step {named.group(1)}" in resumed.stdout
+    assert json.loads((output / "metrics.json").read_text())["steps"] == planned
 
 
 @pytest.mark.slow

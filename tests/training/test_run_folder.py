@@ -24,7 +24,7 @@ from tfx_transformer.training.loop import warn_if_degenerate
 from tfx_transformer.training.options import TrainOptions
 
 
-def start_training(args, umask=None):
+def start_training(args, umask=None, env=None):
     def before_exec():
         # A shell that starts the suite in the background hands it SIGINT ignored, and Python
         # keeps an ignored SIGINT: Ctrl-C must reach the trainer as it does from a terminal.
@@ -35,7 +35,7 @@ def start_training(args, umask=None):
     return subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, preexec_fn=before_exec,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}, preexec_fn=before_exec,
     )
 
 
