@@ -21,3 +21,13 @@ def test_jax_batches_round_rows_to_a_power_of_two_and_widths_to_sixteen(monkeypa
 def test_tensorflow_batches_keep_their_own_shape(monkeypatch):
     monkeypatch.setattr(keras.backend, "backend", lambda: "tensorflow")
     assert compiling.pad_batch([[5, 6], [7] * 17, [8]], 64).shape == (3, 17)
+
+
+def test_jax_widths_stop_at_the_models_length(monkeypatch):
+    """A model of max_length 50 with learned positions has no position 50: rows of up to 50
+    tokens are padded to 50, not to 64."""
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    assert compiling.pad_batch([[5] * 50, [6] * 40], 64, max_width=50).shape == (2, 50)
+    assert compiling.pad_batch([[5] * 40], 64, max_width=50).shape == (1, 48)  # 48 fits: kept
+    assert compiling.pad_batch([[5] * 50], 64, max_width=64).shape == (1, 64)
+    assert compiling.pad_batch([[5] * 55], 64, max_width=50).shape == (1, 55)  # never cut

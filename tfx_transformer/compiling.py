@@ -36,15 +36,20 @@ def compile_for_backend(function, inputs=1, model=None):
     return WeightsAsArguments(function, model)
 
 
-def pad_batch(rows, batch_size):
+def pad_batch(rows, batch_size, max_width=None):
     """Lists of ids (at most `batch_size`) -> int32 [rows, width], 0-padded on the right: as
     they are on TensorFlow, a bounded set of shapes on JAX: rows up to a power of two (at most
     `batch_size`, so that a few inputs are not decoded as a whole batch of empty rows), widths up
-    to a multiple of `JAX_WIDTH_MULTIPLE`."""
+    to a multiple of `JAX_WIDTH_MULTIPLE` but not past `max_width` (the model's max_length: a
+    learned position table has no row beyond it) where the rows fit it."""
     if keras.backend.backend() != "jax":
         return pad_rows(rows)
     count = min(batch_size, 1 << max(len(rows) - 1, 0).bit_length())
-    return pad_rows(rows + [[0]] * (count - len(rows)), JAX_WIDTH_MULTIPLE)
+    longest = max(len(row) for row in rows)
+    width = -(-longest // JAX_WIDTH_MULTIPLE) * JAX_WIDTH_MULTIPLE
+    if max_width is not None and width > max_width:
+        width = max(max_width, longest)
+    return pad_rows(rows, shape=(count, width))
 
 
 class WeightsAsArguments:

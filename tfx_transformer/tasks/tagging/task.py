@@ -146,7 +146,9 @@ class TaggingTask(Task):
         order = np.argsort([len(words) for words in encoded.words], kind="stable")
         for start in range(0, len(order), PREDICT_BATCH_SIZE):
             chunk = order[start : start + PREDICT_BATCH_SIZE].tolist()
-            yield chunk, pad_batch([encoded.words[i] for i in chunk], PREDICT_BATCH_SIZE)
+            yield chunk, pad_batch(
+                [encoded.words[i] for i in chunk], PREDICT_BATCH_SIZE, self.max_length
+            )
 
     def lower_evaluation(self, model, value_of, final=False):
         predict = self._predictor(model)

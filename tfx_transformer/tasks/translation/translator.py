@@ -116,7 +116,7 @@ class Translator:
         target_ids = self._encode(targets)
         results = [None] * len(sources)
         for chunk, source in self._batches(self._encode(sources)):
-            target = pad_batch([target_ids[i] for i in chunk], self.batch_size)
+            target = pad_batch([target_ids[i] for i in chunk], self.batch_size, self.max_input_length)
             per_token, totals = decode(source, target)
             per_token, totals = keras.ops.convert_to_numpy(per_token), keras.ops.convert_to_numpy(totals)
             for row, i in enumerate(chunk):
@@ -141,7 +141,7 @@ class Translator:
         order = np.argsort([len(ids) for ids in encoded], kind="stable")
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size].tolist()
-            yield chunk, pad_batch([encoded[i] for i in chunk], self.batch_size)
+            yield chunk, pad_batch([encoded[i] for i in chunk], self.batch_size, self.max_input_length)
 
     def _run(self, texts, decode, unpack):
         texts = list(texts)
