@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -75,23 +74,15 @@ def test_ctrl_c_on_jax_names_a_whole_checkpoint_and_resume_finishes(tmp_path):
     """Checkpoints are written in a background thread: the line Ctrl-C prints names one that is
     on disk whole, and --resume goes on from it."""
     import re
-    import signal
 
-    from tests.training.test_run_folder import start_training
+    from tests.training.test_run_folder import interrupt_once, start_training
 
     data = numbers_tsv(tmp_path / "train.tsv", 400)
     output = tmp_path / "out"
     args = ["--output", str(output), "--data", f"tsv:{data}", "--steps", "40",
             "--checkpoint-every", "5", "--no-export", *TINY]
     process = start_training(args, env=JAX)
-    deadline = time.time() + 300
-    while not (output / "checkpoints" / "ckpt-10.npz").exists():
-        if time.time() > deadline or process.poll() is not None:
-            process.kill()
-            pytest.fail("no checkpoint appeared: " + process.communicate()[1][-2000:])
-        time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
-    _, message = process.communicate(timeout=120)
+    message = interrupt_once(process, (output / "checkpoints" / "ckpt-10.npz").exists)
     assert process.returncode == 130, message[-2000:]
     named = re.search(r"last checkpoint is step (\d+) \((.+\.npz)\)", message)
     assert named and "Traceback" not in message, message[-2000:]

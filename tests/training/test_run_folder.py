@@ -39,6 +39,19 @@ def start_training(args, umask=None, env=None):
     )
 
 
+def interrupt_once(process, ready, timeout=300):
+    """Sends a training process SIGINT (Ctrl-C) once `ready()` holds; returns its stderr."""
+    deadline = time.time() + timeout
+    while not ready():
+        if time.time() > deadline or process.poll() is not None:
+            process.kill()
+            pytest.fail("no checkpoint appeared: " + process.communicate()[1][-2000:])
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, message = process.communicate(timeout=120)
+    return message
+
+
 def mode(path):
     return stat.S_IMODE(os.stat(path).st_mode)
 
@@ -148,14 +161,7 @@ def test_ctrl_c_says_how_to_resume_and_a_finished_run_is_left_alone(tmp_path):
             "--checkpoint-every", "5", *TINY]
     process = start_training(args)
     index = output / "checkpoints" / "checkpoint"
-    deadline = time.time() + 300
-    while not (index.exists() and "ckpt-10" in index.read_text()):
-        if time.time() > deadline or process.poll() is not None:
-            process.kill()
-            pytest.fail("no checkpoint appeared: " + process.communicate()[1][-2000:])
-        time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
-    _, message = process.communicate(timeout=120)
+    message = interrupt_once(process, lambda: index.exists() and "ckpt-10" in index.read_text())
     assert process.returncode == cli.EXIT_INTERRUPTED, message[-2000:]
     assert "--resume" in message and "last checkpoint is step" in message
     assert "Traceback" not in message and not (output / ".lock").exists()
