@@ -11,7 +11,7 @@ import abc
 import importlib
 
 from tfx_transformer.config import TransformerConfig
-from tfx_transformer.data import BatchShapes, Tokenizer
+from tfx_transformer.data import BatchShapes, Tokenizer, packing_width
 from tfx_transformer.reporting import log
 
 
@@ -41,6 +41,7 @@ class Task(abc.ABC):
         self.paths = paths
         self.vocabulary = None
         self.worker, self.workers, self.gather = 0, 1, None
+        self.packed_width = None  # packed rows' width, chosen once a run (`run_packed_width`)
 
     @property
     def streams(self):
@@ -136,6 +137,15 @@ class Task(abc.ABC):
     def packing_refusal(self, model_config):
         """`model_packing_refusal`, and what this run's data allows."""
         return self.model_packing_refusal(model_config)
+
+    def run_packed_width(self, shapes, lengths):
+        """With `shapes.packed`: the width of the run's packed rows, chosen by
+        `data.packing_width` from `lengths()` (the training examples' lengths, [N, sides]) for
+        the task's `max_length` and `d_model` the first time, the same every epoch after (one
+        width: one shape). None unpacked."""
+        if shapes.packed and self.packed_width is None:
+            self.packed_width = packing_width(lengths(), self.max_length, shapes, self.d_model)
+        return self.packed_width if shapes.packed else None
 
     @abc.abstractmethod
     def valid_batches(self, shapes=BatchShapes()):

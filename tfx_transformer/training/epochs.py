@@ -31,7 +31,7 @@ class EpochBatches:
     def batches(self, epoch):
         """Epoch `epoch`'s batches (as `Task.train_batches` gives them, without the padding)."""
         made = self._made.pop(epoch, None)
-        self._made.clear()  # an epoch made ahead for another one (never, training in order)
+        self._made.clear()  # epoch 0's, where a resumed run starts in a later epoch
         if isinstance(made, concurrent.futures.Future):
             made = made.result()  # raises what making it raised
         if made is None:

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 
 from tfx_transformer.compiling import WeightsAsArguments, compile_for_backend, pad_batch, reused
-from tfx_transformer.data import BatchShapes, DataError, packing_width, split_off
+from tfx_transformer.data import BatchShapes, DataError, split_off
 from tfx_transformer.models import TransformerTagger
 from tfx_transformer.reporting import attention_image, log, markdown_table
 from tfx_transformer.tasks.base import Task
@@ -30,7 +30,6 @@ class TaggingTask(Task):
     def __init__(self, options, paths):
         super().__init__(options, paths)
         self.predicted = []
-        self.packed_width = None  # packed rows' width, chosen at the first packed epoch
         self._compiled = {}  # the compiled predictions, kept between evaluations
 
     # Data and vocabulary ----------------------------------------------------------------------
@@ -95,9 +94,8 @@ class TaggingTask(Task):
         return len(self.train_encoded.words)
 
     def train_batches(self, epoch, shapes=BatchShapes()):
-        if shapes.packed and self.packed_width is None:  # one width for the run: one shape
-            lengths = [len(words) for words in self.train_encoded.words]
-            self.packed_width = packing_width(lengths, self.max_length, shapes, self.d_model)
+        words = self.train_encoded.words
+        width = self.run_packed_width(shapes, lambda: [len(sentence) for sentence in words])
         return tagging_data.make_batches(
             self.train_encoded,
             self.options.batch_tokens,
@@ -105,7 +103,7 @@ class TaggingTask(Task):
             self.options.seed + epoch,
             shapes,
             word_dropout=self.options.word_dropout,
-            packed_width=self.packed_width,
+            packed_width=width,
         )
 
     def valid_batches(self, shapes=BatchShapes()):

@@ -3,7 +3,7 @@
 
 import numpy as np
 
-from tfx_transformer.data import BatchShapes, DataError, Tokenizer, packing_width, split_off
+from tfx_transformer.data import BatchShapes, DataError, Tokenizer, split_off
 from tfx_transformer.models import Transformer
 from tfx_transformer.reporting import attention_image, log, markdown_table
 from tfx_transformer.tasks.base import SentencePieceTask
@@ -33,7 +33,6 @@ class TranslationTask(SentencePieceTask):
     def __init__(self, options, paths):
         super().__init__(options, paths)
         self._translators = {}
-        self.packed_width = None  # packed rows' width, chosen at the first packed epoch
 
     # Data and vocabulary ----------------------------------------------------------------------
 
@@ -166,13 +165,10 @@ class TranslationTask(SentencePieceTask):
                 self.corpus.open_stream(self.options, self.max_length, shapes, self.worker,
                                         self.workers, self.paths.checkpoints, self.gather)
             return self.corpus.epoch(epoch, self.options, self.max_length, shapes, self.workers)
-        if shapes.packed and self.packed_width is None:  # one width for the run: one shape
-            self.packed_width = packing_width(
-                data_lib.pair_lengths(self.train_encoded), self.max_length, shapes, self.d_model
-            )
+        width = self.run_packed_width(shapes, lambda: data_lib.pair_lengths(self.train_encoded))
         return data_lib.make_batches(
             self.train_encoded, self.options.batch_tokens, self.max_length,
-            self.options.seed + epoch, shapes, self.packed_width
+            self.options.seed + epoch, shapes, width
         )
 
     def packing_refusal(self, model_config):
