@@ -3,14 +3,16 @@ parts run where a GPU is; here, that its training command is one train.py accept
 reads the figures from the parts' output as they print them."""
 
 import argparse
+import importlib.util
 import json
 import os
+import subprocess
 import sys
 import time
 
 import pytest
 
-from tests import benchmark_module
+from tests import ROOT, benchmark_module
 from tfx_transformer.training.cli import options_from_args
 
 
@@ -72,7 +74,6 @@ def test_a_corpus_without_the_three_splits_is_refused_before_anything_runs(accel
     with pytest.raises(SystemExit):
         accelerator.main(["--out", str(tmp_path / "out"), "--parts", "base,huge"])
     assert "huge" in capsys.readouterr().err
-
 
 
 def test_a_deadline_shares_the_time_and_skips_what_would_get_too_little(accelerator, tmp_path, monkeypatch):
@@ -159,3 +160,38 @@ def test_timing_rounds_stop_at_the_deadline_after_the_first(monkeypatch):
     assert len(common.alternate({"a": step, "b": step}, 10, 1, deadline=clock.now + 5)["a"]) == 3
     assert len(common.alternate({"a": step}, 10, 1, deadline=clock.now - 1)["a"]) == 1
     assert len(common.alternate({"a": step}, 4, 1)["a"]) == 4
+
+
+TRAINING_STEP_FLOPS_SCRIPT = """
+import sys, numpy as np, jax
+sys.path.insert(0, "benchmarks")
+from gpu_train_step import flops_per_target_token, xla_flops
+from tfx_transformer.config import TransformerConfig
+from tfx_transformer.runs import RunPaths
+from tfx_transformer.training import jax_trainer
+from tfx_transformer.training.options import TrainOptions
+
+dims = dict(d_model=128, num_heads=4, d_ff=512, num_encoder_layers=2, num_decoder_layers=3)
+config = TransformerConfig(vocab_size=1000, max_length=32, **dims)
+options = TrainOptions(output=sys.argv[1])
+trainer = jax_trainer.Trainer(options, config, jax_trainer.setup(options), RunPaths(options.output))
+rng = np.random.default_rng(0)
+batch = trainer._place(tuple(rng.integers(4, 1000, size=(8, 32)).astype("int32") for _ in range(3)))
+flops = xla_flops(trainer._train_step, trainer.state, (batch,))
+_, counted = flops_per_target_token(dims, 1000, 32, 32)
+print("ratio", flops / (8 * 32) / counted)
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_train_pys_jax_step_does_the_arithmetic_the_mfu_counts_and_no_more(tmp_path):
+    # The MFU of the step benchmark counts the weights' and attention's FLOPs; the step train.py
+    # runs on JAX, counted by XLA, adds only the small elementwise work (norms, softmax, Adam):
+    # a second forward pass, say, or the output projection done twice, would be 1.3x or more.
+    result = subprocess.run(
+        [sys.executable, "-c", TRAINING_STEP_FLOPS_SCRIPT, str(tmp_path)], capture_output=True,
+        text=True, timeout=600, cwd=ROOT, env={**os.environ, "KERAS_BACKEND": "jax"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ratio = float(result.stdout.split("ratio")[-1])
+    assert 1.0 <= ratio < 1.1, ratio
