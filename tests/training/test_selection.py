@@ -1,6 +1,8 @@
 """The choice of weights at the end of a run (best on validation, averaged checkpoints, early
 stopping's count) and the time budget's clock."""
 
+import json
+import threading
 import time
 
 import keras
@@ -32,12 +34,13 @@ def small_model():
     return model
 
 
+@pytest.mark.parametrize("background", [False, True], ids=["in-line", "background"])
 @pytest.mark.parametrize("direction,scores,best_index,since", [("max", [1.0, 3.0, 2.0, 2.5], 1, 2),
                                                                 ("min", [3.0, 1.0, 1.0, 2.0], 2, 2)])
 def test_best_weights_keep_the_best_and_count_evaluations_since(tmp_path, direction, scores, best_index,
-                                                               since):
+                                                               since, background):
     model = small_model()
-    best = selection.BestWeights(str(tmp_path), ("score", direction))
+    best = selection.BestWeights(str(tmp_path), ("score", direction), background=background)
     kept = None
     for index, score in enumerate(scores):
         model.layers[0].kernel.assign(np.full((3, 2), float(index), "float32"))
@@ -51,6 +54,38 @@ def test_best_weights_keep_the_best_and_count_evaluations_since(tmp_path, direct
     resumed = selection.BestWeights(str(tmp_path), ("score", direction))
     resumed.load()
     assert (resumed.score, resumed.step, resumed.since) == (best.score, best.step, best.since)
+
+
+def test_best_weights_written_in_the_background_name_only_weights_on_disk(tmp_path, monkeypatch):
+    model = small_model()
+    best = selection.BestWeights(str(tmp_path), ("score", "max"), background=True)
+    model.layers[0].kernel.assign(np.full((3, 2), 1.0, "float32"))
+    best.update(10, {"score": 1.0}, model)
+    best.wait()
+    release, save = threading.Event(), selection.save_weights
+
+    def held_save(path, arrays):
+        assert release.wait(10)
+        save(path, arrays)
+
+    monkeypatch.setattr(selection, "save_weights", held_save)
+    model.layers[0].kernel.assign(np.full((3, 2), 2.0, "float32"))
+    assert best.update(20, {"score": 2.0}, model)  # returns while the weights are held
+    model.layers[0].kernel.assign(np.full((3, 2), 9.0, "float32"))  # the next steps train on
+    record = json.loads((tmp_path / "best.json").read_text())
+    assert record["step"] == 10  # the record waits for the weights it names
+    release.set()
+    np.testing.assert_array_equal(best.weights()[0], np.full((3, 2), 2.0))  # as they were at 20
+    assert json.loads((tmp_path / "best.json").read_text())["step"] == 20
+
+    def full_disk(path, arrays):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(selection, "save_weights", full_disk)
+    best.update(30, {"score": 3.0}, model)
+    with pytest.raises(OSError, match="No space"):
+        best.wait()
+    assert json.loads((tmp_path / "best.json").read_text())["step"] == 20
 
 
 def test_set_trainable_refuses_other_shapes():

@@ -77,7 +77,7 @@ def run(options, strategy=None, started=None):
         if job.chief:
             stats.write_hparams(options, job.model_config)
         evaluator = Evaluator(job, stats, clock)
-        best = BestWeights(paths.checkpoints, job.task.selection_metric, job.chief)
+        best = BestWeights(paths.checkpoints, job.task.selection_metric, job.chief, background=True)
         if options.resume:
             best.load()
         try:
@@ -281,6 +281,7 @@ def train(job, stats, evaluator, best):
         raise RuntimeError(f"step bookkeeping is off: {step} vs optimizer {trainer.step}")
     trainer.save_checkpoint()
     trainer.flush_checkpoints()  # written whole before the run's end reads or reports it
+    best.wait()
     return step, metrics
 
 
