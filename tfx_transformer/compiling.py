@@ -11,6 +11,16 @@ from tfx_transformer.data import pad_rows
 JAX_WIDTH_MULTIPLE = 16
 
 
+def tf_function(function, **options):
+    """tf.function without AutoGraph. This package's traced code has no Python control flow over
+    tensors (it runs under jax.jit as well, which has no such conversion), and AutoGraph's
+    rewriting of every function a trace calls took 8 s of a tiny training run's 35 (the first
+    step and the first evaluation), in every process."""
+    import tensorflow as tf  # the backend's compiler; this module itself needs neither
+
+    return tf.function(function, autograph=False, **options)
+
+
 def compile_for_backend(function, inputs=1, model=None):
     """tf.function over `inputs` [None, None] int32 arrays on TensorFlow (one trace; with
     `inputs=None`, a trace per input structure and shape), jax.jit on JAX, the function itself
@@ -22,11 +32,11 @@ def compile_for_backend(function, inputs=1, model=None):
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        import tensorflow as tf  # the backend's compiler; this module itself needs neither
+        import tensorflow as tf
 
         if inputs is None:
-            return tf.function(function)
-        return tf.function(function, input_signature=[tf.TensorSpec([None, None], tf.int32)] * inputs)
+            return tf_function(function)
+        return tf_function(function, input_signature=[tf.TensorSpec([None, None], tf.int32)] * inputs)
     if backend != "jax":
         return function
     import jax

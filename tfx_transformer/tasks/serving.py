@@ -8,6 +8,8 @@ import os
 
 import tensorflow as tf
 
+from tfx_transformer.compiling import tf_function
+
 INFO_FOLDER = "assets.extra"  # TF Serving ignores it, except for warm-up requests
 WARMUP_TEXTS = (
     ["warm up"],
@@ -30,7 +32,7 @@ class ServingModule(tf.Module):
     def __init__(self, model, name):
         super().__init__(name=name)
         self.model = model
-        self.serve = tf.function(
+        self.serve = tf_function(
             self._serve, input_signature=[tf.TensorSpec([None], tf.string, name="text")]
         )
 

@@ -1,9 +1,12 @@
 """The TensorFlow training engine: `setup` (the tf.distribute strategy) and `Trainer` (the model,
 optimizer, checkpoints and compiled steps of one run). `jax_trainer` is its JAX twin."""
 
+import functools
+
 import keras
 import tensorflow as tf
 
+from tfx_transformer.compiling import tf_function
 from tfx_transformer.data import BatchShapes
 from tfx_transformer.tasks import task_class
 from tfx_transformer.training import distribute
@@ -59,7 +62,7 @@ class Trainer:
             distribute.writable_folder(strategy, paths.checkpoints),
             max_to_keep=max(2, options.average_last),
         )
-        self._compute = tf.function(self._compute_gradients, jit_compile=options.jit_compile)
+        self._compute = tf_function(self._compute_gradients, jit_compile=options.jit_compile)
         self._train_step = None
 
     @property
@@ -158,7 +161,7 @@ class Trainer:
     def make_train_step(self):
         strategy = self.strategy
 
-        @tf.function
+        @tf_function
         def train_step(iterator):
             per_replica = strategy.run(self._replica_step, args=tuple(next(iterator)))
             return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in per_replica]
@@ -166,7 +169,9 @@ class Trainer:
         return train_step
 
     def make_eval_step(self):
-        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)] * self.task.batch_arity)
+        @functools.partial(
+            tf_function, input_signature=[tf.TensorSpec([None, None], tf.int32)] * self.task.batch_arity
+        )
         def eval_step(*batch):
             features, labels = batch[:-1], batch[-1]
             logits = self.model(self.task.model_inputs(features), training=False)

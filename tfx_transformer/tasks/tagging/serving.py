@@ -9,6 +9,7 @@ text).
 import keras
 import tensorflow as tf
 
+from tfx_transformer.compiling import tf_function
 from tfx_transformer.tasks.serving import ServingModule, info_path, repair_utf8
 from tfx_transformer.tokens import PAD_ID, UNK_ID
 
@@ -41,7 +42,7 @@ class TaggingServingModule(ServingModule):
             "vocab_size": vocabulary.vocab_size,
             "model": config.to_dict(),
         }
-        self._tag_ids = tf.function(
+        self._tag_ids = tf_function(
             self.model.predict_tags, input_signature=[tf.TensorSpec([None, None], tf.int32)]
         )
 

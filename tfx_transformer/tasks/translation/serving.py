@@ -15,6 +15,7 @@ detokenized. An empty (or all-blank) input gives an empty translation with score
 
 import tensorflow as tf
 
+from tfx_transformer.compiling import tf_function
 from tfx_transformer.decoding import (
     DEFAULT_MAX_LENGTH_FACTOR,
     beam_search_nbest,
@@ -58,7 +59,7 @@ class TranslationServingModule(ServingModule):
             "model": config.to_dict(),
         }
         # Strings never enter the numeric part, so it alone may be XLA-compiled.
-        self._decode_ids = tf.function(
+        self._decode_ids = tf_function(
             self._decode, input_signature=[tf.TensorSpec([None, None], tf.int32)],
             jit_compile=jit_compile,
         )
@@ -71,8 +72,8 @@ class TranslationServingModule(ServingModule):
         text = tf.TensorSpec([None], tf.string, name="text")
         return {
             "serving_default": self.serve,
-            "nbest": tf.function(self._nbest, input_signature=[text]),
-            "score": tf.function(
+            "nbest": tf_function(self._nbest, input_signature=[text]),
+            "score": tf_function(
                 self._score, input_signature=[text, tf.TensorSpec([None], tf.string, name="translation")]
             ),
         }
