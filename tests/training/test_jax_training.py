@@ -38,13 +38,32 @@ WITHOUT_TENSORFLOW = textwrap.dedent(
 )
 
 
+# train.py, and at its exit a line that says whether the process imported TensorFlow.
+NOTING_TENSORFLOW = textwrap.dedent(
+    """
+    import atexit, runpy, sys
+
+    atexit.register(lambda: print("tensorflow imported:", "tensorflow" in sys.modules))
+    sys.argv = sys.argv[1:]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+    """
+)
+
+
 @pytest.mark.slow
 def test_translation_trains_resumes_and_exports_on_jax(tmp_path):
     data = numbers_tsv(tmp_path / "train.tsv", 300)
     output = tmp_path / "out"
     args = ["--output", str(output), "--data", f"tsv:{data}", *TINY, "--checkpoint-every", "4"]
-    first = train([*args, "--steps", "8", "--no-export"], env=JAX)
+    first = subprocess.run(
+        [sys.executable, "-c", NOTING_TENSORFLOW, str(ROOT / "train.py"), *args, "--steps", "8",
+         "--no-export"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT, env={**os.environ, **JAX},
+    )
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "jax backend" in first.stdout and "(examples packed into rows)" in first.stdout
+    # Installed here, TensorFlow stays out of a JAX run that does not export (5 s of its start).
+    assert "tensorflow imported: False" in first.stdout
     # The training states (--average-last 5 keeps up to 5) beside the best weights on validation.
     assert sorted(p.name for p in (output / "checkpoints").iterdir()) == [
         "best.json", "best.npz", "ckpt-4.npz", "ckpt-8.npz"

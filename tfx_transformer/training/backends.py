@@ -3,8 +3,10 @@
 the steps run, who writes the run folder, how batches are shaped) and a `Trainer` with the same
 methods, so that `loop` reads the same on either backend and imports neither itself."""
 
+import contextlib
 import dataclasses
 import importlib
+import sys
 
 import keras
 
@@ -54,6 +56,31 @@ def engine():
             f"train.py runs on the TensorFlow or JAX backend; KERAS_BACKEND is {backend!r}."
         )
     return importlib.import_module(ENGINES[backend])
+
+
+@contextlib.contextmanager
+def keras_without_tensorflow():
+    """Keras looks for TensorFlow wherever it is installed, importing it, to seed it
+    (`keras.utils.set_random_seed`) and to recognise its objects when saving (`model.save`):
+    5 s of a JAX run on the development machine, for a module that run never uses. Inside the
+    block, on a backend other than TensorFlow and in a process that has not imported it, Keras
+    is told that TensorFlow is absent. Where Keras keeps that elsewhere than this knows, the
+    block changes nothing."""
+    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
+        yield
+        return
+    try:
+        from keras.src.utils.module_utils import tensorflow as lazy_tensorflow
+
+        known = lazy_tensorflow._available
+    except (ImportError, AttributeError):
+        yield
+        return
+    lazy_tensorflow._available = False
+    try:
+        yield
+    finally:
+        lazy_tensorflow._available = known
 
 
 def bf16_is_fast():

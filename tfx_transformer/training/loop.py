@@ -129,7 +129,8 @@ def prepare(options, paths, placement, engine):
         )
     policy = mixed_precision_policy(options.mixed_precision)
     keras.config.set_dtype_policy(policy)
-    keras.utils.set_random_seed(options.seed)
+    with backends.keras_without_tensorflow():
+        keras.utils.set_random_seed(options.seed)
 
     task = task_class(options.task)(options, paths)
     model_config = task.prepare()
@@ -387,7 +388,7 @@ def finish(job, stats, evaluator, best, step, metrics):
         **task.test_metrics(model),
     })
     clock.switch("saving and export")
-    with atomic_path(paths.model) as temporary:
+    with atomic_path(paths.model) as temporary, backends.keras_without_tensorflow():
         model.save(temporary)
     if options.export and task.serving_class is None:
         log(f"no SavedModel export for --task {task.name}: model.keras is the trained model")
