@@ -62,7 +62,7 @@ def test_translation_trains_resumes_and_exports_on_jax(tmp_path):
     )
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "jax backend" in first.stdout and "(examples packed into rows)" in first.stdout
-    # Installed here, TensorFlow stays out of a JAX run that does not export (5 s of its start).
+    # Installed here, TensorFlow stays out of a JAX run that does not export (its import: 5 s).
     assert "tensorflow imported: False" in first.stdout
     # The training states (--average-last 5 keeps up to 5) beside the best weights on validation.
     assert sorted(p.name for p in (output / "checkpoints").iterdir()) == [

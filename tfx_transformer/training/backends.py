@@ -62,7 +62,7 @@ def engine():
 def keras_without_tensorflow():
     """Keras looks for TensorFlow wherever it is installed, importing it, to seed it
     (`keras.utils.set_random_seed`) and to recognise its objects when saving (`model.save`):
-    5 s of a JAX run on the development machine, for a module that run never uses. Inside the
+    its import takes 5 s on the development machine, for a module a JAX run never uses. Inside the
     block, on a backend other than TensorFlow and in a process that has not imported it, Keras
     is told that TensorFlow is absent. Where Keras keeps that elsewhere than this knows, the
     block changes nothing."""

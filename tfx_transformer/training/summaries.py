@@ -1,5 +1,5 @@
-"""TensorBoard event files written with tensorboard's own protos and writer, not tf.summary, so
-that a run on the JAX backend writes the same logs where TensorFlow is not installed.
+"""TensorBoard event files written with tensorboard's own protos and record framing, not
+tf.summary, so that a run on the JAX backend writes the same logs without TensorFlow.
 
 The summaries are those tf.summary writes (scalars, text, images and hparams as their plugins
 expect them), so TensorBoard and `tf.compat.v1.train.summary_iterator` read them alike.
@@ -30,8 +30,8 @@ class EventFile:
     """An events.out.tfevents.* file: Event protos in TFRecord framing, as TensorFlow's and
     tensorboard's writers lay them out, each written through at once (TensorBoard shows it while
     the run trains). tensorboard's own EventFileWriter reaches the disk through
-    `tensorboard.compat.tf`, which imports TensorFlow wherever it is installed: 5 s of a JAX
-    run's start on the development machine, for a module that run never uses."""
+    `tensorboard.compat.tf`, which imports TensorFlow wherever it is installed (5 s on the
+    development machine), for a module a JAX run never uses."""
 
     def __init__(self, folder):
         folder = str(folder)
