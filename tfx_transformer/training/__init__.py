@@ -10,8 +10,8 @@
 - jax_trainer.py: the JAX engine: `setup` (devices, keras.distribution) and `Trainer` (a jitted
   stateless step); checkpoints.py: its .npz checkpoints, written in a thread;
 - losses.py, optimization.py: the label-smoothed loss and the paper's Adam schedule;
-- stats.py, summaries.py, progress.py: counters, TensorBoard event files (tensorboard's own
-  writer, no TensorFlow), the console;
+- stats.py, summaries.py, progress.py: counters, TensorBoard event files (tensorboard's protos,
+  no TensorFlow), the console;
 - timing.py: where a run's time goes, and when --time-budget stops training;
 - selection.py: which weights a run keeps (best on validation, averaged checkpoints);
 - resume.py: what a run folder allows (no overwriting, --resume rules).
