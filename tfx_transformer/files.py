@@ -5,6 +5,7 @@ renamed into place gets the permissions a plain `open()` or `os.makedirs` would 
 process's umask, so that another user (a TF Serving process, say) can read a run and its exports.
 """
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -82,3 +83,29 @@ def current_umask():
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+class OrderedWrites:
+    """Writes run one at a time, in the order given: in a thread of their own with `background`
+    (the caller goes on while the disk works; what a write takes must not change meanwhile),
+    in the caller's otherwise. `run` waits for the write before it, `wait` for the last; both
+    raise what a write raised (a full disk, say)."""
+
+    def __init__(self, background, name):
+        self._writer = (
+            concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+            if background else None
+        )
+        self._writing = None  # the Future of the write in progress
+
+    def run(self, write, *args):
+        self.wait()
+        if self._writer is None:
+            write(*args)
+        else:
+            self._writing = self._writer.submit(write, *args)
+
+    def wait(self):
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()

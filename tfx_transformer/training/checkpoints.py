@@ -1,13 +1,12 @@
 """`ArrayCheckpoints`: a run's checkpoints as numbered .npz files of named arrays (the JAX engine's;
 the TensorFlow engine keeps tf.train.Checkpoint's own format)."""
 
-import concurrent.futures
 import os
 import re
 
 import numpy as np
 
-from tfx_transformer.files import atomic_path
+from tfx_transformer.files import OrderedWrites, atomic_path
 
 NAME = re.compile(r"^ckpt-(\d+)\.npz$")
 
@@ -27,11 +26,7 @@ class ArrayCheckpoints:
     def __init__(self, folder, keep=2, background=False):
         self.folder = str(folder)
         self.keep = keep
-        self._writer = (
-            concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
-            if background else None
-        )
-        self._writing = None  # the Future of the checkpoint being written
+        self._writes = OrderedWrites(background, "checkpoint")
 
     def steps(self):
         """The steps that have a checkpoint, oldest first."""
@@ -55,17 +50,11 @@ class ArrayCheckpoints:
     def save(self, step, arrays):
         """Writes {name: array} as the checkpoint of `step` and drops the oldest over `keep`;
         with `background`, in the writing thread (the arrays must not change meanwhile)."""
-        self.wait()
-        if self._writer is None:
-            self._write(step, arrays)
-        else:
-            self._writing = self._writer.submit(self._write, step, arrays)
+        self._writes.run(self._write, step, arrays)
 
     def wait(self):
         """Waits for the checkpoint being written, if any; raises what writing it raised."""
-        writing, self._writing = self._writing, None
-        if writing is not None:
-            writing.result()
+        self._writes.wait()
 
     def _write(self, step, arrays):
         with atomic_path(self.path(step)) as temporary:

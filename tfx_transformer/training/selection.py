@@ -6,13 +6,12 @@ The best weights live in DIR/checkpoints/best.npz with DIR/checkpoints/best.json
 evaluations since), so that --resume carries them on.
 """
 
-import concurrent.futures
 import json
 import os
 
 import numpy as np
 
-from tfx_transformer.files import atomic_path, write_json_atomic
+from tfx_transformer.files import OrderedWrites, atomic_path, write_json_atomic
 
 
 class BestWeights:
@@ -33,11 +32,7 @@ class BestWeights:
         self.score = None
         self.step = None
         self.since = 0  # evaluations since the best
-        self._writer = (
-            concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="best-weights")
-            if background else None
-        )
-        self._writing = None  # the Future of the files being written
+        self._writes = OrderedWrites(background, "best-weights")
 
     def load(self):
         """What a resumed run had (nothing when it had none)."""
@@ -63,14 +58,9 @@ class BestWeights:
             self.score, self.step = score, step
         self.since = 0 if improved else self.since + 1
         if self.chief:
-            # Copies: the arrays are written while the next steps run (see ArrayCheckpoints).
-            arrays = [np.array(a, copy=True) for a in trainable_arrays(model)] if kept else None
+            arrays = trainable_arrays(model) if kept else None
             record = {"metric": self.name, "score": self.score, "step": self.step, "since": self.since}
-            self.wait()
-            if self._writer is None:
-                self._write(arrays, record)
-            else:
-                self._writing = self._writer.submit(self._write, arrays, record)
+            self._writes.run(self._write, arrays, record)
         return kept
 
     def _write(self, arrays, record):
@@ -80,9 +70,7 @@ class BestWeights:
 
     def wait(self):
         """Waits for the files being written, if any; raises what writing them raised."""
-        writing, self._writing = self._writing, None
-        if writing is not None:
-            writing.result()
+        self._writes.wait()
 
     def weights(self):
         self.wait()
@@ -90,6 +78,8 @@ class BestWeights:
 
 
 def trainable_arrays(model):
+    """Copies of the trainable weights (`numpy()` copies on TensorFlow and JAX alike): they stay
+    as they were while training goes on and a thread writes them."""
     return [np.asarray(variable.numpy()) for variable in model.trainable_variables]
 
 
