@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 
@@ -238,27 +239,71 @@ def test_degenerate_runs_are_warned_about(capsys):
 
 
 def test_a_run_saved_before_packing_resumes_unpacked(tmp_path):
-    """Its config.json has no "packing": it trained unpacked, and goes on so; several processes
-    cannot all read the chief's folder, so they are told to say --no-packing."""
+    """Its config.json has no "packing": it trained unpacked, and goes on so, resumed again and
+    again (each resume rewrites config.json); several processes cannot all read the chief's
+    folder, so the chief says what they must be told where their default differs."""
     from tfx_transformer.runs import RunPaths
     from tfx_transformer.training.options import TrainOptions
-    from tfx_transformer.training.resume import check_output_folder
+    from tfx_transformer.training.resume import check_output_folder, check_packing_agrees
 
     output = tmp_path / "run"
     output.mkdir()
     saved = TrainOptions(output=str(output)).to_dict()
     del saved["packing"]
     (output / "config.json").write_text(json.dumps({"options": saved, "model": {}}))
+    paths = RunPaths(str(output))
     options = TrainOptions(output=str(output), resume=True)
-    check_output_folder(options, RunPaths(str(output)))
+    assert check_output_folder(options, paths) is False
     assert options.packing is False
-    with pytest.raises(ValueError, match="add --no-packing to every process's command"):
-        check_output_folder(TrainOptions(output=str(output), resume=True), RunPaths(str(output)), 2)
-    check_output_folder(TrainOptions(output=str(output), resume=True, packing=False),
-                        RunPaths(str(output)), 2)
+    # What the resumed run writes (loop.prepare), and the same command once more.
+    (output / "config.json").write_text(
+        json.dumps({"options": options.to_dict(), "model": {}, "packed": False}))
+    again = TrainOptions(output=str(output), resume=True)
+    assert check_output_folder(again, paths) is False and again.packing is False
     with pytest.raises(ValueError, match="packing: saved False, now True"):
-        check_output_folder(TrainOptions(output=str(output), resume=True, packing=True),
-                            RunPaths(str(output)))
+        check_output_folder(TrainOptions(output=str(output), resume=True, packing=True), paths)
+
+    (output / "config.json").write_text(json.dumps({"options": saved, "model": {}}))
+    chief = TrainOptions(output=str(output), resume=True)
+    assert check_output_folder(chief, paths, 2) is False
+    assert chief.packing is None  # the other processes would not know
+    check_packing_agrees(chief, False, packed=False)  # TensorFlow's default: nothing to say
+    with pytest.raises(ValueError, match="add --no-packing to every process's command"):
+        check_packing_agrees(chief, False, packed=True)  # JAX's
+    told = TrainOptions(output=str(output), resume=True, packing=False)
+    assert check_output_folder(told, paths, 2) is False
+
+
+def test_a_resumed_run_packs_as_it_trained_on_either_backend(tmp_path):
+    """A run that packed (JAX's default) resumes packed where the default differs (TensorFlow),
+    and one that did not resumes unpacked; --packing or --no-packing must agree with it."""
+    import dataclasses
+
+    from tfx_transformer.data.batching import BatchShapes
+    from tfx_transformer.runs import RunPaths
+    from tfx_transformer.training.loop import packing_shapes
+    from tfx_transformer.training.options import TrainOptions
+    from tfx_transformer.training.resume import check_output_folder
+
+    output = tmp_path / "run"
+    output.mkdir()
+    paths = RunPaths(str(output))
+    saved = TrainOptions(output=str(output)).to_dict()
+    for packed in (True, False):
+        (output / "config.json").write_text(
+            json.dumps({"options": saved, "model": {}, "packed": packed}))
+        options = TrainOptions(output=str(output), resume=True)
+        assert check_output_folder(options, paths) is packed and options.packing is packed
+        told = TrainOptions(output=str(output), resume=True, packing=packed)
+        check_output_folder(told, paths)  # saying what it did is no change
+        with pytest.raises(ValueError, match=f"packing: saved {packed}, now {not packed}"):
+            check_output_folder(
+                TrainOptions(output=str(output), resume=True, packing=not packed), paths)
+        # The engine's default shapes (TensorFlow's unpacked, JAX's packed) follow the option.
+        can_pack = types.SimpleNamespace(packing_refusal=lambda model_config: None)
+        for default in (BatchShapes(), BatchShapes(multiple=8, fixed=True, packed=True)):
+            shapes = packing_shapes(options, can_pack, None, default)
+            assert shapes == dataclasses.replace(default, packed=packed)
 
 
 def test_a_tagging_run_saved_before_the_tagger_packed_resumes_unpacked(tmp_path):
@@ -279,10 +324,29 @@ def test_a_tagging_run_saved_before_the_tagger_packed_resumes_unpacked(tmp_path)
     (output / "config.json").write_text(json.dumps({**config, "packed": True}))
     options = TrainOptions(output=str(output), task="tagging", resume=True)
     check_output_folder(options, RunPaths(str(output)))
-    assert options.packing is None  # the backend's default again, which packs on JAX
-    # A translation run with "packing" packed as it does now.
+    assert options.packing is True  # as it trained, whatever the backend's default
+    # A translation run saved before runs wrote "packed": its --packing, the backend's default.
     config["options"] = TrainOptions(output=str(output)).to_dict()
     (output / "config.json").write_text(json.dumps(config))
     options = TrainOptions(output=str(output), resume=True)
     check_output_folder(options, RunPaths(str(output)))
     assert options.packing is None
+
+
+def test_a_run_resumes_only_on_the_backend_of_its_newest_checkpoint(tmp_path):
+    """Each engine reads only its own checkpoints; the other would train again over the run."""
+    from tfx_transformer.training.resume import check_checkpoints_readable
+
+    paths = RunPaths(str(tmp_path / "run"))
+    check_checkpoints_readable(paths, "jax")  # no checkpoints yet: nothing to read
+    os.makedirs(paths.checkpoints)
+    for name in ("checkpoint", "ckpt-4.index", "ckpt-4.data-00000-of-00001", "best.npz"):
+        open(os.path.join(paths.checkpoints, name), "w").close()
+    check_checkpoints_readable(paths, "tensorflow")
+    with pytest.raises(ValueError, match=r"\(step 4\) was written on the tensorflow backend.*"
+                                         r"KERAS_BACKEND=tensorflow"):
+        check_checkpoints_readable(paths, "jax")
+    open(os.path.join(paths.checkpoints, "ckpt-6.npz"), "w").close()  # JAX went on from there
+    check_checkpoints_readable(paths, "jax")
+    with pytest.raises(ValueError, match=r"\(step 6\) was written on the jax backend"):
+        check_checkpoints_readable(paths, "tensorflow")

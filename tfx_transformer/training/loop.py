@@ -27,7 +27,12 @@ from tfx_transformer.training import backends
 from tfx_transformer.training.epochs import EpochBatches
 from tfx_transformer.training.options import MIXED_PRECISION, UNBOUNDED_EPOCHS
 from tfx_transformer.training.progress import Progress
-from tfx_transformer.training.resume import check_not_finished, check_output_folder
+from tfx_transformer.training.resume import (
+    check_checkpoints_readable,
+    check_not_finished,
+    check_output_folder,
+    check_packing_agrees,
+)
 from tfx_transformer.training.selection import BestWeights, average, spaced
 from tfx_transformer.training.stats import StepResults, TrainingStats
 from tfx_transformer.training.timing import RunClock
@@ -115,10 +120,13 @@ def checkpoint_step(path):
 def prepare(options, paths, placement, engine):
     """Checks the (claimed) folder, reads the data and vocabulary, plans the steps, writes
     config.json and the vocabulary, builds the trainer."""
+    was_packed = None
     if placement.chief:
         # Only the chief's view counts: the other workers start beside it, and would find the
         # config.json it has just written.
-        check_output_folder(options, paths, placement.processes)
+        was_packed = check_output_folder(options, paths, placement.processes)
+        if options.resume:
+            check_checkpoints_readable(paths, keras.backend.backend())
     if placement.processes > 1 and (options.time_budget or options.early_stop):
         # Only the chief evaluates and keeps the time; the other workers could not know when
         # to stop, and would wait for it at the next step.
@@ -137,6 +145,7 @@ def prepare(options, paths, placement, engine):
     task.place(placement.process_index, placement.processes, placement.gather)
     shapes, per_step = placement.batching(task.streams)
     shapes = packing_shapes(options, task, model_config, shapes)
+    check_packing_agrees(options, was_packed, shapes.packed)
     first_batches, padding = task.train_batches(0, shapes)
     steps_per_epoch = len(first_batches) // per_step
     if steps_per_epoch == 0:
@@ -179,11 +188,14 @@ def prepare(options, paths, placement, engine):
 
 
 def packing_shapes(options, task, model_config, shapes):
-    """`shapes`, unpacked where the task cannot pack its training batches (an error where
-    --packing asked for it)."""
+    """`shapes`, packed as --packing says over the engine's default (a resumed run's choice,
+    say), unpacked where the task cannot pack its training batches (an error where --packing
+    asked for it)."""
+    if options.packing and not shapes.packed:
+        shapes = dataclasses.replace(shapes, packed=True)
     if not shapes.packed:
         return shapes
-    if options.packing is False:  # the engine's default, overruled (a resumed run's, say)
+    if options.packing is False:
         return dataclasses.replace(shapes, packed=False)
     refusal = task.packing_refusal(model_config)
     if refusal is None:
