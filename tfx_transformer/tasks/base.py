@@ -189,7 +189,7 @@ class Task(abc.ABC):
         return {}
 
     def data_statistics(self):
-        """What the run's results (metrics.json) record of how the training data was read."""
+        """What the run's results (metrics.json) record of how the data was read and scored."""
         return {}
 
     def export_settings(self):

@@ -84,6 +84,10 @@ def build_parser():
         "whose sides look shifted against each other (refused by default)")
     add("--beam-size", type=int, help=f"translation: beam size (default {defaults.beam_size})")
     add("--length-penalty", type=float, help=f"translation: GNMT alpha (default {defaults.length_penalty})")
+    add("--bleu-tokenize", metavar="NAME", help="translation: how BLEU splits words, a sacrebleu "
+        "tokenizer (13a, intl, zh, char, ja-mecab, ko-mecab, flores200, ...) or auto (default): zh, "
+        "ja-mecab or char for validation references written without spaces (Chinese, Japanese, "
+        "Thai...), ko-mecab for Korean where installed, 13a otherwise")
     add("--checkpoint-every", type=int, help=f"steps between checkpoints (default {defaults.checkpoint_every})")
     add("--log-every", type=int, help=f"steps between TensorBoard points (default {defaults.log_every})")
     add("--no-export", dest="export", action="store_const", const=False, help="skip the SavedModel")

@@ -5,6 +5,8 @@ import dataclasses
 
 from tfx_transformer.config import PRESETS, JsonDataclass, TransformerConfig
 from tfx_transformer.tasks import task_class
+from tfx_transformer.tasks.translation.metrics import BLEU_TOKENIZE_CHOICES
+
 # auto: MultiWorkerMirrored with TF_CONFIG (JAX: every process keras.distribution.initialize
 # joined), every local device when there are several, else one; default: one device; mirrored:
 # every local device; multiworker: every process.
@@ -60,6 +62,7 @@ class TrainOptions(JsonDataclass):
     allow_misaligned: bool = False  # train on parallel text that looks misaligned
     beam_size: int = 4
     length_penalty: float = 0.6
+    bleu_tokenize: str = "auto"  # translation: sacrebleu's tokenizer for BLEU; auto: by the script
     checkpoint_every: int = 200
     log_every: int = 25
     samples: int = 5
@@ -111,6 +114,11 @@ class TrainOptions(JsonDataclass):
             value = getattr(self, name)
             if value < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be 0 or more. Received: {value!r}")
+        if self.bleu_tokenize not in BLEU_TOKENIZE_CHOICES:
+            raise ValueError(
+                f"--bleu-tokenize must be one of {BLEU_TOKENIZE_CHOICES}. "
+                f"Received: {self.bleu_tokenize!r}"
+            )
         if self.long_pairs not in ("drop", "truncate"):
             raise ValueError(f"--long-pairs must be drop or truncate. Received: {self.long_pairs!r}")
         if self.strategy not in STRATEGIES:

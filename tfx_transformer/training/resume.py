@@ -2,6 +2,7 @@
 only with the options it was started with (but those in RESUMABLE_CHANGES), and a finished run
 is left as it is."""
 
+import dataclasses
 import json
 import os
 import re
@@ -36,6 +37,8 @@ def check_output_folder(options, paths, processes=1):
             # other backend, or saved before packing, included). Several processes cannot all
             # read the chief's folder: `prepare` tells them what to say where they differ.
             options.packing = was_packed
+        # An option newer than the saved run is at its default there: what the run did.
+        saved = {**option_defaults(options), **saved}
         mismatched = {
             key: (saved.get(key), value)
             for key, value in options.to_dict().items()
@@ -54,6 +57,16 @@ def check_output_folder(options, paths, processes=1):
             f"{options.output} already holds a run ({', '.join(os.path.basename(p) for p in leftovers)}). "
             "Pass --resume to continue it, or choose another --output."
         )
+
+
+def option_defaults(options):
+    """{name: default} of the options dataclass `options` (packing aside: see saved_packing)."""
+    defaults = {}
+    for field in dataclasses.fields(options):
+        if field.name != "packing":
+            has_factory = field.default_factory is not dataclasses.MISSING
+            defaults[field.name] = field.default_factory() if has_factory else field.default
+    return defaults
 
 
 def check_packing_agrees(options, was_packed, packed):

@@ -9,7 +9,7 @@ from tfx_transformer.reporting import attention_image, log, markdown_table
 from tfx_transformer.tasks.base import SentencePieceTask
 from tfx_transformer.tasks.translation import data as data_lib
 from tfx_transformer.tasks.translation.algorithmic import exact_match_by_band
-from tfx_transformer.tasks.translation.metrics import score_translations
+from tfx_transformer.tasks.translation.metrics import bleu_metric, bleu_tokenizer, score_translations
 from tfx_transformer.tasks.translation.streamed import PreparedCorpus, is_prepared
 from tfx_transformer.tasks.translation.translator import Translator
 
@@ -61,9 +61,25 @@ class TranslationTask(SentencePieceTask):
             # Symbol tasks (builtin:algorithmic) have outputs of one or two tokens, where BLEU's
             # 4-grams say nothing: an output is right or wrong.
             self.selection_metric = ("exact_match", "max")
+        self.bleu_tokenize = self.choose_bleu_tokenizer()
         self.eval_texts = sample_pairs(self.valid_text, options.eval_examples, options.seed)
         self.shown = self.eval_texts + ([],)  # (sources, references, translations) to show
         return model_config
+
+    def choose_bleu_tokenizer(self):
+        """--bleu-tokenize, or with auto the one for the validation references' script."""
+        chosen = self.options.bleu_tokenize
+        if chosen == "auto":
+            chosen = bleu_tokenizer(self.valid_text.targets)
+            if chosen != "13a":
+                log(f"BLEU: the validation references are not written with spaces between "
+                    f"words; sacrebleu's {chosen!r} tokenizer splits them (--bleu-tokenize)")
+            return chosen
+        try:
+            bleu_metric(chosen)
+        except ValueError as error:
+            raise ValueError(f"--bleu-tokenize: {error}") from None
+        return chosen
 
     def read_splits(self):
         """(train, validation, test) text; train is None for a prepared corpus, whose validation
@@ -120,15 +136,18 @@ class TranslationTask(SentencePieceTask):
         return self.corpus is not None
 
     def data_statistics(self):
-        """With several JAX processes streaming a prepared corpus: the batches this process
-        made and those the workers' shape agreement left out (`data.shards.ShapeAgreement`)."""
+        """The sacrebleu tokenizer that BLEU counted with; with several JAX processes streaming
+        a prepared corpus, the batches this process made and those the workers' shape agreement
+        left out (`data.shards.ShapeAgreement`)."""
+        statistics = {"bleu_tokenize": self.bleu_tokenize}
         agreement = getattr(getattr(self.corpus, "stream", None), "agreement", None)
         if agreement is None or not agreement.made:
-            return {}
+            return statistics
         share = agreement.dropped / agreement.made
         log(f"shape agreement: {agreement.dropped} of the {agreement.made} batches this process "
             f"made were left out ({share:.2%}) so that every process's batch had one shape")
-        return {"stream_batches_made": agreement.made, "stream_batches_left_out": agreement.dropped}
+        return {**statistics, "stream_batches_made": agreement.made,
+                "stream_batches_left_out": agreement.dropped}
 
     def check_alignment(self, name, split):
         """Refuses text whose sides look shifted against each other (see `data.alignment`),
@@ -226,7 +245,7 @@ class TranslationTask(SentencePieceTask):
             sources, references = self.eval_texts
             translations = self._translate(model, sources, 1)
         self.shown = (sources, references, translations)
-        return score_translations(translations, references)
+        return score_translations(translations, references, self.bleu_tokenize)
 
     def final_evaluation_cost(self):
         sample = max(len(self.eval_texts[0]), 1)
@@ -258,7 +277,7 @@ class TranslationTask(SentencePieceTask):
         if self.test_text is None:
             return {}
         translations = self._translate(model, self.test_text.sources, self.options.beam_size)
-        scores = score_translations(translations, self.test_text.targets)
+        scores = score_translations(translations, self.test_text.targets, self.bleu_tokenize)
         results = {**{f"test_{k}": v for k, v in scores.items()}, "test_pairs": len(self.test_text)}
         if self.test_text.bands is not None:
             results["test_exact_match_by_length"] = exact_match_by_band(
