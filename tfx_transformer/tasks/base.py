@@ -230,4 +230,5 @@ class SentencePieceTask(Task):
         return Tokenizer.train(texts, self.options.vocab_size, seed=self.options.seed)
 
     def describe_vocabulary(self):
-        return f"tokenizer: {self.vocabulary.vocab_size} pieces"
+        spelled = ", the rarest characters spelled in bytes" if self.vocabulary.spells_in_bytes else ""
+        return f"tokenizer: {self.vocabulary.vocab_size} pieces{spelled}"
