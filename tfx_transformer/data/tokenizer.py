@@ -138,11 +138,12 @@ class Tokenizer:
 def alphabet_settings(texts, vocab_size):
     """SentencePiece's character_coverage (and byte_fallback) for `texts`: every character a
     piece (1.0) where the alphabet takes at most half of `vocab_size`, leaving the rest to longer
-    pieces, as with alphabetic scripts (or all of a `vocab_size` under 1,024). A richer one (Chinese, Japanese: thousands of characters)
-    gets pieces for the most frequent characters that make up 99.95% of the text (SentencePiece's
-    advice), or a little less where those do not fit, and the rarest are spelled in UTF-8 bytes
-    (byte_fallback) rather than lost as <unk>. Raises DataError where even 98% of the
-    characters (SentencePiece's least) do not fit `vocab_size`."""
+    pieces, as with alphabetic scripts (or all of a `vocab_size` under 1,024). A richer one
+    (Chinese, Japanese: thousands of characters) gets pieces for the most frequent characters
+    that make up 99.95% of the text (SentencePiece's advice), or a little less where those do
+    not fit, and the rarest are spelled in UTF-8 bytes (byte_fallback) rather than lost as <unk>.
+    Raises DataError where even 98% of the characters (SentencePiece's least) do not fit
+    `vocab_size`."""
     step = max(1, len(texts) // COUNTED_TEXTS)
     counts = collections.Counter()
     for text in texts[::step]:

@@ -37,7 +37,7 @@ def check_output_folder(options, paths, processes=1):
             # other backend, or saved before packing, included). Several processes cannot all
             # read the chief's folder: `prepare` tells them what to say where they differ.
             options.packing = was_packed
-        # An option newer than the saved run is at its default there: what the run did.
+        # An option newer than the saved run counts as set to its default there.
         saved = {**option_defaults(options), **saved}
         mismatched = {
             key: (saved.get(key), value)

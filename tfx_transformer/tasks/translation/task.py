@@ -72,8 +72,8 @@ class TranslationTask(SentencePieceTask):
         if chosen == "auto":
             chosen = bleu_tokenizer(self.valid_text.targets)
             if chosen != "13a":
-                log(f"BLEU: the validation references are not written with spaces between "
-                    f"words; sacrebleu's {chosen!r} tokenizer splits them (--bleu-tokenize)")
+                log(f"BLEU: sacrebleu's {chosen!r} tokenizer, for the script of the validation "
+                    "references (--bleu-tokenize)")
             return chosen
         try:
             bleu_metric(chosen)
