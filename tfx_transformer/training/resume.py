@@ -7,14 +7,16 @@ import json
 import os
 import re
 
+from tfx_transformer.training import checkpoints
+
+
 class RunFinished(Exception):
     """--resume on a run that has done all its steps: nothing to do, nothing changed."""
 
 
 # The checkpoint files each training engine writes (its Keras backend's): tf.train.Checkpoint's
 # index beside its data, or ArrayCheckpoints' arrays.
-CHECKPOINT_FILES = {"tensorflow": re.compile(r"^ckpt-(\d+)\.index$"),
-                    "jax": re.compile(r"^ckpt-(\d+)\.npz$")}
+CHECKPOINT_FILES = {"tensorflow": re.compile(r"^ckpt-(\d+)\.index$"), "jax": checkpoints.NAME}
 
 # Options that may change when a run is resumed; every other one must match the saved run.
 RESUMABLE_CHANGES = ("epochs", "steps", "resume", "strategy", "cpu_devices", "export", "time_budget",
@@ -44,9 +46,8 @@ def check_output_folder(options, paths, processes=1):
             for key, value in options.to_dict().items()
             if key not in RESUMABLE_CHANGES + ("output", "packing") and saved.get(key) != value
         }
-        trained = saved.get("packing") if was_packed is None else was_packed
-        if given is not None and given != trained:
-            mismatched["packing"] = (trained, given)
+        if given is not None and given != was_packed:
+            mismatched["packing"] = (was_packed, given)
         if mismatched:
             details = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in mismatched.items())
             raise ValueError(f"--resume with options that differ from the saved run: {details}")
