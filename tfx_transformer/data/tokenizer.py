@@ -7,6 +7,7 @@ Ids: `tfx_transformer.tokens` (0 padding, 1 unknown, 2 start, 3 end), then the p
 
 import collections
 import io
+import math
 import os
 import random
 
@@ -165,11 +166,12 @@ def alphabet_settings(texts, vocab_size):
             covered += frequencies[needed]
             needed += 1
         # The count is of a sample, before SentencePiece's normalization: 2% to spare.
-        if needed * 1.02 + SPECIAL_PIECES + BYTE_PIECES <= vocab_size:
+        pieces = math.ceil(needed * 1.02) + SPECIAL_PIECES + BYTE_PIECES
+        if pieces <= vocab_size:
             return {"character_coverage": coverage, "byte_fallback": True}
     raise DataError(
         f"the text's alphabet is too rich for --vocab-size {vocab_size}: its {needed:,} most "
         f"frequent characters (of {len(counts):,}) make up {RICH_COVERAGES[-1]:.0%} of it, and "
         f"with {BYTE_PIECES + SPECIAL_PIECES} byte and special pieces the vocabulary needs at "
-        f"least {int(needed * 1.02) + SPECIAL_PIECES + BYTE_PIECES + 1:,} pieces; raise --vocab-size."
+        f"least {pieces:,} pieces; raise --vocab-size."
     )
