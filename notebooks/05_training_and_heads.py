@@ -39,15 +39,18 @@ from tfx_transformer.training.options import TrainOptions
 # The package's pieces: `TransformerConfig` and `Transformer` (the model), a SentencePiece
 # `Tokenizer`, length-bucketed batches, label-smoothed cross entropy, Adam with the warm-up
 # schedule, cached beam search. `training.run` wires them together; `python train.py` is the same
-# call from the command line. A short run on English -> French number words:
+# call from the command line. A short run on English -> French number words, in batches of 1,024
+# tokens (more updates for less time: on this CPU, 800 of them took 71 s to 100% exact match on
+# validation, 450 of the preset's 3,072 tokens 101 s to 99.4%):
 
 # %%
 folder = tempfile.mkdtemp()
 results = run(
     TrainOptions(
         output=os.path.join(folder, "run"),
-        steps=450,
-        eval_every=450,  # once, at the end
+        steps=800,
+        batch_tokens=1024,
+        eval_every=800,  # once, at the end
         eval_examples=200,
         samples=3,
         export=False,
