@@ -134,6 +134,19 @@ def test_decode_settings_are_recorded_with_the_export(exported_run):
     assert info["model"]["d_model"] == 64
 
 
+def test_each_serving_graph_is_written_once(exported_run):
+    """A signature traced both outside and inside tf.saved_model.save (its cache key differs
+    there) was written twice: twice the tracing time and the graph's size."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((Path(exported_run["version"]) / "saved_model.pb").read_bytes())
+    names = [f.signature.name for f in saved.meta_graphs[0].graph_def.library.function]
+    for method in ("_serve", "_nbest", "_score", "_decode"):
+        traces = [n for n in names if n.startswith(f"__inference_{method}_")]
+        assert len(traces) == 1, (method, traces)
+
+
 def test_versions_count_up_and_are_never_overwritten(exported_run, tmp_path, monkeypatch):
     run = tmp_path / "run"
     shutil.copytree(exported_run["run"], run, ignore=shutil.ignore_patterns("export"))

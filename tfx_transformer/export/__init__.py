@@ -12,8 +12,6 @@ temporary folder and renamed into place; an existing version is never overwritte
 import json
 import os
 
-import keras
-
 from tfx_transformer.export.warmup import write_warmup_requests
 from tfx_transformer.files import atomic_directory
 from tfx_transformer.runs import RunPaths
@@ -31,18 +29,27 @@ def next_version(export_root):
 def export_module(module, export_root):
     """Writes `module` (a task's ServingModule) as `export_root/<next version>/`; returns it.
 
-    Written with `keras.export.ExportArchive`, which records every variable in the SavedModel's
-    object graph: TF Serving's loader (like `saved_model_cli run`) restores variables from there
-    and fails on a plain `tf.saved_model.save` of a module that merely holds a Keras 3 model.
+    The SavedModel's root lists the model's tf.Variables themselves (what the serving graphs
+    capture), as `keras.export.ExportArchive` does: TF Serving's loader (like `saved_model_cli
+    run`) restores variables from the object graph and fails on a plain `tf.saved_model.save`
+    of a module that merely holds a Keras 3 model, or lists its Keras variables. It is saved
+    here, not by ExportArchive, which traces each signature outside `tf.saved_model.save` for
+    its signature map and again inside it for the object graph (the save context is part of
+    tf.function's cache key), and so wrote every serving graph twice; `tf.saved_model.save`
+    given the tf.functions traces each once (measured: a base model's export 24.2 -> 13.1 s,
+    saved_model.pb 8.7 -> 4.8 MB).
     """
+    import tensorflow as tf
+
     path = os.path.join(export_root, str(next_version(export_root)))
     with atomic_directory(path) as temporary:
-        archive = keras.export.ExportArchive()
-        archive.track(module.model)
-        archive.track(module.text_layer)
-        for name, function in module.signatures().items():
-            archive.add_endpoint(name, function)
-        archive.write_out(temporary, verbose=False)
+        root = tf.Module()
+        root.model_variables = [variable.value for variable in module.model.variables]
+        root.text_layer = module.text_layer
+        signatures = module.signatures()
+        for name, function in signatures.items():
+            setattr(root, name, function)
+        tf.saved_model.save(root, temporary, signatures=signatures)
         os.makedirs(os.path.join(temporary, os.path.dirname(module.info_path)))
         with open(os.path.join(temporary, module.info_path), "w", encoding="utf-8") as f:
             json.dump(module.info, f, indent=2, sort_keys=True)
