@@ -79,11 +79,13 @@ def test_run_ending_options_are_checked_and_preset_defaults_fill_the_rest():
             options_from_args(flags)
     small = options_from_args(["--preset", "small"])
     assert small.batch_tokens == PRESET_TRAINING["small"]["batch_tokens"] == 1536
-    assert small.learning_rate_scale == 0.5 and small.epochs == TASKS["translation"].default_epochs
+    assert small.learning_rate_scale == 0.5 and small.epochs is None  # the task's, by the data
     assert options_from_args(["--preset", "small", "--batch-tokens", "999"]).batch_tokens == 999
     budgeted = options_from_args(["--time-budget", "60"])
     assert budgeted.epochs == UNBOUNDED_EPOCHS  # the budget alone ends training
     assert options_from_args(["--time-budget", "60", "--epochs", "2"]).epochs == 2
+    assert options_from_args(["--steps", "5000"]).epochs == UNBOUNDED_EPOCHS  # steps alone, too
+    assert options_from_args(["--steps", "5000", "--epochs", "2"]).epochs == 2
 
 
 def test_packing_is_asked_of_translation_and_tagging_without_linformer_only():

@@ -229,12 +229,37 @@ def test_resume_needs_a_run_and_the_same_options(tmp_path):
     assert result.returncode == 2 and "no run to resume" in result.stderr
 
 
+def test_the_default_epochs_make_twice_the_warm_up_steps_on_a_small_corpus():
+    from tfx_transformer.training.options import UNBOUNDED_EPOCHS, TrainOptions
+
+    options = TrainOptions()  # translation: 6 epochs, 400 warm-up steps
+    assert options.planned_epochs(steps_per_epoch=134) == 6  # 804 steps
+    assert options.planned_epochs(steps_per_epoch=133) == 7  # 6 would be 798
+    assert options.planned_epochs(steps_per_epoch=25) == 32  # 800 steps
+    assert TrainOptions(warmup_steps=100).planned_epochs(steps_per_epoch=25) == 8
+    assert TrainOptions(task="tagging").planned_epochs(steps_per_epoch=39) == 21  # 819 steps
+    assert TrainOptions(epochs=3).planned_epochs(steps_per_epoch=25) == 3  # as asked
+    assert TrainOptions(steps=10).planned_epochs(steps_per_epoch=25) == UNBOUNDED_EPOCHS
+
+
+def test_evaluations_come_every_epoch_but_not_under_a_hundred_steps_apart():
+    from tfx_transformer.training.options import TrainOptions
+
+    options = TrainOptions()
+    assert options.evaluation_interval(steps_per_epoch=172) == 172  # the built-in set's epoch
+    assert options.evaluation_interval(steps_per_epoch=100) == 100
+    assert options.evaluation_interval(steps_per_epoch=99) == 198
+    assert options.evaluation_interval(steps_per_epoch=25) == 100  # every fourth epoch
+    assert options.evaluation_interval(steps_per_epoch=39) == 117
+    assert TrainOptions(eval_every=7).evaluation_interval(steps_per_epoch=25) == 7  # as asked
+
+
 def test_options_take_the_tasks_defaults_and_refuse_bad_values():
     from tfx_transformer.training.options import TrainOptions
 
     defaults = {task: TrainOptions(task=task) for task in ("translation", "tagging", "lm")}
     assert [defaults[t].data for t in defaults] == ["builtin:numbers", "builtin:entities", "builtin:counting"]
-    assert [defaults[t].epochs for t in defaults] == [6, 20, 6]
+    assert [defaults[t].planned_epochs(steps_per_epoch=1000) for t in defaults] == [6, 20, 6]
     assert [defaults[t].label_smoothing for t in defaults] == [0.1, 0.1, 0.0]
     assert TrainOptions(task="lm", label_smoothing=0.2, epochs=2).label_smoothing == 0.2
     for values, message in [

@@ -11,7 +11,13 @@ from tfx_transformer.environment import environment
 from tfx_transformer.tasks import TASKS
 from tfx_transformer.runs import RunInUse
 from tfx_transformer.training.loop import TrainingInterrupted, run
-from tfx_transformer.training.options import PRESET_TRAINING, STRATEGIES, TrainOptions
+from tfx_transformer.training.options import (
+    MIN_DEFAULT_STEPS_PER_WARMUP,
+    MIN_STEPS_BETWEEN_EVALUATIONS,
+    PRESET_TRAINING,
+    STRATEGIES,
+    TrainOptions,
+)
 from tfx_transformer.training.resume import RunFinished
 
 
@@ -38,8 +44,11 @@ def build_parser():
         "or pairs held out of --data)")
     add("--test-data", help="test data spec, scored at the end (the built-in sets have their own)")
     task_epochs = ", ".join(f"{name} {task.default_epochs}" for name, task in TASKS.items())
-    add("--epochs", type=int, help=f"passes over the training data (default: {task_epochs})")
-    add("--steps", type=int, help="cap on the total number of training steps")
+    add("--epochs", type=int, help=f"passes over the training data (default: {task_epochs}, or "
+        f"more on a small corpus, to make {MIN_DEFAULT_STEPS_PER_WARMUP} x --warmup-steps steps; "
+        "with --steps or --time-budget, as many as they allow)")
+    add("--steps", type=int, help="cap on the total number of training steps (without --epochs, "
+        "the number of steps)")
     add("--batch-tokens", type=int, help="padded tokens per batch (default: the preset's, "
         f"{preset_defaults('batch_tokens')})")
     add("--max-length", type=int, help="longest sequence in tokens (default: the preset's)")
@@ -67,7 +76,8 @@ def build_parser():
     add("--clipnorm", type=float, help="clip each gradient to this norm")
     add_engine_flags(add)
     add("--seed", type=int, help=f"(default {defaults.seed})")
-    add("--eval-every", type=int, help="steps between evaluations (default: every epoch)")
+    add("--eval-every", type=int, help="steps between evaluations (default: every epoch, or "
+        f"every few where an epoch is under {MIN_STEPS_BETWEEN_EVALUATIONS} steps)")
     add("--eval-examples", type=int, help="translation: validation pairs decoded greedily at each "
         "evaluation (a random sample; the end of the run decodes the whole validation set with the "
         "beam); validation sentences held out of --data when no other says; lm: validation and test "

@@ -25,7 +25,11 @@ from tfx_transformer.runs import RunPaths, claimed
 from tfx_transformer.tasks import task_class
 from tfx_transformer.training import backends
 from tfx_transformer.training.epochs import EpochBatches
-from tfx_transformer.training.options import MIXED_PRECISION, UNBOUNDED_EPOCHS
+from tfx_transformer.training.options import (
+    MIN_DEFAULT_STEPS_PER_WARMUP,
+    MIXED_PRECISION,
+    UNBOUNDED_EPOCHS,
+)
 from tfx_transformer.training.progress import Progress
 from tfx_transformer.training.resume import (
     check_checkpoints_readable,
@@ -153,7 +157,8 @@ def prepare(options, paths, placement, engine):
             f"{len(first_batches)} batch(es) cannot feed {per_step} replicas; use more data or a "
             "smaller --batch-tokens."
         )
-    total_steps = options.epochs * steps_per_epoch
+    epochs = options.planned_epochs(steps_per_epoch)
+    total_steps = epochs * steps_per_epoch
     if options.steps:
         total_steps = min(total_steps, options.steps)
     if options.resume:
@@ -162,8 +167,8 @@ def prepare(options, paths, placement, engine):
     log(
         f"{task.describe_vocabulary()}; batches: {len(first_batches)} per epoch "
         f"({steps_per_epoch} steps x {per_step} batch(es)), padding {padding:.1%}; "
-        f"{total_steps} steps; {keras.backend.backend()} backend, {placement.name}, "
-        f"{placement.replicas} replica(s), {policy}"
+        f"{describe_steps(options, task, epochs, total_steps)}; {keras.backend.backend()} "
+        f"backend, {placement.name}, {placement.replicas} replica(s), {policy}"
     )
     if placement.chief:
         if not options.resume:
@@ -210,6 +215,17 @@ def mixed_precision_policy(name):
     if name == "auto":
         return MIXED_PRECISION["bf16"] if backends.bf16_is_fast() else MIXED_PRECISION["none"]
     return MIXED_PRECISION[name]
+
+
+def describe_steps(options, task, epochs, total_steps):
+    """The log's word on the steps planned, and why where the default epochs were raised."""
+    if options.epochs is None and epochs > task.default_epochs:
+        return (
+            f"{total_steps} steps ({epochs} epochs: the default {task.default_epochs} would be "
+            f"fewer than {MIN_DEFAULT_STEPS_PER_WARMUP} x the {options.warmup_steps} warm-up "
+            "steps; --epochs or --steps sets them)"
+        )
+    return f"{total_steps} steps"
 
 
 def warn_if_degenerate(options, examples, batches):
@@ -350,7 +366,7 @@ def train_steps(job, evaluator, best, results, step, ctrl_c):
                 left = options.time_budget - clock.elapsed()
                 stop = (f"time budget: stopping at step {step} with {left:.0f} s left, {reserve:.0f} s "
                         "of it estimated for the final evaluation, test and export")
-            due = evaluation_due(options, step, job.steps_per_epoch)
+            due = step % options.evaluation_interval(job.steps_per_epoch) == 0
             if job.chief and (due or step == job.total_steps or stop):
                 results.read()
                 metrics = evaluator(step)
@@ -367,13 +383,6 @@ def train_steps(job, evaluator, best, results, step, ctrl_c):
             if step >= job.total_steps or stop:
                 break
     return step, metrics, stop
-
-
-def evaluation_due(options, step, steps_per_epoch):
-    """Every --eval-every steps, or at the end of every epoch when it is 0."""
-    if options.eval_every:
-        return step % options.eval_every == 0
-    return step % steps_per_epoch == 0
 
 
 # Finishing -------------------------------------------------------------------------------------
