@@ -85,9 +85,14 @@ def split_tsv_line(line, path, number):
         return "", ""
     if "\t" not in line:
         raise DataError(f"{path}:{number}: no tab between source and target: {line[:80]!r}")
-    source, target = line.split("\t", 1)
-    if "\t" in target:
-        raise DataError(f"{path}:{number}: more than one tab; expected source<TAB>target.")
+    columns = line.count("\t") + 1
+    if columns > 2:
+        # Corpora often come with more columns (Tatoeba's pairs with their attribution, say).
+        raise DataError(
+            f"{path}:{number}: more than one tab ({columns} columns); expected "
+            f"source<TAB>target. To train on the first two columns: cut -f1,2 {path} > pairs.tsv"
+        )
+    source, target = line.split("\t")
     return source, target
 
 
