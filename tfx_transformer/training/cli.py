@@ -82,14 +82,7 @@ def build_parser():
         "evaluation (a random sample; the end of the run decodes the whole validation set with the "
         "beam); validation sentences held out of --data when no other says; lm: validation and test "
         f"segments scored (default {defaults.eval_examples})")
-    add("--time-budget", type=float, metavar="SECONDS", help="seconds for the whole job: training "
-        "stops when what is left is what the final evaluation, test and export are estimated to "
-        "need; without --epochs, the budget alone ends training")
-    add("--early-stop", type=int, metavar="K", help="end training after K evaluations without a "
-        "better validation score (BLEU, F1 or perplexity) (default 0: never)")
-    add("--average-last", type=int, metavar="N", help="at the end, average the last N checkpoints' "
-        "weights; the run keeps the better of these and the best weights on validation, scored on "
-        f"the whole validation set (default {defaults.average_last}; 0 or 1: best only)")
+    add_ending_flags(add, defaults)
     add("--allow-misaligned", action="store_const", const=True, help="train on parallel text "
         "whose sides look shifted against each other (refused by default)")
     add("--beam-size", type=int, help=f"translation: beam size (default {defaults.beam_size})")
@@ -105,6 +98,18 @@ def build_parser():
     add("--config", help="JSON file of options (a run's config.json works); flags override it")
     add("--verbose", action="store_true", help="show TensorFlow's start-up messages too")
     return parser
+
+
+def add_ending_flags(add, defaults):
+    """How training ends, and which weights it keeps."""
+    add("--time-budget", type=float, metavar="SECONDS", help="seconds for the whole job: training "
+        "stops when what is left is what the final evaluation, test and export are estimated to "
+        "need; without --epochs, the budget alone ends training")
+    add("--early-stop", type=int, metavar="K", help="end training after K evaluations without a "
+        "better validation score (BLEU, F1 or perplexity) (default 0: never)")
+    add("--average-last", type=int, metavar="N", help="at the end, average the last N checkpoints' "
+        "weights; the run keeps the better of these and the best weights on validation, scored on "
+        f"the whole validation set (default {defaults.average_last}; 0 or 1: best only)")
 
 
 def add_engine_flags(add):
