@@ -68,3 +68,41 @@ def test_streamed_epochs_are_made_when_they_come():
     assert epochs.batches(1)[0] == "batch 1.0"
     epochs.close()
     assert task.made == [(0, threading.current_thread().name), (1, threading.current_thread().name)]
+
+
+class UnevenTask(FakeTask):
+    """Epochs of 3, 2, 4, 1 batches, as another shuffle may make a batch or so more or fewer."""
+
+    def train_batches(self, epoch, shapes):
+        return [f"batch {epoch}.{i}" for i in range((3, 2, 4, 1)[epoch])], 0.1
+
+
+def test_an_epoch_made_with_fewer_batches_than_the_plan_repeats_some_of_its_own():
+    task = UnevenTask()
+    first, _ = task.train_batches(0, None)
+    epochs = EpochBatches(task, shapes=None, last_epoch=3, first=first, count=len(first))
+    assert epochs.batches(0) == first
+    assert epochs.batches(1) == ["batch 1.0", "batch 1.1", "batch 1.0"]
+    assert epochs.batches(2) == ["batch 2.0", "batch 2.1", "batch 2.2", "batch 2.3"]  # as made
+    assert epochs.batches(3) == ["batch 3.0"] * 3
+    epochs.close()
+
+
+def test_language_model_epochs_of_one_segment_fewer_still_fill_the_step_plan():
+    import numpy as np
+
+    from tfx_transformer.tasks.lm import data as lm_data
+
+    class SegmentTask(FakeTask):
+        # 9 tokens to predict in segments of 4 from a random offset: 3 segments (2 batches of
+        # 2 rows) where the offset is 0, as seed 11 draws it; 2 (one batch) where it is 1 to 3.
+        def train_batches(self, epoch, shapes):
+            return lm_data.segment_batches(np.arange(1, 11), 4, 0, 8, shuffle_seed=11 + epoch)
+
+    task = SegmentTask()
+    first, _ = task.train_batches(0, None)
+    made = [len(task.train_batches(epoch, None)[0]) for epoch in range(1, 12)]
+    assert len(first) == 2 and 1 in made  # the failure this guards against
+    epochs = EpochBatches(task, shapes=None, last_epoch=11, first=first, count=len(first))
+    assert [len(epochs.batches(epoch)) for epoch in range(12)] == [2] * 12
+    epochs.close()

@@ -187,7 +187,8 @@ def prepare(options, paths, placement, engine):
         else:
             log(f"batches take at most {buckets} shapes (one compilation of the step each)")
     last_epoch = (total_steps - 1) // steps_per_epoch
-    epoch_batches = EpochBatches(task, shapes, last_epoch, first_batches)
+    epoch_batches = EpochBatches(task, shapes, last_epoch, first_batches,
+                                 count=steps_per_epoch * per_step)
     return Job(options, paths, placement, task, model_config, trainer, shapes, steps_per_epoch,
                total_steps, padding, epoch_batches)
 
