@@ -5,7 +5,8 @@ One input line, one output line, in the input's order (batches are sorted by len
 `--score TARGETS` writes each target's log-probability given the source line. `--with-scores`
 prefixes each output with its score and a tab. Every input line is checked before anything is
 translated: invalid UTF-8, and (with `--long-lines refuse`) a line over the model's length, are
-named by line number. An output file is written beside its place and renamed into it.
+named by line number; lines cut to the model's length (the default) are named in a warning. An
+output file is written beside its place and renamed into it.
 
 Exit codes: 0 done, 2 bad input or options (named), 3 a file that cannot be read or written.
 """
@@ -79,6 +80,26 @@ def output_lines(translator, args, lines, targets=None):
     ]
 
 
+def name_of(path):
+    return "<stdin>" if path == "-" else path
+
+
+def check_lengths(translator, long_lines, lines, name):
+    """Lines over the model's length, found before anything is translated: with --long-lines
+    refuse the first is named; otherwise a warning names them, since their ends go untranslated."""
+    long = translator.too_long(lines)
+    if not long:
+        return
+    limit = translator.max_input_length
+    if long_lines == "refuse":
+        index, tokens = long[0]
+        raise DataError(f"{name}:{index + 1}: {InputTooLong(index, tokens, limit)}")
+    numbers = ", ".join(str(index + 1) for index, _ in long[:5]) + (", ..." if len(long) > 5 else "")
+    print(f"warning: {len(long)} line(s) of {name} have more than the model's {limit} tokens and "
+          f"are cut to them, their ends untranslated (lines {numbers}); --long-lines refuse "
+          "stops instead.", file=sys.stderr)
+
+
 def translate_all(translator, args, lines, targets):
     """Output lines, a chunk of inputs at a time so that a terminal shows progress."""
     chunk = args.batch_size * 8
@@ -89,8 +110,7 @@ def translate_all(translator, args, lines, targets):
         try:
             out.extend(output_lines(translator, args, lines[start : start + chunk], part))
         except InputTooLong as error:
-            source = "<stdin>" if args.input == "-" else args.input
-            raise DataError(f"{source}:{start + error.index + 1}: {error}") from None
+            raise DataError(f"{name_of(args.input)}:{start + error.index + 1}: {error}") from None
         if shown:
             done = min(start + chunk, len(lines))
             rate = done / max(time.time() - started, 1e-9)
@@ -116,6 +136,9 @@ def main(argv=None):
             max_length=args.max_length, batch_size=args.batch_size, long_inputs=args.long_lines,
             max_length_factor=args.max_length_factor or None,
         )
+        check_lengths(translator, args.long_lines, lines, name_of(args.input))
+        if targets is not None:
+            check_lengths(translator, args.long_lines, targets, args.score)
         text = "".join(line.replace("\n", " ") + "\n" for line in translate_all(translator, args, lines, targets))
         if args.output == "-":
             sys.stdout.write(text)

@@ -77,6 +77,11 @@ def test_long_inputs_are_cut_or_refused(translator):
     refusing = Translator(translator.model, translator.tokenizer, long_inputs="refuse")
     with pytest.raises(InputTooLong, match="input 2 has"):
         refusing.translate(["one", long_text])
+    (index, tokens), = translator.too_long(["one", long_text])
+    assert index == 1 and tokens == len(translator.tokenizer.encode([long_text])[0]) + 1
+    assert tokens > translator.max_input_length
+    fitting = "seventy " * 10
+    assert translator.too_long([fitting]) == []
 
 
 def write(path, content):
@@ -105,6 +110,12 @@ def test_translate_command_files_nbest_score_and_bad_lines(exported_run, transla
     assert translate.main([*common, "--input", long_line, "--long-lines", "refuse"]) == 2
     assert "long.txt:3: input 3 has" in capsys.readouterr().err
     assert not (tmp_path / "never.txt").exists()
+    assert translate.main([*common, "--input", long_line]) == 0  # cut, and said so
+    cut = capsys.readouterr()
+    assert len(cut.out.splitlines()) == 3
+    assert "1 line(s) of" in cut.err and "long.txt have more than" in cut.err and "(lines 3)" in cut.err
+    assert translate.main([*common, "--input", source]) == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_stdin_loses_a_byte_order_mark_as_files_do(monkeypatch):

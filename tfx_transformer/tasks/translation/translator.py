@@ -125,11 +125,20 @@ class Translator:
 
     # Batching ---------------------------------------------------------------------------------
 
+    def too_long(self, texts):
+        """[(index, tokens with the end token)] of the `texts` over the model's length: what
+        translating them cuts (or, with long_inputs="refuse", refuses)."""
+        return [(index, len(ids) + 1) for index, ids in enumerate(self.tokenizer.encode(texts))
+                if self._over_length(ids)]
+
+    def _over_length(self, ids):
+        return len(ids) + 1 > self.max_input_length
+
     def _encode(self, texts):
         """Token ids with the end token, cut to the model's length (or refused)."""
         encoded = []
         for index, ids in enumerate(self.tokenizer.encode(texts)):
-            if len(ids) + 1 > self.max_input_length:
+            if self._over_length(ids):
                 if self.long_inputs == "refuse":
                     raise InputTooLong(index, len(ids) + 1, self.max_input_length)
                 ids = ids[: self.max_input_length - 1]
