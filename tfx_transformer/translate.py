@@ -107,10 +107,7 @@ def translate_all(translator, args, lines, targets):
     started, out = time.time(), []
     for start in range(0, len(lines), chunk):
         part = None if targets is None else targets[start : start + chunk]
-        try:
-            out.extend(output_lines(translator, args, lines[start : start + chunk], part))
-        except InputTooLong as error:
-            raise DataError(f"{name_of(args.input)}:{start + error.index + 1}: {error}") from None
+        out.extend(output_lines(translator, args, lines[start : start + chunk], part))
         if shown:
             done = min(start + chunk, len(lines))
             rate = done / max(time.time() - started, 1e-9)
